@@ -1,0 +1,114 @@
+"""The exception tree of oblivio, grouped by who is at fault (STYLE.md §5).
+
+OblivioError
+├── InvalidInputError            the caller sent something unusable (4xx over HTTP)
+│   ├── InvalidEntityUriError    code tombstone_entity_uri_invalid
+│   ├── InvalidScopeError        code tombstone_invalid_scope
+│   ├── InvalidMetadataError
+│   ├── InvalidStoreUriError
+│   ├── InvalidKeysUriError
+│   └── NotFoundError            an id that names nothing (404)
+│       └── ArtifactNotFoundError
+├── VerificationError       evidence from a peer or a prover does not verify
+├── IntegrityError          stored data failed authentication: one opaque error for every
+│                           decrypt or unwrap failure, so that no detail becomes an oracle
+└── InfrastructureError     our own storage or key backend failed
+    ├── StorageError
+    │   └── SchemaVersionError
+    └── KeyBackendError
+"""
+
+from __future__ import annotations
+
+
+class OblivioError(Exception):
+    """Base of every error oblivio raises on purpose."""
+
+    code: str = "oblivio_error"
+
+
+class InvalidInputError(OblivioError):
+    """The caller's input is unusable; nothing was changed."""
+
+    code = "invalid_input"
+
+
+class InvalidEntityUriError(InvalidInputError):
+    """An entity URI does not follow DESIGN.md §3 (seed 002 §23.2.2 invariant 2)."""
+
+    code = "tombstone_entity_uri_invalid"
+
+
+class InvalidScopeError(InvalidInputError):
+    """A fact scope or scope pattern is not one of seed 002 §23.2.3."""
+
+    code = "tombstone_invalid_scope"
+
+
+class InvalidMetadataError(InvalidInputError):
+    """Artifact metadata is not a JSON object within the size limits."""
+
+    code = "invalid_metadata"
+
+
+class InvalidStoreUriError(InvalidInputError):
+    """A store URI names no supported backend or is malformed."""
+
+    code = "invalid_store_uri"
+
+
+class InvalidKeysUriError(InvalidInputError):
+    """A wrapping-key backend URI names no supported backend or is malformed."""
+
+    code = "invalid_keys_uri"
+
+
+class NotFoundError(InvalidInputError):
+    """An identifier names nothing this node holds."""
+
+    code = "not_found"
+
+
+class ArtifactNotFoundError(NotFoundError):
+    """No artifact with this id is stored here."""
+
+    code = "artifact_not_found"
+
+
+class VerificationError(OblivioError):
+    """Evidence (a signature, a proof, a checkpoint) did not verify; the message names the link."""
+
+    code = "verification_failed"
+
+
+class IntegrityError(OblivioError):
+    """Stored data failed authentication. Deliberately opaque: it never says which byte or why."""
+
+    code = "integrity_error"
+
+    def __init__(self, message: str = "integrity check failed: stored data was altered") -> None:
+        super().__init__(message)
+
+
+class InfrastructureError(OblivioError):
+    """Our own infrastructure (database, key backend) failed; the caller is not at fault."""
+
+    code = "infrastructure_error"
+
+
+class StorageError(InfrastructureError):
+    """The database failed or is unreachable."""
+
+    code = "storage_error"
+
+
+class SchemaVersionError(StorageError):
+    """The database schema is newer than this build of oblivio knows."""
+
+    code = "schema_version_error"
+
+
+class KeyBackendError(InfrastructureError):
+    """The wrapping-key backend failed (an unwrap failure is an IntegrityError instead)."""
+
+    code = "key_backend_error"

@@ -1,0 +1,222 @@
+"""The ``oblivio`` command line (DESIGN.md §16): the contract other tools script against.
+
+Every command takes ``--home DIR`` (default ``$OBLIVIO_HOME``, else ``./.oblivio``) and ``--json``.
+Errors are one line on stderr and a non-zero exit status:
+
+    1  anything else       2  usage or invalid input     3  unknown id
+    4  integrity failure    5  storage or key backend failure    6  no node at --home
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from oblivio.core.canonical import parse_json
+from oblivio.core.encoding import b64url_encode
+from oblivio.core.errors import (
+    InfrastructureError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    OblivioError,
+)
+from oblivio.core.note import verifier_key
+from oblivio.node.home import NodeHomeError, default_home
+from oblivio.node.node import Node, init_node, open_node
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INTEGRITY = 4
+EXIT_INFRASTRUCTURE = 5
+EXIT_NO_NODE = 6
+
+
+def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(machine, sort_keys=True))
+    else:
+        print(human)
+
+
+def _node_summary(node: Node) -> dict[str, Any]:
+    return {
+        "name": node.config.name,
+        "home": str(node.home),
+        "store": node.config.store_uri,
+        "keys": node.config.keys_uri,
+        "key_id": node.signing_key.key_id,
+        "verifier_key": verifier_key(node.config.name, node.signing_key.verify_key.public_bytes),
+    }
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create a node in --home."""
+    with init_node(args.home, name=args.name, store_uri=args.store, keys_uri=args.keys) as node:
+        summary = _node_summary(node)
+    human = "\n".join(f"{k}: {v}" for k, v in summary.items())
+    _emit(args, f"initialised oblivio node\n{human}", summary)
+    return 0
+
+
+def _parse_meta(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    value = parse_json(text)
+    if not isinstance(value, dict):
+        raise InvalidInputError("--meta: expected a JSON object")
+    return value
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    """Store FILE (or - for standard input) as an artifact."""
+    metadata = _parse_meta(args.meta)
+    with open_node(args.home) as node:
+        source: BinaryIO
+        if args.file == "-":
+            source = sys.stdin.buffer
+            artifact_id = node.vault.put_stream(source, metadata, args.entity, args.scope)
+        else:
+            try:
+                with open(args.file, "rb") as source:
+                    artifact_id = node.vault.put_stream(source, metadata, args.entity, args.scope)
+            except OSError as e:
+                raise InvalidInputError(f"cannot read {args.file}: {e.strerror}") from e
+        info = node.vault.describe(artifact_id)
+    _emit(
+        args,
+        artifact_id,
+        {"artifact_id": artifact_id, "size": info.plaintext_size, "metadata": info.metadata},
+    )
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    """Write an artifact's plaintext to standard output or -o FILE."""
+    with open_node(args.home) as node:
+        if args.output:
+            target = Path(args.output)
+            partial = target.with_name(target.name + ".partial")
+            try:
+                with open(partial, "wb") as sink:
+                    size = node.vault.read_into(args.artifact_id, sink)
+                os.replace(partial, target)
+            except OSError as e:
+                raise InvalidInputError(f"cannot write {target}: {e.strerror}") from e
+            finally:
+                partial.unlink(missing_ok=True)
+            if args.json:
+                print(
+                    json.dumps({"artifact_id": args.artifact_id, "size": size, "path": str(target)})
+                )
+            return 0
+        if args.json:
+            plaintext = node.vault.get(args.artifact_id)
+            print(
+                json.dumps(
+                    {
+                        "artifact_id": args.artifact_id,
+                        "size": len(plaintext),
+                        "plaintext_b64url": b64url_encode(plaintext),
+                    }
+                )
+            )
+            return 0
+        node.vault.read_into(args.artifact_id, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """Print the node's C2SP verifier key."""
+    with open_node(args.home) as node:
+        summary = _node_summary(node)
+    _emit(
+        args,
+        summary["verifier_key"],
+        {k: summary[k] for k in ("name", "key_id", "verifier_key")},
+    )
+    return 0
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home", type=Path, default=argparse.SUPPRESS, help="node home (default $OBLIVIO_HOME)"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="oblivio", description="Verifiable forgetting for personal data.", parents=[common]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", parents=[common], help="create a node")
+    init.add_argument("--name", help="node name (the checkpoint origin)")
+    init.add_argument("--store", help="store URI (default sqlite:///HOME/oblivio.db)")
+    init.add_argument("--keys", help="wrapping-key backend URI (default software:)")
+    init.set_defaults(run=cmd_init)
+
+    put = commands.add_parser("put", parents=[common], help="store an artifact")
+    put.add_argument("file", help="file to store, or - for standard input")
+    put.add_argument("--meta", help="metadata as a JSON object")
+    put.add_argument("--entity", help="entity URI the artifact is about, e.g. user:alice")
+    put.add_argument("--scope", help="fact scope: local, team, company or public")
+    put.set_defaults(run=cmd_put)
+
+    get = commands.add_parser("get", parents=[common], help="read an artifact")
+    get.add_argument("artifact_id", metavar="ID")
+    get.add_argument("-o", "--output", help="write the plaintext to this file")
+    get.set_defaults(run=cmd_get)
+
+    key = commands.add_parser("key", parents=[common], help="print the node's verifier key")
+    key.set_defaults(run=cmd_key)
+    return parser
+
+
+def _exit_code(error: OblivioError) -> int:
+    if isinstance(error, NodeHomeError):
+        return EXIT_NO_NODE
+    if isinstance(error, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(error, InvalidInputError):
+        return EXIT_USAGE
+    if isinstance(error, IntegrityError):
+        return EXIT_INTEGRITY
+    if isinstance(error, InfrastructureError):
+        return EXIT_INFRASTRUCTURE
+    return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "home"):
+        args.home = default_home()
+    if not hasattr(args, "json"):
+        args.json = False
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except OblivioError as e:
+        message = " ".join(str(e).split())
+        print(f"oblivio {args.command}: error: {message}", file=sys.stderr)
+        return _exit_code(e)
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"oblivio {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,130 @@
+"""A node's home directory: its configuration, signing key and local key material.
+
+HOME/config.json                 name, store URI, keys URI (read once, typed)
+HOME/signing.key                 the node's Ed25519 seed, base64url (mode 0600)
+HOME/oblivio.db                  the embedded default store (sqlite:///HOME/oblivio.db)
+HOME/keys/software-root-keys     the software backend's root keys (mode 0600)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from oblivio.core.canonical import parse_json
+from oblivio.core.encoding import b64url_decode, b64url_encode
+from oblivio.core.errors import InvalidInputError, OblivioError
+from oblivio.core.signing import SEED_SIZE, SigningKey
+
+CONFIG_FILE = "config.json"
+SIGNING_KEY_FILE = "signing.key"
+DEFAULT_DB_FILE = "oblivio.db"
+DEFAULT_KEYS_URI = "software:"
+
+
+class NodeHomeError(OblivioError):
+    """The node home is missing, incomplete or unreadable."""
+
+    code = "node_home_error"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The node's configuration, read once from HOME/config.json."""
+
+    name: str
+    store_uri: str
+    keys_uri: str
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON form kept in config.json."""
+        return {"name": self.name, "store": self.store_uri, "keys": self.keys_uri}
+
+    @classmethod
+    def from_dict(cls, data: object) -> NodeConfig:
+        """Read the JSON form; raise NodeHomeError naming a missing or mistyped field."""
+        if not isinstance(data, dict):
+            raise NodeHomeError("config.json: expected a JSON object")
+        values = {}
+        for field in ("name", "store", "keys"):
+            value = data.get(field)
+            if not isinstance(value, str) or not value:
+                raise NodeHomeError(f"config.json: field {field!r} must be a non-empty string")
+            values[field] = value
+        return cls(values["name"], values["store"], values["keys"])
+
+
+def validate_node_name(name: str) -> str:
+    """A node name is a signed-note key name: non-empty, printable, no spaces and no '+'."""
+    if not name or not name.isprintable() or any(c.isspace() or c == "+" for c in name):
+        raise InvalidInputError(
+            f"node name: expected printable text without spaces or '+', got {name!r}"
+        )
+    return name
+
+
+def default_home() -> Path:
+    """``$OBLIVIO_HOME`` if set, else ``./.oblivio``."""
+    return Path(os.environ.get("OBLIVIO_HOME") or ".oblivio")
+
+
+def default_store_uri(home: Path) -> str:
+    """The embedded default: a SQLite file inside the home."""
+    return "sqlite:///" + str((home / DEFAULT_DB_FILE).resolve()).lstrip("/")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def new_signing_key() -> SigningKey:
+    """A fresh Ed25519 signing key from the operating system's randomness."""
+    return SigningKey(secrets.token_bytes(SEED_SIZE))
+
+
+def default_node_name(signing_key: SigningKey) -> str:
+    """``oblivio-`` and the first 12 hex characters of the node's key id."""
+    return "oblivio-" + signing_key.key_id[:12]
+
+
+def ensure_uninitialised(home: Path) -> None:
+    """Raise NodeHomeError if ``home`` already holds a node."""
+    if (home / CONFIG_FILE).exists() or (home / SIGNING_KEY_FILE).exists():
+        raise NodeHomeError(f"node home {home} is already initialised")
+
+
+def write_home(home: Path, config: NodeConfig, signing_key: SigningKey) -> None:
+    """Write the signing key and then the configuration (which marks the home complete)."""
+    ensure_uninitialised(home)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_private(home / SIGNING_KEY_FILE, (b64url_encode(signing_key.seed) + "\n").encode())
+    config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    _write_private(home / CONFIG_FILE, config_text.encode("utf-8"))
+
+
+def load_config(home: Path) -> NodeConfig:
+    """Read HOME/config.json. Raises NodeHomeError if the home is missing or damaged."""
+    path = home / CONFIG_FILE
+    if not path.is_file():
+        raise NodeHomeError(f"no oblivio node at {home} (run 'oblivio init --home {home}' first)")
+    try:
+        return NodeConfig.from_dict(parse_json(path.read_bytes()))
+    except InvalidInputError as e:
+        raise NodeHomeError(f"{path}: {e}") from e
+
+
+def load_signing_key(home: Path) -> SigningKey:
+    """Read the node's signing key. Raises NodeHomeError if missing or malformed."""
+    path = home / SIGNING_KEY_FILE
+    try:
+        seed = b64url_decode(path.read_text("ascii").strip())
+        return SigningKey(seed)
+    except (OSError, ValueError) as e:
+        raise NodeHomeError(f"{path}: cannot read the node's signing key: {e}") from e

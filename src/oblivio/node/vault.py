@@ -1,0 +1,434 @@
+"""The artifact vault: encrypted, content-addressed artifacts with per-artifact keys (DESIGN.md §4).
+
+``put`` encrypts under a fresh ``K_data`` and nonce, wraps the capability keys through the node's
+key custody, and stores ciphertext, metadata and wrapped keys in one transaction (large payloads
+stream in chunks first and become visible only with that final transaction). ``get`` checks the
+content address and the GCM tag before any plaintext leaves the vault; every mismatch is the one
+opaque IntegrityError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from oblivio.core.canonical import JsonValue, canonical_json, parse_json
+from oblivio.core.envelope import (
+    KEY_SIZE,
+    NONCE_SIZE,
+    TAG_SIZE,
+    ArtifactOpener,
+    ArtifactSealer,
+    compute_artifact_id,
+    digests_equal,
+    open_artifact,
+    seal_artifact,
+)
+from oblivio.core.errors import ArtifactNotFoundError, IntegrityError, InvalidMetadataError
+from oblivio.core.hashing import sha256
+from oblivio.core.identifiers import (
+    ArtifactId,
+    Capability,
+    format_time,
+    parse_artifact_id,
+    validate_entity_uri,
+    validate_scope,
+)
+from oblivio.keys.custody import KeyCustody, WrappedKey
+from oblivio.node.ids import new_uuid7
+from oblivio.store.database import Database, Transaction
+
+CHUNK_SIZE = 1 << 20
+"""Ciphertext is stored in chunks of this size (SQLite and PostgreSQL cap a value at 1 GB)."""
+CHUNKS_PER_TRANSACTION = 16
+METADATA_MAX_BYTES = 64 * 1024
+METADATA_MAX_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class ArtifactInput:
+    """One artifact to store: its payload, metadata and optional entity and scope."""
+
+    plaintext: bytes
+    metadata: Mapping[str, JsonValue]
+    entity_uri: str | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """What the vault knows about a stored artifact without decrypting it."""
+
+    artifact_id: ArtifactId
+    metadata: Mapping[str, JsonValue]
+    plaintext_size: int
+    entity_uri: str | None
+    scope: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class _Stored:
+    blob_id: str
+    metadata_bytes: bytes
+    nonce: bytes
+    plaintext_size: int
+    ciphertext_size: int
+    chunk_count: int
+
+
+def _depth(value: JsonValue, limit: int) -> int:
+    if limit < 0:
+        return 0
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+def encode_metadata(metadata: object) -> bytes:
+    """Validate artifact metadata and return its JCS bytes.
+
+    Metadata is a JSON object of at most 64 KiB canonical and 16 levels deep.
+    Raises InvalidMetadataError naming the problem.
+    """
+    if not isinstance(metadata, Mapping):
+        raise InvalidMetadataError(
+            f"metadata: expected a JSON object, got {type(metadata).__name__}"
+        )
+    if _depth(dict(metadata), METADATA_MAX_DEPTH + 1) > METADATA_MAX_DEPTH:
+        raise InvalidMetadataError(f"metadata: nested deeper than {METADATA_MAX_DEPTH} levels")
+    try:
+        encoded = canonical_json(dict(metadata))
+    except Exception as e:
+        raise InvalidMetadataError(f"metadata: {e}") from e
+    if len(encoded) > METADATA_MAX_BYTES:
+        raise InvalidMetadataError(
+            f"metadata: expected at most {METADATA_MAX_BYTES} bytes canonical, got {len(encoded)}"
+        )
+    return encoded
+
+
+def _validate_placement(entity_uri: str | None, scope: str | None) -> tuple[str | None, str | None]:
+    if entity_uri is not None:
+        validate_entity_uri(entity_uri)
+        scope = "local" if scope is None else scope
+    if scope is not None:
+        validate_scope(scope)
+    return entity_uri, scope
+
+
+class ArtifactVault:
+    """Stores and reads artifacts; safe to share between threads."""
+
+    def __init__(
+        self,
+        db: Database,
+        custody: KeyCustody,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self.db = db
+        self.custody = custody
+        self._clock = clock
+        self._random = random_bytes
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _fresh_keys(self) -> tuple[bytes, dict[Capability, bytes]]:
+        data_key = self._random(KEY_SIZE)
+        keys: dict[Capability, bytes] = {
+            "decrypt": data_key,
+            "prove": self._random(KEY_SIZE),
+            "recover": data_key,
+        }
+        return data_key, keys
+
+    def put(
+        self,
+        plaintext: bytes,
+        metadata: Mapping[str, JsonValue],
+        entity_uri: str | None = None,
+        scope: str | None = None,
+    ) -> ArtifactId:
+        """Encrypt and store one in-memory payload; return its artifact id.
+
+        Raises InvalidMetadataError, InvalidEntityUriError or InvalidScopeError for bad input
+        (nothing stored),
+        StorageError or KeyBackendError if the infrastructure fails.
+        """
+        return self.put_many([ArtifactInput(plaintext, metadata, entity_uri, scope)])[0]
+
+    def put_many(self, items: Sequence[ArtifactInput]) -> list[ArtifactId]:
+        """Store a batch of in-memory payloads in one transaction: all or none of them."""
+        created_at = format_time(self._clock())
+        artifact_rows: list[tuple[object, ...]] = []
+        chunk_rows: list[tuple[object, ...]] = []
+        key_rows: list[tuple[object, ...]] = []
+        ids: list[ArtifactId] = []
+        for item in items:
+            metadata_bytes = encode_metadata(item.metadata)
+            entity_uri, scope = _validate_placement(item.entity_uri, item.scope)
+            metadata_digest = sha256(metadata_bytes)
+            data_key, keys = self._fresh_keys()
+            nonce = self._random(NONCE_SIZE)
+            ciphertext = seal_artifact(data_key, nonce, item.plaintext, metadata_digest)
+            artifact_id = compute_artifact_id(ciphertext, metadata_digest)
+            blob_id = new_uuid7()
+            chunks = [ciphertext[i : i + CHUNK_SIZE] for i in range(0, len(ciphertext), CHUNK_SIZE)]
+            chunk_rows.extend((blob_id, seq, chunk) for seq, chunk in enumerate(chunks))
+            artifact_rows.append(
+                (
+                    artifact_id,
+                    blob_id,
+                    metadata_bytes,
+                    nonce,
+                    len(item.plaintext),
+                    len(ciphertext),
+                    len(chunks),
+                    entity_uri,
+                    scope,
+                    created_at,
+                )
+            )
+            key_rows.extend(
+                _key_row(w) for w in self.custody.wrap_capability_keys(artifact_id, keys)
+            )
+            ids.append(artifact_id)
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", chunk_rows
+            )
+            _insert_artifacts(tx, artifact_rows, key_rows)
+        return ids
+
+    def put_stream(
+        self,
+        source: BinaryIO,
+        metadata: Mapping[str, JsonValue],
+        entity_uri: str | None = None,
+        scope: str | None = None,
+    ) -> ArtifactId:
+        """Encrypt and store a payload read from ``source`` in chunks, never whole in memory.
+
+        Chunks are written ahead under a fresh blob id; the artifact exists only once the final
+        transaction records it with its keys. A crash before that leaves unreferenced chunks,
+        which ``sweep_orphan_chunks`` removes.
+        """
+        metadata_bytes = encode_metadata(metadata)
+        entity_uri, scope = _validate_placement(entity_uri, scope)
+        metadata_digest = sha256(metadata_bytes)
+        data_key, keys = self._fresh_keys()
+        nonce = self._random(NONCE_SIZE)
+        sealer = ArtifactSealer(data_key, nonce, metadata_digest)
+        blob_id = new_uuid7()
+        pending = bytearray()
+        batch: list[tuple[object, ...]] = []
+        seq = 0
+        plaintext_size = ciphertext_size = 0
+
+        def flush_batch() -> None:
+            if batch:
+                with self.db.transaction() as tx:
+                    tx.executemany(
+                        "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
+                    )
+                batch.clear()
+
+        while block := source.read(CHUNK_SIZE):
+            plaintext_size += len(block)
+            pending += sealer.update(block)
+            while len(pending) >= CHUNK_SIZE:
+                batch.append((blob_id, seq, bytes(pending[:CHUNK_SIZE])))
+                del pending[:CHUNK_SIZE]
+                seq += 1
+                ciphertext_size += CHUNK_SIZE
+                if len(batch) >= CHUNKS_PER_TRANSACTION:
+                    flush_batch()
+        tail, artifact_id = sealer.finish()
+        pending += tail
+        while pending:
+            piece = bytes(pending[:CHUNK_SIZE])
+            del pending[:CHUNK_SIZE]
+            batch.append((blob_id, seq, piece))
+            seq += 1
+            ciphertext_size += len(piece)
+        wrapped = self.custody.wrap_capability_keys(artifact_id, keys)
+        row = (
+            artifact_id,
+            blob_id,
+            metadata_bytes,
+            nonce,
+            plaintext_size,
+            ciphertext_size,
+            seq,
+            entity_uri,
+            scope,
+            format_time(self._clock()),
+        )
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
+            )
+            _insert_artifacts(tx, [row], [_key_row(w) for w in wrapped])
+        return artifact_id
+
+    def sweep_orphan_chunks(self, older_than: datetime) -> int:
+        """Delete chunks that no artifact references and whose upload began before ``older_than``
+        (a crashed ``put_stream``). Returns the number of chunks removed."""
+        cutoff_ms = int(older_than.timestamp() * 1000)
+        with self.db.transaction() as tx:
+            orphans = tx.fetchall(
+                "SELECT DISTINCT c.blob_id FROM artifact_chunks c "
+                "LEFT JOIN artifacts a ON a.blob_id = c.blob_id WHERE a.artifact_id IS NULL"
+            )
+            removed = 0
+            for (blob_id,) in orphans:
+                if int(blob_id.replace("-", "")[:12], 16) < cutoff_ms:
+                    removed += tx.execute(
+                        "DELETE FROM artifact_chunks WHERE blob_id = ?", (blob_id,)
+                    )
+            return removed
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _load(self, artifact_id: str) -> tuple[ArtifactId, _Stored]:
+        aid = parse_artifact_id(artifact_id)
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone(
+                "SELECT blob_id, metadata, nonce, plaintext_size, ciphertext_size, chunk_count "
+                "FROM artifacts WHERE artifact_id = ?",
+                (aid,),
+            )
+        if row is None:
+            raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
+        return aid, _Stored(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5])
+
+    def _data_key(self, aid: ArtifactId) -> bytes:
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone(
+                "SELECT key_ref, wrapped FROM artifact_keys "
+                "WHERE artifact_id = ? AND capability = ?",
+                (aid, "decrypt"),
+            )
+        if row is None:
+            raise IntegrityError()
+        return self.custody.unwrap_capability_key(WrappedKey(aid, "decrypt", row[0], bytes(row[1])))
+
+    def _chunks(self, stored: _Stored) -> Iterator[bytes]:
+        for seq in range(stored.chunk_count):
+            with self.db.transaction(write=False) as tx:
+                row = tx.fetchone(
+                    "SELECT data FROM artifact_chunks WHERE blob_id = ? AND seq = ?",
+                    (stored.blob_id, seq),
+                )
+            if row is None:
+                raise IntegrityError()
+            yield bytes(row[0])
+
+    def describe(self, artifact_id: str) -> ArtifactInfo:
+        """Metadata and placement of an artifact, not decrypted. Raises ArtifactNotFoundError."""
+        aid = parse_artifact_id(artifact_id)
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone(
+                "SELECT metadata, plaintext_size, entity_uri, scope, created_at "
+                "FROM artifacts WHERE artifact_id = ?",
+                (aid,),
+            )
+        if row is None:
+            raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
+        return ArtifactInfo(aid, parse_json(bytes(row[0])), row[1], row[2], row[3], row[4])
+
+    def get(self, artifact_id: str) -> bytes:
+        """Return the plaintext of a stored artifact, held in memory.
+
+        Raises ArtifactNotFoundError for an unknown id and IntegrityError if any stored byte
+        (ciphertext, nonce, metadata, wrapped key) was altered.
+        """
+        aid, stored = self._load(artifact_id)
+        ciphertext = b"".join(self._chunks(stored))
+        metadata_digest = sha256(stored.metadata_bytes)
+        if len(ciphertext) != stored.ciphertext_size or not digests_equal(
+            compute_artifact_id(ciphertext, metadata_digest).encode(), aid.encode()
+        ):
+            raise IntegrityError()
+        plaintext = open_artifact(self._data_key(aid), stored.nonce, ciphertext, metadata_digest)
+        if len(plaintext) != stored.plaintext_size:
+            raise IntegrityError()
+        return plaintext
+
+    def _decrypt_pass(
+        self, aid: ArtifactId, stored: _Stored, data_key: bytes, sink: BinaryIO | None
+    ) -> None:
+        metadata_digest = sha256(stored.metadata_bytes)
+        opener = ArtifactOpener(data_key, stored.nonce, metadata_digest)
+        id_hash = hashlib.sha256()
+        held = b""  # the last TAG_SIZE bytes seen, which may turn out to be the tag
+        total = 0
+        written = 0
+        for chunk in self._chunks(stored):
+            id_hash.update(chunk)
+            total += len(chunk)
+            data = held + chunk
+            body, held = data[:-TAG_SIZE], data[-TAG_SIZE:]
+            out = opener.update(body)
+            written += len(out)
+            if sink is not None:
+                sink.write(out)
+        id_hash.update(metadata_digest)
+        if (
+            total != stored.ciphertext_size
+            or len(held) != TAG_SIZE
+            or not digests_equal(id_hash.hexdigest().encode(), aid.encode())
+        ):
+            raise IntegrityError()
+        out = opener.finish(held)
+        written += len(out)
+        if sink is not None:
+            sink.write(out)
+        if written != stored.plaintext_size:
+            raise IntegrityError()
+
+    def read_into(self, artifact_id: str, sink: BinaryIO) -> int:
+        """Write the plaintext of an artifact to ``sink`` in chunks; return its size.
+
+        A first pass authenticates the whole ciphertext without writing anything, so altered
+        data raises IntegrityError before any plaintext is written. The second pass checks the
+        tag again; if the store changed in between it raises after a partial write, so callers
+        writing to a file should write to a temporary name and rename on success.
+        """
+        aid, stored = self._load(artifact_id)
+        data_key = self._data_key(aid)
+        self._decrypt_pass(aid, stored, data_key, None)
+        self._decrypt_pass(aid, stored, data_key, sink)
+        return stored.plaintext_size
+
+    def count(self) -> int:
+        """How many artifacts the vault holds."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone("SELECT COUNT(*) FROM artifacts")
+        return int(row[0]) if row else 0
+
+
+def _key_row(wrapped: WrappedKey) -> tuple[object, ...]:
+    return (wrapped.artifact_id, wrapped.capability, wrapped.key_ref, wrapped.wrapped)
+
+
+def _insert_artifacts(
+    tx: Transaction, artifact_rows: list[tuple[object, ...]], key_rows: list[tuple[object, ...]]
+) -> None:
+    tx.executemany(
+        "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, plaintext_size, "
+        "ciphertext_size, chunk_count, entity_uri, scope, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        artifact_rows,
+    )
+    tx.executemany(
+        "INSERT INTO artifact_keys (artifact_id, capability, key_ref, wrapped) VALUES (?, ?, ?, ?)",
+        key_rows,
+    )
