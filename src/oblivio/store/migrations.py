@@ -61,6 +61,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+
+def _ordered(migrations: tuple[Migration, ...]) -> tuple[Migration, ...]:
+    ordered = tuple(sorted(migrations, key=lambda m: m.version))
+    versions = [m.version for m in ordered]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"schema migrations: duplicate versions in {versions}")
+    return ordered
+
+
+MIGRATIONS = _ordered(MIGRATIONS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

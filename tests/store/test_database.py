@@ -1,0 +1,78 @@
+"""The storage interface behaves the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from oblivio.core.errors import InvalidStoreUriError, SchemaVersionError, StorageError
+from oblivio.store.database import ConstraintViolationError, Database, open_database
+from oblivio.store.migrations import LATEST_VERSION, MIGRATIONS, migrate, schema_version
+
+
+def test_migrations_are_recorded_and_applied_once(database: Database) -> None:
+    assert schema_version(database) == LATEST_VERSION
+    assert migrate(database) == []
+    with database.transaction(write=False) as tx:
+        rows = tx.fetchall("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert rows == [(m.version, m.name) for m in MIGRATIONS]
+
+
+def test_newer_schema_is_refused(database: Database) -> None:
+    with database.transaction() as tx:
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (LATEST_VERSION + 1, "from_the_future", "2030-01-01T00:00:00.000Z"),
+        )
+    with pytest.raises(SchemaVersionError, match="newer than this oblivio knows"):
+        migrate(database)
+
+
+def test_failed_transaction_rolls_back(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.transaction() as tx:
+        tx.execute(
+            "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", ("b", 0, b"x")
+        )
+        raise RuntimeError("abort")
+    with database.transaction(write=False) as tx:
+        assert tx.fetchone("SELECT COUNT(*) FROM artifact_chunks") == (0,)
+
+
+def test_duplicate_key_is_a_constraint_violation(database: Database) -> None:
+    row = ("b", 0, b"x")
+    sql = "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)"
+    with database.transaction() as tx:
+        tx.execute(sql, row)
+    with pytest.raises(ConstraintViolationError), database.transaction() as tx:
+        tx.execute(sql, row)
+    with database.transaction(write=False) as tx:
+        assert tx.fetchone("SELECT COUNT(*) FROM artifact_chunks") == (1,)
+
+
+def test_blobs_round_trip_exactly(database: Database) -> None:
+    data = bytes(range(256)) * 3
+    with database.transaction() as tx:
+        tx.execute(
+            "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", ("b", 7, data)
+        )
+    with database.transaction(write=False) as tx:
+        row = tx.fetchone("SELECT data, seq FROM artifact_chunks WHERE blob_id = ?", ("b",))
+        assert row is not None
+        assert bytes(row[0]) == data
+        assert row[1] == 7
+        assert list(tx.iterate("SELECT seq FROM artifact_chunks")) == [(7,)]
+
+
+@pytest.mark.parametrize("uri", ["mysql://x", "sqlite://host/x.db", "", "file:///tmp/x", "sqlite:"])
+def test_bad_store_uris_are_refused(uri: str) -> None:
+    with pytest.raises(InvalidStoreUriError):
+        open_database(uri)
+
+
+def test_missing_sqlite_directory_is_a_storage_error(tmp_path: object) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        open_database("sqlite:///nonexistent-dir-for-oblivio/x.db")
+
+
+def test_unreachable_postgres_is_a_storage_error() -> None:
+    with pytest.raises(StorageError, match="cannot connect"):
+        open_database("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
