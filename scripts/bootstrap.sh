@@ -44,6 +44,6 @@ if [ ! -f "$stamp" ]; then
     spec="."
     [ -n "$extra" ] && spec=".[$extra]"
     .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e "$spec" >&2
-    rm -f .venv/.oblivio-installed-*
+    rm -f ".venv/.oblivio-installed-$extra-"*
     touch "$stamp"
 fi

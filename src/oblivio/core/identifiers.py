@@ -133,12 +133,29 @@ def validate_capabilities(items: object) -> tuple[Capability, ...]:
     return tuple(c for c in CAPABILITIES if c in items)
 
 
+def uuid7_unix_ms(text: str) -> int:
+    """The 48-bit Unix-millisecond timestamp of a UUIDv7 (RFC 9562 §5.7).
+
+    Raises InvalidInputError if ``text`` is not a UUID of version 7 and the RFC variant.
+    """
+    try:
+        value = uuid.UUID(text)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InvalidInputError(f"UUIDv7: expected a UUID, got {text!r}") from e
+    if value.version != 7 or value.variant != uuid.RFC_4122:
+        raise InvalidInputError(f"UUIDv7: expected version 7, got version {value.version}")
+    return value.int >> 80
+
+
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with ``Z`` and millisecond precision, e.g. ``2026-11-22T10:00:00.000Z``."""
     if moment.tzinfo is None:
         raise ValueError("format_time needs an aware datetime")
     utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")

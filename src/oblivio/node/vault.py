@@ -35,6 +35,7 @@ from oblivio.core.identifiers import (
     Capability,
     format_time,
     parse_artifact_id,
+    uuid7_unix_ms,
     validate_entity_uri,
     validate_scope,
 )
@@ -289,7 +290,7 @@ class ArtifactVault:
             )
             removed = 0
             for (blob_id,) in orphans:
-                if int(blob_id.replace("-", "")[:12], 16) < cutoff_ms:
+                if uuid7_unix_ms(blob_id) < cutoff_ms:
                     removed += tx.execute(
                         "DELETE FROM artifact_chunks WHERE blob_id = ?", (blob_id,)
                     )

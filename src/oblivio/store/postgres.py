@@ -66,6 +66,15 @@ class PostgresDatabase(Database):
     def __init__(self, uri: str) -> None:
         self.uri = uri
         try:
+            # One direct connection first: a bad address or credentials fail at once with the
+            # server's reason, instead of the pool retrying in the background until it times out.
+            psycopg.connect(uri, connect_timeout=int(CONNECT_TIMEOUT_S)).close()
+        except psycopg.Error as e:
+            reason = " ".join(str(e).split())
+            raise StorageError(
+                f"store: cannot connect to PostgreSQL at {_redact(uri)}: {reason}"
+            ) from e
+        try:
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 uri,
                 min_size=1,
