@@ -1,18 +1,24 @@
 """The exception tree of oblivio, grouped by who is at fault (STYLE.md §5).
 
 OblivioError
-├── InvalidInputError            the caller sent something unusable (4xx over HTTP)
-│   ├── InvalidEntityUriError    code tombstone_entity_uri_invalid
-│   ├── InvalidScopeError        code tombstone_invalid_scope
+├── InvalidInputError               the caller sent something unusable (4xx over HTTP)
+│   ├── InvalidEntityUriError       code tombstone_entity_uri_invalid
+│   ├── InvalidScopeError           code tombstone_invalid_scope
 │   ├── InvalidMetadataError
 │   ├── InvalidStoreUriError
 │   ├── InvalidKeysUriError
-│   └── NotFoundError            an id that names nothing (404)
-│       └── ArtifactNotFoundError
-├── VerificationError       evidence from a peer or a prover does not verify
-├── IntegrityError          stored data failed authentication: one opaque error for every
-│                           decrypt or unwrap failure, so that no detail becomes an oracle
-└── InfrastructureError     our own storage or key backend failed
+│   ├── NotFoundError               an id that names nothing (404)
+│   │   ├── ArtifactNotFoundError
+│   │   └── TombstoneNotFoundError  code tombstone_not_found
+│   ├── ConflictError               the request contradicts what is stored (409)
+│   │   ├── TombstoneAlreadyExistsError   code tombstone_already_exists
+│   │   └── TombstoneAlreadyRevokedError  code tombstone_already_revoked
+│   └── AccessDeniedError           the caller's credentials do not allow this (401/403)
+├── VerificationError               evidence from a peer or a prover does not verify
+│   └── TombstoneVerificationFailedError  code tombstone_verification_failed
+├── IntegrityError                  stored data failed authentication: one opaque error for
+│                                   every decrypt or unwrap failure, so no detail is an oracle
+└── InfrastructureError             our own storage or key backend failed
     ├── StorageError
     │   └── SchemaVersionError
     └── KeyBackendError
@@ -75,10 +81,46 @@ class ArtifactNotFoundError(NotFoundError):
     code = "artifact_not_found"
 
 
+class TombstoneNotFoundError(NotFoundError):
+    """No tombstone with this id (seed 002 §23.7)."""
+
+    code = "tombstone_not_found"
+
+
+class ConflictError(InvalidInputError):
+    """The request contradicts what is already stored; nothing was changed."""
+
+    code = "conflict"
+
+
+class TombstoneAlreadyExistsError(ConflictError):
+    """An active tombstone for this entity URI and scope exists (seed 002 §23.7)."""
+
+    code = "tombstone_already_exists"
+
+
+class TombstoneAlreadyRevokedError(ConflictError):
+    """The tombstone has already been revoked (seed 002 §23.7)."""
+
+    code = "tombstone_already_revoked"
+
+
+class AccessDeniedError(InvalidInputError):
+    """The caller is not allowed to do this (missing, unknown or insufficient credentials)."""
+
+    code = "access_denied"
+
+
 class VerificationError(OblivioError):
     """Evidence (a signature, a proof, a checkpoint) did not verify; the message names the link."""
 
     code = "verification_failed"
+
+
+class TombstoneVerificationFailedError(VerificationError):
+    """An inbound tombstone's signature or signer did not verify (seed 002 §23.4.2, §23.7)."""
+
+    code = "tombstone_verification_failed"
 
 
 class IntegrityError(OblivioError):

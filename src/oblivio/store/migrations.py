@@ -59,6 +59,161 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "facts",
+        (
+            # Facts of seed 002 §23.3 / DESIGN.md §11: the value lives in an artifact, so it is
+            # encrypted and forgettable; a ref value names another entity instead.
+            """CREATE TABLE facts (
+                id TEXT PRIMARY KEY,
+                entity_uri TEXT NOT NULL,
+                attribute TEXT NOT NULL,
+                value_artifact_id TEXT REFERENCES artifacts(artifact_id),
+                ref_entity_uri TEXT,
+                scope TEXT NOT NULL,
+                derived_from TEXT NOT NULL DEFAULT '[]',
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX idx_facts_entity_uri ON facts(entity_uri)",
+            "CREATE INDEX idx_facts_ref_entity_uri ON facts(ref_entity_uri)",
+        ),
+    ),
+    Migration(
+        5,
+        "013a_rtbf_tombstones",
+        (
+            # Seed 002 §23.5.3 migration 013a, plus: key_id (signed, §23.2.4) and record_json (the
+            # record exactly as issued or received, relayed unchanged), received_from (the peer
+            # that delivered an inbound record), scope_text (the pattern in canonical text form).
+            """CREATE TABLE tombstones (
+                id TEXT PRIMARY KEY,
+                entity_uri TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                reason TEXT,
+                signed_by TEXT NOT NULL,
+                signature TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                legal_hold INTEGER NOT NULL DEFAULT 0,
+                key_id TEXT NOT NULL,
+                record_json TEXT NOT NULL,
+                received_from TEXT,
+                stored_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX idx_tombstones_entity_uri ON tombstones(entity_uri)",
+            """CREATE TABLE tombstone_revocations (
+                id TEXT PRIMARY KEY,
+                tombstone_id TEXT NOT NULL REFERENCES tombstones(id),
+                reason TEXT NOT NULL,
+                signed_by TEXT NOT NULL,
+                signature TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                record_json TEXT NOT NULL,
+                stored_at TEXT NOT NULL
+            )""",
+            # One revocation per tombstone, enforced by the database (tombstone_already_revoked).
+            """CREATE UNIQUE INDEX idx_tombstone_revocations_tombstone_id
+                ON tombstone_revocations(tombstone_id)""",
+        ),
+    ),
+    Migration(
+        6,
+        "013c_fact_retractions",
+        (
+            # Seed 002 §23.5.3 migration 013c: the append-only retraction log (§24.2.1 c.3).
+            """CREATE TABLE fact_retractions (
+                id TEXT PRIMARY KEY,
+                fact_id TEXT NOT NULL REFERENCES facts(id),
+                retracted_at TEXT NOT NULL,
+                retracted_by TEXT
+            )""",
+            "CREATE INDEX idx_fact_retractions_fact_id ON fact_retractions(fact_id)",
+            "CREATE INDEX idx_fact_retractions_retracted_at ON fact_retractions(retracted_at)",
+        ),
+    ),
+    Migration(
+        7,
+        "api_keys_manifests_audit",
+        (
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL CHECK (role IN ('admin', 'agent', 'peer')),
+                key_hash TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL,
+                revoked_at TEXT
+            )""",
+            """CREATE TABLE org_manifests (
+                org TEXT PRIMARY KEY,
+                manifest_json TEXT NOT NULL,
+                anchor_key_id TEXT NOT NULL,
+                own INTEGER NOT NULL DEFAULT 0,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE audit_log (
+                seq {bigint} PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                at TEXT NOT NULL,
+                event TEXT NOT NULL,
+                actor TEXT,
+                subject TEXT,
+                details TEXT NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "key_tree",
+        (
+            # DESIGN.md §5: the key tree. Leaves stay in artifact_keys (one row per artifact and
+            # capability), placed by key_tree and tree_slot; inner nodes hold keys wrapped under
+            # their parents; the root key lives only in the wrapping-key backend.
+            """CREATE TABLE key_tree_heads (
+                tree TEXT PRIMARY KEY,
+                fanout INTEGER NOT NULL,
+                height INTEGER NOT NULL,
+                generation {bigint} NOT NULL,
+                root_ref TEXT NOT NULL,
+                next_slot {bigint} NOT NULL
+            )""",
+            """CREATE TABLE key_tree_nodes (
+                tree TEXT NOT NULL,
+                tree_level INTEGER NOT NULL,
+                idx {bigint} NOT NULL,
+                version {bigint} NOT NULL,
+                wrapped {blob} NOT NULL,
+                PRIMARY KEY (tree, tree_level, idx)
+            )""",
+            "ALTER TABLE artifact_keys ADD COLUMN key_tree TEXT",
+            "ALTER TABLE artifact_keys ADD COLUMN tree_slot {bigint}",
+            """CREATE UNIQUE INDEX idx_artifact_keys_tree_slot
+                ON artifact_keys(key_tree, tree_slot)""",
+            # Forget batches: intent -> applied -> destroyed (keys/key_tree.py).
+            """CREATE TABLE key_tree_journal (
+                batch_id TEXT PRIMARY KEY,
+                tree TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('intent', 'applied', 'destroyed')),
+                old_generation {bigint} NOT NULL,
+                old_root TEXT NOT NULL,
+                new_root TEXT NOT NULL,
+                leaves {blob} NOT NULL,
+                created_at TEXT NOT NULL,
+                destroy_after TEXT,
+                receipt_hash TEXT
+            )""",
+            "CREATE INDEX idx_key_tree_journal_state ON key_tree_journal(state)",
+            """CREATE TABLE destruction_receipts (
+                receipt_hash TEXT PRIMARY KEY,
+                batch_id TEXT NOT NULL,
+                tree TEXT NOT NULL,
+                epoch {bigint} NOT NULL,
+                receipt {blob} NOT NULL,
+                destroyed_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX idx_destruction_receipts_batch ON destruction_receipts(batch_id)",
+        ),
+    ),
 )
 
 

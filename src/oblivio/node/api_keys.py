@@ -1,0 +1,115 @@
+"""API keys for the HTTP API: created by the command line, stored hashed, shown once.
+
+Roles: ``admin`` (tombstones, legal holds, audit), ``agent`` (artifacts; every tombstone route
+answers 403 ``tombstone_access_denied``, seed 002 §23.6.2) and ``peer`` (the inbound federation
+routes). A key is 32 random bytes, so a single SHA-256 (with a named prefix) is a sound way to
+store it: there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, cast
+
+from oblivio.core.encoding import b64url_encode
+from oblivio.core.errors import AccessDeniedError, ConflictError, InvalidInputError
+from oblivio.core.hashing import API_KEY_PREFIX, sha256
+from oblivio.core.identifiers import format_time
+from oblivio.node.audit import AuditLog
+from oblivio.node.ids import new_uuid7
+from oblivio.store.database import ConstraintViolationError, Database
+
+Role = Literal["admin", "agent", "peer"]
+ROLES: tuple[Role, ...] = ("admin", "agent", "peer")
+TOKEN_PREFIX = "obk_"  # noqa: S105 - a public marker of the token format, not a secret
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An authenticated caller."""
+
+    id: str
+    name: str
+    role: Role
+
+
+def _hash(token: str) -> str:
+    return sha256(API_KEY_PREFIX + token.encode("utf-8")).hex()
+
+
+class ApiKeys:
+    """Creates, authenticates and revokes API keys."""
+
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self._clock = clock
+
+    def create(self, name: str, role: str) -> tuple[ApiKey, str]:
+        """Create a key; return it and its secret token (never stored, shown once).
+
+        Raises InvalidInputError for a bad name or role, ConflictError if the name is taken.
+        """
+        if not _NAME.fullmatch(name):
+            raise InvalidInputError(
+                f"API key name: expected [a-z0-9][a-z0-9._-]{{0,63}}, got {name!r}"
+            )
+        if role not in ROLES:
+            raise InvalidInputError(
+                f"API key role: expected one of {', '.join(ROLES)}, got {role!r}"
+            )
+        token = TOKEN_PREFIX + b64url_encode(secrets.token_bytes(32))
+        key = ApiKey(new_uuid7(), name, role)
+        try:
+            with self.db.transaction() as tx:
+                tx.execute(
+                    "INSERT INTO api_keys (id, name, role, key_hash, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key.id, name, role, _hash(token), format_time(self._clock())),
+                )
+                self.audit.append_in(tx, "api_key_created", subject=name, details={"role": role})
+        except ConstraintViolationError as e:
+            raise ConflictError(f"an API key named {name!r} already exists") from e
+        return key, token
+
+    def authenticate(self, token: str) -> ApiKey:
+        """The live key whose token this is; raises AccessDeniedError otherwise."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+            raise AccessDeniedError("unknown API key")
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone(
+                "SELECT id, name, role FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (_hash(token),),
+            )
+        if row is None:
+            raise AccessDeniedError("unknown or revoked API key")
+        return ApiKey(row[0], row[1], cast(Role, row[2]))
+
+    def revoke(self, name: str) -> None:
+        """Revoke the key called ``name``; raises InvalidInputError if there is none live."""
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (format_time(self._clock()), name),
+            )
+            if changed != 1:
+                raise InvalidInputError(f"no live API key named {name!r}")
+            self.audit.append_in(tx, "api_key_revoked", subject=name)
+
+    def list(self) -> list[dict[str, str | None]]:
+        """Every key's name, role and dates (never the secret)."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.fetchall(
+                "SELECT name, role, created_at, revoked_at FROM api_keys ORDER BY created_at"
+            )
+        return [{"name": r[0], "role": r[1], "created_at": r[2], "revoked_at": r[3]} for r in rows]
