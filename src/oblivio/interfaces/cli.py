@@ -27,7 +27,8 @@ from oblivio.core.errors import (
     OblivioError,
 )
 from oblivio.core.note import verifier_key
-from oblivio.node.home import NodeHomeError, default_home
+from oblivio.node.compliance import open_compliance
+from oblivio.node.home import NodeHomeError, default_home, load_config
 from oblivio.node.node import Node, init_node, open_node
 
 EXIT_ERROR = 1
@@ -145,6 +146,74 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API with uvicorn until interrupted."""
+    import uvicorn
+
+    from oblivio.interfaces.http import create_app
+
+    load_config(args.home.resolve())  # a missing home is a clear error before the server starts
+    uvicorn.run(create_app(args.home), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys for the HTTP API."""
+    with open_node(args.home) as node:
+        services = open_compliance(node)
+        if args.action == "create":
+            if not args.name or not args.role:
+                raise InvalidInputError("api-key create needs --name and --role")
+            key, token = services.api_keys.create(args.name, args.role)
+            _emit(args, token, {"name": key.name, "role": key.role, "token": token})
+        elif args.action == "revoke":
+            if not args.name:
+                raise InvalidInputError("api-key revoke needs --name")
+            services.api_keys.revoke(args.name)
+            _emit(args, f"revoked {args.name}", {"revoked": args.name})
+        else:
+            keys = services.api_keys.list()
+            lines = [f"{k['name']}\t{k['role']}\t{k['revoked_at'] or 'live'}" for k in keys]
+            _emit(args, "\n".join(lines), {"api_keys": keys})
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """Show the org manifest, rotate the signing key, or trust another org's manifest."""
+    with open_node(args.home) as node:
+        services = open_compliance(node)
+        if args.action == "rotate":
+            new_key = services.rotate_signing_key()
+            vkey = verifier_key(node.config.name, new_key.verify_key.public_bytes)
+            _emit(args, vkey, {"key_id": new_key.key_id, "verifier_key": vkey})
+            return 0
+        if args.action == "trust":
+            if not args.file or not args.anchor:
+                raise InvalidInputError("manifest trust needs FILE and --anchor KEY_ID")
+            try:
+                text = Path(args.file).read_bytes()
+            except OSError as e:
+                raise InvalidInputError(f"cannot read {args.file}: {e.strerror}") from e
+            manifest = services.manifests.trust(parse_json(text), args.anchor)
+            _emit(args, f"trusted org {manifest.org}", {"org": manifest.org})
+            return 0
+        manifest = services.own_manifest()
+        print(json.dumps(dict(manifest.raw), indent=None if args.json else 2, sort_keys=True))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print audit log events."""
+    with open_node(args.home) as node:
+        events = open_compliance(node).audit.read(args.after, args.limit)
+    for event in events:
+        if args.json:
+            print(json.dumps(event.to_dict(), sort_keys=True))
+        else:
+            print(f"{event.seq}\t{event.at}\t{event.event}\t{event.subject or ''}")
+    return 0
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -184,6 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     key = commands.add_parser("key", parents=[common], help="print the node's verifier key")
     key.set_defaults(run=cmd_key)
+
+    serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8400)
+    serve.set_defaults(run=cmd_serve)
+
+    api_key = commands.add_parser("api-key", parents=[common], help="manage HTTP API keys")
+    api_key.add_argument("action", choices=["create", "list", "revoke"])
+    api_key.add_argument("--name", help="the key's name (agent name in signed_by)")
+    api_key.add_argument("--role", choices=["admin", "agent", "peer"])
+    api_key.set_defaults(run=cmd_api_key)
+
+    manifest = commands.add_parser("manifest", parents=[common], help="org signing-key manifest")
+    manifest.add_argument("action", choices=["show", "rotate", "trust"])
+    manifest.add_argument("file", nargs="?", help="with trust: another org's manifest JSON")
+    manifest.add_argument("--anchor", help="with trust: the key id the chain must start with")
+    manifest.set_defaults(run=cmd_manifest)
+
+    audit = commands.add_parser("audit", parents=[common], help="print the audit log")
+    audit.add_argument("--after", type=int, default=0)
+    audit.add_argument("--limit", type=int, default=100)
+    audit.set_defaults(run=cmd_audit)
     return parser
 
 

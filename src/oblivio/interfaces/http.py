@@ -1,0 +1,507 @@
+"""The node's HTTP API (ASGI, FastAPI; OpenAPI at /openapi.json), run by ``oblivio serve``.
+
+Routes: seed 002 §23.6 tombstones (admin keys only; agent keys get 403
+``tombstone_access_denied``), seed 001 ``/federation/*``, the org manifest, the audit log, and
+artifact routes mirroring the command line. Every error is JSON
+``{"error": {"code": …, "message": …}}`` with the §23.7 codes where they apply; request bodies
+are size-limited and unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from oblivio.core.canonical import JsonValue, canonical_json
+from oblivio.core.encoding import b64url_decode, b64url_encode
+from oblivio.core.errors import (
+    AccessDeniedError,
+    ConflictError,
+    InfrastructureError,
+    InvalidEntityUriError,
+    InvalidInputError,
+    InvalidScopeError,
+    NotFoundError,
+    OblivioError,
+    TombstoneAlreadyExistsError,
+    TombstoneVerificationFailedError,
+    VerificationError,
+)
+from oblivio.core.identifiers import parse_time, validate_entity_uri
+from oblivio.core.manifest import org_of_signer
+from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
+from oblivio.node.api_keys import ApiKey
+from oblivio.node.compliance import Compliance, open_compliance
+from oblivio.node.node import Node, open_node
+
+JSON_BODY_LIMIT = 64 * 1024
+ARTIFACT_BODY_LIMIT = 48 * 1024 * 1024
+_ARTIFACT_UPLOAD_PATH = "/v1/artifacts"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def error_response(
+    status: int, code: str, message: str, extra: dict[str, Any] | None = None
+) -> JSONResponse:
+    """The one JSON error shape of the API."""
+    return JSONResponse(
+        status_code=status, content={**(extra or {}), "error": {"code": code, "message": message}}
+    )
+
+
+def _status_of(error: OblivioError) -> int:
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, ConflictError):
+        return 409
+    if isinstance(error, AccessDeniedError):
+        return 401
+    if isinstance(error, InvalidInputError | VerificationError):
+        return 400
+    if isinstance(error, InfrastructureError):
+        return 503
+    return 500
+
+
+class RequestTooLargeError(InvalidInputError):
+    """The request body exceeds the route's limit."""
+
+    code = "request_too_large"
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the limit (413) by Content-Length and by count."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_upload = scope["path"] == _ARTIFACT_UPLOAD_PATH and scope["method"] == "POST"
+        limit = ARTIFACT_BODY_LIMIT if is_upload else JSON_BODY_LIMIT
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = limit + 1
+                if declared > limit:
+                    await _too_large(limit)(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> MutableMapping[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise RequestTooLargeError(f"request body exceeds {limit} bytes")
+            return message
+
+        async def tracking_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except RequestTooLargeError:
+            if not started:
+                await _too_large(limit)(scope, receive, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return error_response(413, "request_too_large", f"request body exceeds {limit} bytes")
+
+
+# -- request bodies --------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TombstoneRequest(_Strict):
+    """POST /v1/tombstones (seed 002 §23.6.1)."""
+
+    entity_uri: StrictStr = Field(max_length=600, examples=["user:alice"])
+    scope: StrictStr | list[StrictStr] = Field(examples=["*"])
+    reason: StrictStr | None = Field(default=None, max_length=2000)
+    legal_hold: StrictBool = False
+
+
+class RevokeRequest(_Strict):
+    """POST /v1/tombstones/{id}/revoke (seed 002 §23.6.3)."""
+
+    reason: StrictStr = Field(min_length=1, max_length=2000)
+
+
+class DeletionRequest(_Strict):
+    """Seed 001 ``DeletionRequest``: signed by the originator over its JCS bytes without
+    ``signature`` (base64url Ed25519), with the key the originator's manifest held at
+    ``timestamp``."""
+
+    belief_id: StrictStr
+    tombstone_id: StrictStr
+    reason: Literal["user_request", "legal_requirement", "accidental_share", "other"]
+    originator_id: StrictStr = Field(max_length=600)
+    signature: StrictStr = Field(max_length=200)
+    timestamp: StrictStr = Field(max_length=40)
+    propagate: StrictBool
+    legal_reference: StrictStr | None = Field(default=None, max_length=600)
+
+
+class ArtifactUpload(_Strict):
+    """POST /v1/artifacts: a payload (base64url) with its metadata, entity and scope."""
+
+    plaintext_b64url: StrictStr
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    entity_uri: StrictStr | None = None
+    scope: StrictStr | None = None
+
+
+# -- dependencies --------------------------------------------------------------------------------
+
+
+def compliance(request: Request) -> Compliance:
+    """The node's compliance services, opened when the app started."""
+    value: Compliance = request.app.state.compliance
+    return value
+
+
+def the_node(request: Request) -> Node:
+    """The open node."""
+    value: Node = request.app.state.node
+    return value
+
+
+Services = Annotated[Compliance, Depends(compliance)]
+OpenNode = Annotated[Node, Depends(the_node)]
+
+
+def caller(services: Services, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
+    """The API key of the request; 401 if missing, unknown or revoked."""
+    if authorization is None or not authorization.startswith("Bearer "):
+        raise AccessDeniedError("missing bearer API key")
+    return services.api_keys.authenticate(authorization.removeprefix("Bearer ").strip())
+
+
+def admin(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    """An admin key; any other role gets 403 tombstone_access_denied (§23.6.2)."""
+    if key.role != "admin":
+        raise TombstoneAccessDeniedError("admin API key required (seed 002 §23.6.2)")
+    return key
+
+
+def reader(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    """An admin or agent key (artifact routes)."""
+    if key.role not in ("admin", "agent"):
+        raise ForbiddenError("admin or agent API key required")
+    return key
+
+
+def federation_peer(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    """A peer or admin key (inbound federation routes)."""
+    if key.role not in ("admin", "peer"):
+        raise TombstoneAccessDeniedError("peer or admin API key required")
+    return key
+
+
+Admin = Annotated[ApiKey, Depends(admin)]
+Reader = Annotated[ApiKey, Depends(reader)]
+Peer = Annotated[ApiKey, Depends(federation_peer)]
+
+# -- manifest and audit ---------------------------------------------------------------------------
+
+node_routes = APIRouter()
+
+
+@node_routes.get("/v1/manifest", summary="This org's signing-key manifest (oblivio.manifest.v1)")
+def get_manifest(services: Services) -> dict[str, Any]:
+    """Public: peers verify this org's records with it."""
+    return dict(services.own_manifest().raw)
+
+
+@node_routes.get("/v1/audit", summary="The audit log (admin keys only)")
+def get_audit(
+    services: Services,
+    _: Admin,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Audit events after sequence number ``after``, oldest first."""
+    events = services.audit.read(after, limit)
+    return {
+        "events": [e.to_dict() for e in events],
+        "next_after": events[-1].seq if events else after,
+    }
+
+
+# -- tombstones (seed 002 §23.6) ------------------------------------------------------------------
+
+tombstone_routes = APIRouter()
+
+
+@tombstone_routes.post("/v1/tombstones", status_code=201, summary="Issue a tombstone (§23.6.1)")
+def post_tombstone(body: TombstoneRequest, services: Services, key: Admin) -> dict[str, Any]:
+    """201 with the signed record; 409 tombstone_already_exists with the active one."""
+    record, created = services.tombstones.issue(
+        key.name, body.entity_uri, body.scope, body.reason, body.legal_hold
+    )
+    if not created:
+        raise ExistingTombstoneError(record.to_dict())
+    return record.to_dict()
+
+
+@tombstone_routes.get(
+    "/v1/tombstones/{entity_uri_encoded:path}", summary="Tombstone status (§23.6.2)"
+)
+def get_tombstones(entity_uri_encoded: str, services: Services, _: Admin) -> dict[str, Any]:
+    """Every tombstone and revocation for the (percent-encoded) entity URI."""
+    entity_uri = validate_entity_uri(entity_uri_encoded)
+    tombstones, revocations = services.tombstones.store.for_entity(entity_uri)
+    if not tombstones:
+        return {"tombstoned": False, "tombstones": []}
+    revoked = {r.tombstone_id for r in revocations}
+    return {
+        "tombstoned": any(t.id not in revoked for t in tombstones),
+        "tombstones": [t.to_dict() for t in tombstones],
+        "revocations": [r.to_dict() for r in revocations],
+    }
+
+
+@tombstone_routes.post(
+    "/v1/tombstones/{tombstone_id}/revoke", summary="Revoke a tombstone (§23.6.3)"
+)
+def post_revoke(tombstone_id: str, body: RevokeRequest, services: Services, key: Admin) -> Response:
+    """200 with the signed revocation; the headers say what could not be restored."""
+    validate_record_id(tombstone_id, TOMBSTONE_PREFIX)
+    revocation = services.tombstones.revoke(key.name, tombstone_id, body.reason)
+    erased = len(revocation.erased_artifacts)
+    restoration = (
+        f"{erased} artifacts erased at level 1 stay unreadable" if erased else "nothing was erased"
+    )
+    return Response(
+        content=json.dumps(revocation.record.to_dict()),
+        media_type="application/json",
+        headers={
+            "Oblivio-Erased-Artifacts": str(erased),
+            "Oblivio-Restoration": "suppression lifted; " + restoration,
+        },
+    )
+
+
+# -- seed 001 federation routes -------------------------------------------------------------------
+
+federation_routes = APIRouter()
+
+
+@federation_routes.post(
+    "/federation/delete", summary="Request deletion of an own belief (seed 001)"
+)
+def federation_delete(body: DeletionRequest, services: Services, key: Admin) -> dict[str, Any]:
+    """Verify the originator's signed request, then issue a tombstone for ``belief:<id>``."""
+    request = body.model_dump()
+    if body.legal_reference is None:
+        request.pop("legal_reference")
+    verify_deletion_request(services, request)
+    validate_record_id(TOMBSTONE_PREFIX + body.tombstone_id, TOMBSTONE_PREFIX)
+    reason = body.reason + (f" ({body.legal_reference})" if body.legal_reference else "")
+    entity_uri = validate_entity_uri(f"belief:{body.belief_id}")
+    record, _ = services.tombstones.issue(key.name, entity_uri, "*", reason)
+    status = "not_propagated: no federation peers configured" if body.propagate else "local_only"
+    return {"tombstone_id": record.id, "propagation_status": status}
+
+
+@federation_routes.post("/federation/tombstone", summary="Receive a peer's tombstone (seed 001)")
+def federation_tombstone(
+    record: dict[str, JsonValue], services: Services, key: Peer
+) -> dict[str, Any]:
+    """Verify against the manifest of ``signed_by`` and store idempotently (§23.4.2)."""
+    stored, created = services.tombstones.receive(record, peer=key.name)
+    return {"accepted": True, "tombstone_id": stored.id, "new": created}
+
+
+@federation_routes.get(
+    "/federation/belief/{belief_id}/status", summary="Belief deletion status (seed 001)"
+)
+def federation_belief_status(
+    belief_id: str, services: Services, node: OpenNode, _: Peer
+) -> dict[str, Any]:
+    """``{exists, deleted, tombstone?}`` for ``belief:<id>``."""
+    entity_uri = validate_entity_uri(f"belief:{belief_id}")
+    tombstones, _revocations = services.tombstones.store.for_entity(entity_uri)
+    active = services.tombstones.store.active_for_entity(entity_uri)
+    with node.db.transaction(write=False) as tx:
+        held = tx.fetchone("SELECT 1 FROM artifacts WHERE entity_uri = ? LIMIT 1", (entity_uri,))
+    answer: dict[str, Any] = {
+        "exists": held is not None or bool(tombstones),
+        "deleted": bool(active),
+    }
+    if active:
+        answer["tombstone"] = active[-1].to_dict()
+    return answer
+
+
+# -- artifacts (mirroring the command line) -------------------------------------------------------
+
+artifact_routes = APIRouter()
+
+
+@artifact_routes.post("/v1/artifacts", status_code=201, summary="Store an artifact (oblivio put)")
+def post_artifact(body: ArtifactUpload, node: OpenNode, _: Reader) -> dict[str, Any]:
+    """Encrypt and store the payload; 201 with its artifact id."""
+    try:
+        plaintext = b64url_decode(body.plaintext_b64url)
+    except ValueError as e:
+        raise InvalidInputError(f"plaintext_b64url: {e}") from e
+    artifact_id = node.vault.put(plaintext, body.metadata, body.entity_uri, body.scope)
+    return {"artifact_id": artifact_id, "size": len(plaintext)}
+
+
+@artifact_routes.get("/v1/artifacts/{artifact_id}", summary="Read an artifact (oblivio get)")
+def get_artifact(artifact_id: str, node: OpenNode, _: Reader) -> dict[str, Any]:
+    """The plaintext (base64url) with metadata; 404 artifact_not_found."""
+    info = node.vault.describe(artifact_id)
+    plaintext = node.vault.get(artifact_id)
+    return {
+        "artifact_id": info.artifact_id,
+        "metadata": dict(info.metadata),
+        "entity_uri": info.entity_uri,
+        "scope": info.scope,
+        "size": info.plaintext_size,
+        "plaintext_b64url": b64url_encode(plaintext),
+    }
+
+
+# -- the application ------------------------------------------------------------------------------
+
+
+async def on_oblivio_error(_: Request, error: Exception) -> JSONResponse:
+    """Map oblivio's exception tree to status codes and the JSON error shape."""
+    assert isinstance(error, OblivioError)  # noqa: S101 - registered for OblivioError only
+    message = " ".join(str(error).split())
+    if isinstance(error, ExistingTombstoneError):
+        return error_response(409, error.code, message, {"tombstone": error.existing})
+    if isinstance(error, TombstoneVerificationFailedError):
+        return error_response(400, error.code, message, {"accepted": False, "reason": message})
+    status = 403 if isinstance(error, TombstoneAccessDeniedError | ForbiddenError) else None
+    return error_response(status or _status_of(error), error.code, message)
+
+
+async def on_validation_error(_: Request, error: Exception) -> JSONResponse:
+    """Body and parameter validation failures: 400 with the §23.7 code where one applies."""
+    assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for it only
+    problems = error.errors()
+    first = problems[0] if problems else {}
+    location = [str(part) for part in first.get("loc", ())]
+    if first.get("type") == "json_invalid":
+        return error_response(400, "invalid_json", "request body is not valid JSON")
+    message = f"{'.'.join(location)}: {first.get('msg', 'invalid')}"
+    if "entity_uri" in location:
+        return error_response(400, InvalidEntityUriError.code, message)
+    if "scope" in location:
+        return error_response(400, InvalidScopeError.code, message)
+    return error_response(400, "invalid_request", message)
+
+
+async def on_http_error(_: Request, error: Exception) -> JSONResponse:
+    """Starlette's own errors (unknown route, wrong method) in the JSON error shape."""
+    assert isinstance(error, StarletteHTTPException)  # noqa: S101 - registered for it only
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return error_response(error.status_code, code, str(error.detail))
+
+
+def create_app(home: Path) -> FastAPI:
+    """The ASGI application of the node at ``home``, opened when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        node = open_node(home)
+        app.state.node = node
+        app.state.compliance = open_compliance(node)
+        try:
+            yield
+        finally:
+            node.close()
+
+    app = FastAPI(
+        title="oblivio node",
+        version="0.1.0",
+        description="Verifiable forgetting: tombstones, artifacts, federation (seed 001/002).",
+        lifespan=lifespan,
+    )
+    for router in (node_routes, tombstone_routes, federation_routes, artifact_routes):
+        app.include_router(router)
+    app.add_exception_handler(OblivioError, on_oblivio_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_middleware(BodyLimit)
+    return app
+
+
+class TombstoneAccessDeniedError(AccessDeniedError):
+    """A non-admin key on a tombstone route (seed 002 §23.7): 403."""
+
+    code = "tombstone_access_denied"
+
+
+class ForbiddenError(AccessDeniedError):
+    """A valid key whose role does not allow the route: 403."""
+
+    code = "forbidden"
+
+
+class ExistingTombstoneError(TombstoneAlreadyExistsError):
+    """409 with the active tombstone that already covers the entity and scope."""
+
+    def __init__(self, existing: dict[str, JsonValue]) -> None:
+        super().__init__(f"active tombstone {existing['id']} already covers this entity and scope")
+        self.existing = existing
+
+
+def verify_deletion_request(services: Compliance, request: dict[str, Any]) -> None:
+    """Verify a seed 001 DeletionRequest against its originator's manifest.
+
+    ``originator_id`` names the org (an org name, or ``agent:ORG/NAME``); the key is the one
+    that org's manifest held at ``timestamp``. Raises VerificationError naming the failed link.
+    """
+    originator = str(request["originator_id"])
+    org = org_of_signer(originator) if ":" in originator else originator
+    manifest = services.manifests.find(org)
+    if manifest is None:
+        raise VerificationError(f"deletion request: no manifest known for originator {org!r}")
+    moment = parse_time(str(request["timestamp"]))
+    candidates = [
+        k
+        for k in manifest.keys
+        if k.created_at <= moment and (k.retired_at is None or moment < k.retired_at)
+    ]
+    if not candidates:
+        raise VerificationError(f"deletion request: org {org} had no key at {request['timestamp']}")
+    try:
+        signature = b64url_decode(str(request["signature"]))
+    except ValueError as e:
+        raise VerificationError(f"deletion request: signature is not base64url: {e}") from e
+    body = canonical_json({k: v for k, v in request.items() if k != "signature"})
+    candidates[0].key.verify(signature, body)
