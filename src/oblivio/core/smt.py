@@ -1,0 +1,602 @@
+"""The key store's sparse Merkle tree, *spec* ``oblivio-smt-v1`` (DESIGN.md §6, §15; seed 000 §3).
+
+- Leaf key ``k = H(artifactID bytes)``; bit ``i`` of ``k`` is bit ``7 - i mod 8`` of byte
+  ``i div 8`` (most significant first); 0 goes left.
+- ``leaf_hash = H(0x00 || k || value_hash)`` with ``value_hash = H(JCS(record))``;
+  ``node_hash = H(0x01 || left || right)``; ``EMPTY`` is 32 zero bytes.
+- Compaction: a subtree with no leaf is ``EMPTY``, a subtree with exactly one leaf is that leaf's
+  hash (the leaf sits at the shortest prefix that is its alone), any other subtree is the
+  ``node_hash`` of its halves. The empty tree's root is ``EMPTY``.
+
+The in-memory tree is persistent: applying a batch returns a new tree that shares every
+unchanged node with the old one, hashes each changed node exactly once, and lists the nodes it
+created and the ones it replaced, so a store can version them (``store/smt_nodes.py``).
+Verification (``verify_inclusion``, ``verify_non_inclusion``) needs nothing but this module.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import hmac
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from oblivio.core.canonical import JsonValue, canonical_json
+from oblivio.core.errors import VerificationError
+from oblivio.core.hashing import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, parse_hex_digest
+
+SMT_VERSION = "oblivio-smt-v1"
+KEY_BITS = 256
+EMPTY = bytes(HASH_SIZE)
+"""The hash of an empty subtree, and the root of the empty tree."""
+
+_sha256 = hashlib.sha256
+
+
+def smt_key(artifact_id: str) -> bytes:
+    """The leaf key of an artifact: ``H(artifactID bytes)`` of its 64-hex-character id."""
+    try:
+        raw = parse_hex_digest(artifact_id, "artifact id")
+    except ValueError as e:
+        raise VerificationError(str(e)) from e
+    return _sha256(raw).digest()
+
+
+def record_hash(record: JsonValue) -> bytes:
+    """``H(JCS(record))``, the value a leaf binds for a leaf record (DESIGN.md §6)."""
+    return _sha256(canonical_json(record)).digest()
+
+
+def leaf_hash(key: bytes, value_hash: bytes) -> bytes:
+    """``H(0x00 || key || value_hash)``."""
+    return _sha256(LEAF_PREFIX + key + value_hash).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """``H(0x01 || left || right)``; an empty child is ``EMPTY``."""
+    return _sha256(NODE_PREFIX + left + right).digest()
+
+
+def key_bit(key: bytes, i: int) -> int:
+    """Bit ``i`` of ``key``, most significant first (DESIGN.md §6)."""
+    return (key[i >> 3] >> (7 - (i & 7))) & 1
+
+
+def _check_key(key: bytes, what: str) -> None:
+    if len(key) != HASH_SIZE:
+        raise ValueError(f"{what}: expected 32 bytes, got {len(key)}")
+
+
+def root_from_leaves(leaves: Mapping[bytes, bytes]) -> bytes:
+    """The root of the tree holding ``leaves`` (key → value_hash), computed from scratch.
+
+    A direct transcription of the compaction rule, used to cross-check batch updates.
+    """
+    for key, value in leaves.items():
+        _check_key(key, "leaf key")
+        _check_key(value, "value hash")
+
+    def subtree(depth: int, keys: list[bytes]) -> bytes:
+        if not keys:
+            return EMPTY
+        if len(keys) == 1:
+            return leaf_hash(keys[0], leaves[keys[0]])
+        left = [k for k in keys if key_bit(k, depth) == 0]
+        right = [k for k in keys if key_bit(k, depth) == 1]
+        return node_hash(subtree(depth + 1, left), subtree(depth + 1, right))
+
+    return subtree(0, sorted(leaves))
+
+
+class SmtLeaf:
+    """A leaf of the in-memory tree: its key, value hash, hash, depth and the version it was
+    written at (its stored row is ``(depth, key prefix, version)``)."""
+
+    __slots__ = ("depth", "hash", "key", "kint", "value_hash", "version")
+
+    def __init__(self, key: bytes, value_hash: bytes, version: int, depth: int) -> None:
+        self.key = key
+        self.kint = int.from_bytes(key, "big")
+        self.value_hash = value_hash
+        self.hash = _sha256(LEAF_PREFIX + key + value_hash).digest()
+        self.version = version
+        self.depth = depth
+
+
+class SmtInner:
+    """An interior node (at least two leaves below it); an empty child is ``None``."""
+
+    __slots__ = ("hash", "left", "right", "version")
+
+    def __init__(
+        self, node_hash_: bytes, left: SmtNode | None, right: SmtNode | None, version: int
+    ) -> None:
+        self.hash = node_hash_
+        self.left = left
+        self.right = right
+        self.version = version
+
+
+SmtNode = SmtLeaf | SmtInner
+
+
+NodeRow = tuple[int, int, int, bytes, int | None, int | None, bytes | None, bytes | None]
+"""One node as a store keeps it: ``(depth, prefix, version, hash, left_version, right_version,
+key, value_hash)``. The position is ``depth`` and ``prefix``, the first ``depth`` bits of the path
+as an integer; ``version`` is the batch that wrote it. Interior rows name their children's
+versions (``None`` = empty child) and no key; leaf rows carry the key and value hash."""
+
+StaleNode = tuple[int, int, int]
+"""``(depth, prefix, version)`` of a stored node that a batch replaced."""
+
+
+class BatchResult:
+    """What one batch changed: the new root, the rows it made stale, and (walked on demand)
+    the rows it wrote."""
+
+    __slots__ = ("_root_node", "changes", "root", "stale", "version")
+
+    def __init__(
+        self,
+        version: int,
+        root_node: SmtNode | None,
+        stale: list[StaleNode],
+        changes: int,
+    ) -> None:
+        self.version = version
+        self._root_node = root_node
+        self.root = EMPTY if root_node is None else root_node.hash
+        self.stale = stale
+        self.changes = changes
+
+    def rows(self) -> list[NodeRow]:
+        """Every node the batch wrote (they hang under changed nodes, so the walk visits only
+        those)."""
+        return list(_new_rows(self._root_node, self.version))
+
+
+def _prefix(kint: int, depth: int) -> int:
+    return kint >> (KEY_BITS - depth)
+
+
+class _Batch:
+    """One batch update: recursion state shared by its steps."""
+
+    __slots__ = ("has_deletes", "items", "kints", "stale", "version")
+
+    def __init__(self, items: list[tuple[int, bytes, bytes | None]], version: int) -> None:
+        self.items = items
+        self.kints = [item[0] for item in items]
+        self.version = version
+        self.stale: list[StaleNode] = []
+        self.has_deletes = any(item[2] is None for item in items)
+
+    def update(self, node: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
+        if type(node) is not SmtInner:
+            return self.build(node, depth, lo, hi)
+        kints = self.kints
+        shift = KEY_BITS - 1 - depth
+        mid = bisect_left(kints, ((kints[lo] >> shift) | 1) << shift, lo, hi)
+        old_left = node.left
+        old_right = node.right
+        left = self.update(old_left, depth + 1, lo, mid) if mid > lo else old_left
+        right = self.update(old_right, depth + 1, mid, hi) if hi > mid else old_right
+        if left is old_left and right is old_right:
+            return node
+        self.stale.append((depth, kints[lo] >> (shift + 1), node.version))
+        if left is not None and right is not None:
+            return SmtInner(
+                _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, self.version
+            )
+        return self.join(depth, left, right)
+
+    def join(self, depth: int, left: SmtNode | None, right: SmtNode | None) -> SmtNode | None:
+        if left is None:
+            if right is None:
+                return None
+            if type(right) is SmtLeaf:
+                return self.hoist(right, depth)
+            return SmtInner(
+                _sha256(NODE_PREFIX + EMPTY + right.hash).digest(), None, right, self.version
+            )
+        if right is None:
+            if type(left) is SmtLeaf:
+                return self.hoist(left, depth)
+            return SmtInner(
+                _sha256(NODE_PREFIX + left.hash + EMPTY).digest(), left, None, self.version
+            )
+        return SmtInner(
+            _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, self.version
+        )
+
+    def hoist(self, leaf: SmtLeaf, depth: int) -> SmtLeaf:
+        """Move a leaf up to ``depth`` (its sibling subtree became empty)."""
+        if leaf.version == self.version:
+            leaf.depth = depth  # made in this batch, not yet stored anywhere
+            return leaf
+        self.stale.append((leaf.depth, _prefix(leaf.kint, leaf.depth), leaf.version))
+        return SmtLeaf(leaf.key, leaf.value_hash, self.version, depth)
+
+    def build(self, old: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
+        """Rebuild a subtree that held at most one leaf (``old``) with updates ``[lo, hi)``."""
+        items = self.items
+        entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]]
+        if old is None:
+            entries = [(k, key, v, None) for k, key, v in items[lo:hi]]
+        elif type(old) is SmtLeaf:
+            j = bisect_left(self.kints, old.kint, lo, hi)
+            if j < hi and self.kints[j] == old.kint:
+                k, key, v = items[j]
+                same = v == old.value_hash
+                entries = [(a, b, c, None) for a, b, c in items[lo:j]]
+                entries.append((k, key, v, old if same else None))
+                entries.extend((a, b, c, None) for a, b, c in items[j + 1 : hi])
+            else:
+                entries = [(a, b, c, None) for a, b, c in items[lo:j]]
+                entries.append((old.kint, old.key, old.value_hash, old))
+                entries.extend((a, b, c, None) for a, b, c in items[j:hi])
+        else:
+            raise TypeError("SMT batch: build() is only called on a leaf or an empty subtree")
+        if self.has_deletes:
+            entries = [e for e in entries if e[2] is not None]
+        result = self.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
+        if type(old) is SmtLeaf and result is not old:
+            self.stale.append((old.depth, _prefix(old.kint, old.depth), old.version))
+        return result
+
+    def build_entries(
+        self,
+        entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]],
+        kints: list[int],
+        depth: int,
+        lo: int,
+        hi: int,
+    ) -> SmtNode | None:
+        n = hi - lo
+        if n == 0:
+            return None
+        if n == 1:
+            _, key, value, existing = entries[lo]
+            if existing is not None and (existing.depth == depth or value is None):
+                return existing
+            return SmtLeaf(key, value or b"", self.version, depth)
+        shift = KEY_BITS - 1 - depth
+        mid = bisect_left(kints, ((kints[lo] >> shift) | 1) << shift, lo, hi)
+        left = self.build_entries(entries, kints, depth + 1, lo, mid)
+        right = self.build_entries(entries, kints, depth + 1, mid, hi)
+        return self.join(depth, left, right)
+
+
+class SparseMerkleTree:
+    """One version of an ``oblivio-smt-v1`` tree, held in memory. Immutable: ``apply`` returns
+    a new version that shares unchanged nodes with this one."""
+
+    __slots__ = ("_root", "version")
+
+    def __init__(self, root: SmtNode | None = None, version: int = 0) -> None:
+        self._root = root
+        self.version = version
+
+    @property
+    def root(self) -> bytes:
+        """The root hash (``EMPTY`` for the empty tree)."""
+        return EMPTY if self._root is None else self._root.hash
+
+    @property
+    def root_node(self) -> SmtNode | None:
+        """The root node (``None`` for the empty tree)."""
+        return self._root
+
+    def apply(
+        self, updates: Mapping[bytes, bytes | None], version: int
+    ) -> tuple[SparseMerkleTree, BatchResult]:
+        """Apply a batch of updates (key → new value hash, or ``None`` to remove) as ``version``.
+
+        Each changed node is hashed once. Raises ValueError for malformed keys or values, or a
+        version not above this one.
+        """
+        if version <= self.version:
+            raise ValueError(f"SMT batch: version {version} is not above {self.version}")
+        items: list[tuple[int, bytes, bytes | None]] = []
+        for key, value in updates.items():
+            _check_key(key, "leaf key")
+            if value is not None:
+                _check_key(value, "value hash")
+            items.append((int.from_bytes(key, "big"), bytes(key), value))
+        items.sort()
+        batch = _Batch(items, version)
+        gc_enabled = gc.isenabled()
+        # A batch allocates many small acyclic objects; a collection pass mid-batch would walk
+        # the whole tree for nothing.
+        gc.disable()
+        try:
+            root = batch.update(self._root, 0, 0, len(items)) if items else self._root
+        finally:
+            if gc_enabled:
+                gc.enable()
+        return SparseMerkleTree(root, version), BatchResult(version, root, batch.stale, len(items))
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value hash stored under ``key``, or ``None``."""
+        _check_key(key, "leaf key")
+        kint = int.from_bytes(key, "big")
+        node = self._root
+        depth = 0
+        while isinstance(node, SmtInner):
+            node = node.right if (kint >> (KEY_BITS - 1 - depth)) & 1 else node.left
+            depth += 1
+        if isinstance(node, SmtLeaf) and node.key == key:
+            return node.value_hash
+        return None
+
+    def prove(self, key: bytes) -> SmtProof:
+        """The inclusion or non-inclusion proof of ``key`` against this version's root."""
+        _check_key(key, "leaf key")
+        kint = int.from_bytes(key, "big")
+        node = self._root
+        depth = 0
+        bits = 0
+        siblings: list[bytes] = []
+        while isinstance(node, SmtInner):
+            inner = node
+            if (kint >> (KEY_BITS - 1 - depth)) & 1:
+                node, sibling = inner.right, inner.left
+            else:
+                node, sibling = inner.left, inner.right
+            bits <<= 1
+            if sibling is not None:
+                bits |= 1
+                siblings.append(sibling.hash)
+            depth += 1
+        bitmap = (bits << (-depth % 8)).to_bytes((depth + 7) // 8, "big")
+        if isinstance(node, SmtLeaf):
+            return SmtProof(depth, bitmap, tuple(siblings), node.key, node.value_hash)
+        return SmtProof(depth, bitmap, tuple(siblings), None, None)
+
+    def leaves(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value hash), in key order."""
+        stack: list[SmtNode | None] = [self._root]
+        while stack:
+            node = stack.pop()
+            if node is None:
+                continue
+            if isinstance(node, SmtLeaf):
+                yield node.key, node.value_hash
+            else:
+                stack.append(node.right)
+                stack.append(node.left)
+
+
+def _new_rows(root: SmtNode | None, version: int) -> Iterator[NodeRow]:
+    """The rows of every node written by the batch ``version`` (they hang under changed nodes)."""
+    if root is None or root.version != version:
+        return
+    stack: list[tuple[SmtNode, int, int]] = [(root, 0, 0)]
+    while stack:
+        node, depth, prefix = stack.pop()
+        if isinstance(node, SmtLeaf):
+            d = node.depth
+            yield (
+                d,
+                node.kint >> (KEY_BITS - d),
+                version,
+                node.hash,
+                None,
+                None,
+                node.key,
+                node.value_hash,
+            )
+            continue
+        left, right = node.left, node.right
+        yield (
+            depth,
+            prefix,
+            version,
+            node.hash,
+            None if left is None else left.version,
+            None if right is None else right.version,
+            None,
+            None,
+        )
+        if left is not None and left.version == version:
+            stack.append((left, depth + 1, prefix << 1))
+        if right is not None and right.version == version:
+            stack.append((right, depth + 1, (prefix << 1) | 1))
+
+
+@dataclass(frozen=True)
+class SmtProof:
+    """An ``oblivio-smt-v1`` proof (DESIGN.md §15): the path depth, a bitmap of non-empty
+    siblings, those siblings from the root down, and the terminal — a leaf (key, value hash)
+    or, when both are ``None``, ``EMPTY``."""
+
+    depth: int
+    bitmap: bytes
+    siblings: tuple[bytes, ...]
+    terminal_key: bytes | None
+    terminal_value_hash: bytes | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of DESIGN.md §15."""
+        terminal: dict[str, Any]
+        if self.terminal_key is None or self.terminal_value_hash is None:
+            terminal = {"empty": True}
+        else:
+            terminal = {
+                "leaf": {
+                    "key": self.terminal_key.hex(),
+                    "value_hash": self.terminal_value_hash.hex(),
+                }
+            }
+        return {
+            "depth": self.depth,
+            "bitmap": self.bitmap.hex(),
+            "siblings": [s.hex() for s in self.siblings],
+            "terminal": terminal,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SmtProof:
+        """Parse the wire form strictly. Raises VerificationError naming the malformed field."""
+        what = "SMT proof"
+        if not isinstance(data, dict) or set(data) != {"depth", "bitmap", "siblings", "terminal"}:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise VerificationError(
+                f"{what}: expected fields ['bitmap', 'depth', 'siblings', 'terminal'], got {got}"
+            )
+        depth = data["depth"]
+        if type(depth) is not int or not 0 <= depth <= KEY_BITS:
+            raise VerificationError(f"{what}: depth must be an integer 0..256, got {depth!r}")
+        bitmap_hex = data["bitmap"]
+        if (
+            not isinstance(bitmap_hex, str)
+            or len(bitmap_hex) != 2 * ((depth + 7) // 8)
+            or bitmap_hex != bitmap_hex.lower()
+        ):
+            raise VerificationError(
+                f"{what}: bitmap must be {(depth + 7) // 8} bytes of lower-case hex, "
+                f"got {bitmap_hex!r}"
+            )
+        try:
+            bitmap = bytes.fromhex(bitmap_hex)
+        except ValueError as e:
+            raise VerificationError(f"{what}: bitmap is not hex: {bitmap_hex!r}") from e
+        siblings_raw = data["siblings"]
+        if not isinstance(siblings_raw, list) or not all(isinstance(s, str) for s in siblings_raw):
+            raise VerificationError(f"{what}: siblings must be a list of hex hashes")
+        terminal = data["terminal"]
+        try:
+            siblings = tuple(parse_hex_digest(s, f"{what} sibling") for s in siblings_raw)
+            if terminal == {"empty": True}:
+                return cls(depth, bitmap, siblings, None, None)
+            if (
+                isinstance(terminal, dict)
+                and set(terminal) == {"leaf"}
+                and isinstance(terminal["leaf"], dict)
+                and set(terminal["leaf"]) == {"key", "value_hash"}
+                and isinstance(terminal["leaf"]["key"], str)
+                and isinstance(terminal["leaf"]["value_hash"], str)
+            ):
+                leaf = terminal["leaf"]
+                return cls(
+                    depth,
+                    bitmap,
+                    siblings,
+                    parse_hex_digest(leaf["key"], f"{what} terminal key"),
+                    parse_hex_digest(leaf["value_hash"], f"{what} terminal value_hash"),
+                )
+        except ValueError as e:
+            raise VerificationError(str(e)) from e
+        raise VerificationError(
+            f'{what}: terminal must be {{"empty": true}} or {{"leaf": {{"key", "value_hash"}}}}, '
+            f"got {terminal!r}"
+        )
+
+    def _path_bits(self) -> int:
+        """The bitmap as a ``depth``-bit integer (bit for depth 0 highest), after checking the
+        bitmap's length and padding, the sibling count and the compaction rule at the terminal."""
+        depth = self.depth
+        if not 0 <= depth <= KEY_BITS or len(self.bitmap) != (depth + 7) // 8:
+            raise VerificationError(
+                f"SMT proof: bitmap must be {(depth + 7) // 8} bytes for depth {depth}, "
+                f"got {len(self.bitmap)}"
+            )
+        bits = int.from_bytes(self.bitmap, "big")
+        pad = -depth % 8
+        if bits & ((1 << pad) - 1):
+            raise VerificationError("SMT proof: bitmap padding bits must be zero")
+        bits >>= pad
+        count = bits.bit_count()
+        if count != len(self.siblings):
+            raise VerificationError(
+                f"SMT proof: bitmap has {count} non-empty siblings, "
+                f"got {len(self.siblings)} sibling hashes"
+            )
+        if depth > 0 and not bits & 1:
+            raise VerificationError(
+                f"SMT proof: the sibling at depth {depth - 1} is EMPTY, so the terminal at depth "
+                f"{depth} is not where compaction puts it"
+            )
+        return bits
+
+    def computed_root(self, key: bytes) -> bytes:
+        """Hash the terminal up the path of ``key``; the root this proof implies.
+
+        Checks the proof's shape first: bitmap padding, sibling count, no ``EMPTY`` listed as a
+        sibling, the compaction rule at the terminal, and that a terminal leaf lies on ``key``'s
+        path. Raises VerificationError naming what does not hold.
+        """
+        if len(key) != HASH_SIZE:
+            raise VerificationError(f"SMT proof: key must be 32 bytes, got {len(key)}")
+        depth = self.depth
+        bits = self._path_bits()
+        kint = int.from_bytes(key, "big")
+        if self.terminal_key is None or self.terminal_value_hash is None:
+            h = EMPTY
+        else:
+            tkey = self.terminal_key
+            if len(tkey) != HASH_SIZE or len(self.terminal_value_hash) != HASH_SIZE:
+                raise VerificationError("SMT proof: terminal key and value hash must be 32 bytes")
+            if depth and int.from_bytes(tkey, "big") >> (KEY_BITS - depth) != kint >> (
+                KEY_BITS - depth
+            ):
+                raise VerificationError(
+                    f"SMT proof: terminal leaf {tkey.hex()} does not share the first {depth} "
+                    f"bits of key {key.hex()}"
+                )
+            h = _sha256(LEAF_PREFIX + tkey + self.terminal_value_hash).digest()
+        index = len(self.siblings)
+        for i in range(depth - 1, -1, -1):
+            if (bits >> (depth - 1 - i)) & 1:
+                index -= 1
+                sibling = self.siblings[index]
+                if sibling == EMPTY:
+                    raise VerificationError(
+                        f"SMT proof: sibling at depth {i} is listed but is EMPTY"
+                    )
+            else:
+                sibling = EMPTY
+            if (kint >> (KEY_BITS - 1 - i)) & 1:
+                h = _sha256(NODE_PREFIX + sibling + h).digest()
+            else:
+                h = _sha256(NODE_PREFIX + h + sibling).digest()
+        return h
+
+
+def _check_root(expected: bytes, computed: bytes, what: str) -> None:
+    if not hmac.compare_digest(expected, computed):
+        raise VerificationError(f"{what}: expected root {expected.hex()}, got {computed.hex()}")
+
+
+def verify_inclusion(root: bytes, key: bytes, value_hash: bytes, proof: SmtProof) -> None:
+    """Check that ``key`` holds ``value_hash`` in the tree with ``root``.
+
+    Raises VerificationError naming what did not match (terminal, key, value, root).
+    """
+    what = f"SMT inclusion of key {key.hex()}"
+    if proof.terminal_key is None or proof.terminal_value_hash is None:
+        raise VerificationError(f"{what}: expected a leaf terminal, got EMPTY")
+    if not hmac.compare_digest(proof.terminal_key, key):
+        raise VerificationError(
+            f"{what}: expected terminal key {key.hex()}, got {proof.terminal_key.hex()}"
+        )
+    if not hmac.compare_digest(proof.terminal_value_hash, value_hash):
+        raise VerificationError(
+            f"{what}: expected value hash {value_hash.hex()}, got {proof.terminal_value_hash.hex()}"
+        )
+    _check_root(root, proof.computed_root(key), what)
+
+
+def verify_non_inclusion(root: bytes, key: bytes, proof: SmtProof) -> None:
+    """Check that ``key`` is absent from the tree with ``root``: the path of ``key`` ends in
+    ``EMPTY`` or in a leaf with another key that shares its first ``depth`` bits.
+
+    Raises VerificationError naming what did not match.
+    """
+    what = f"SMT non-inclusion of key {key.hex()}"
+    if proof.terminal_key is not None and hmac.compare_digest(proof.terminal_key, key):
+        raise VerificationError(f"{what}: the proof's terminal is the key itself (it is present)")
+    _check_root(root, proof.computed_root(key), what)
