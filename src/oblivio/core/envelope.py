@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -140,6 +141,41 @@ def unwrap_key(wrapping_key: bytes, wrapped: bytes, context: bytes) -> bytes:
         return AESGCM(wrapping_key).decrypt(nonce, body, key_wrap_aad(context))
     except (InvalidTag, ValueError) as e:
         raise IntegrityError() from e
+
+
+def wrap_keys(
+    wrapping_key: bytes, nonces: bytes, items: Sequence[tuple[bytes, bytes]]
+) -> list[bytes]:
+    """``wrap_key`` for many ``(key, context)`` pairs under one wrapping key, with the nonces
+    taken in turn from ``nonces`` (12 bytes each): one cipher set-up for a whole key-tree node."""
+    if len(nonces) != NONCE_SIZE * len(items):
+        raise ValueError(f"wrap_keys: expected {NONCE_SIZE * len(items)} nonce bytes")
+    _check_key_and_nonce(wrapping_key, nonces[:NONCE_SIZE] or bytes(NONCE_SIZE))
+    cipher = AESGCM(wrapping_key)
+    wrapped = []
+    for i, (key, context) in enumerate(items):
+        nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
+        wrapped.append(nonce + cipher.encrypt(nonce, key, key_wrap_aad(context)))
+    return wrapped
+
+
+def unwrap_keys(wrapping_key: bytes, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+    """``unwrap_key`` for many ``(wrapped, context)`` pairs under one wrapping key; the opaque
+    IntegrityError if any of them fails."""
+    if len(wrapping_key) != KEY_SIZE:
+        raise IntegrityError()
+    cipher = AESGCM(wrapping_key)
+    keys = []
+    for wrapped, context in items:
+        if len(wrapped) < NONCE_SIZE + TAG_SIZE:
+            raise IntegrityError()
+        try:
+            keys.append(
+                cipher.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], key_wrap_aad(context))
+            )
+        except (InvalidTag, ValueError) as e:
+            raise IntegrityError() from e
+    return keys
 
 
 def digests_equal(a: bytes, b: bytes) -> bool:

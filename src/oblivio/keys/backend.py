@@ -1,31 +1,41 @@
 """The wrapping-key backend interface (DESIGN.md §5) and its registry by URI scheme.
 
 A backend holds root keys that never leave it: it creates them, wraps and unwraps key material
-under them, and destroys them. Backends are chosen by URI (``software:``; ``pkcs11:`` and
-``threshold:`` come with the key tree) and imported lazily, so an optional dependency is needed
-only by the node that uses it.
+under them, and destroys them. Backends are chosen by URI and imported lazily, so an optional
+dependency (python-pkcs11) is needed only by the node that uses it:
+
+- ``software:`` or ``software:/PATH`` — root keys in a key file of the node home;
+- ``pkcs11:token=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=…`` (or
+  ``pin-source=/file``) — an HSM token (RFC 7512 style);
+- ``threshold:?n=3&t=2`` or ``threshold:/DIR?n=3&t=2`` — the root key split among ``n``
+  custodians, ``t`` of whom are needed to use it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from oblivio.core.canonical import JsonValue
 from oblivio.core.errors import InvalidKeysUriError
 
 RootKeyPurpose = Literal["wrap", "escrow"]
 """``wrap`` roots protect decrypt/prove keys; ``escrow`` roots protect the recover copy (§4)."""
 
+SCHEMES = ("software", "pkcs11", "threshold")
+
 
 @dataclass(frozen=True)
 class DestructionEvidence:
-    """What a backend can show about one destroyed root key (bound into destruction receipts)."""
+    """What a backend can show about one destroyed root key: the receipt's ``key_ref`` and
+    ``evidence`` objects (DESIGN.md §15)."""
 
     backend: str
-    key_ref: str
-    details: dict[str, str] = field(default_factory=dict)
+    key_ref: Mapping[str, JsonValue]
+    evidence: Mapping[str, JsonValue] = field(default_factory=dict)
 
 
 class WrappingKeyBackend(Protocol):
@@ -33,23 +43,28 @@ class WrappingKeyBackend(Protocol):
 
     scheme: str
 
-    def active_root_key(self, purpose: RootKeyPurpose) -> str:
-        """The reference of the newest live root key for ``purpose``, creating one if none."""
-
     def create_root_key(self, purpose: RootKeyPurpose) -> str:
-        """Make a fresh root key inside the backend; return its reference."""
+        """Make a fresh root key inside the backend, durably; return its reference."""
 
     def wrap(self, key_ref: str, key: bytes, context: bytes) -> bytes:
         """Wrap ``key`` under the root ``key_ref``, bound to ``context``. Raises KeyBackendError."""
+
+    def wrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """Wrap each ``(key, context)`` under ``key_ref`` with one root lookup (batch puts)."""
 
     def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
         """Unwrap; raise IntegrityError if the root is gone, or blob or context do not match."""
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
-        """Destroy the root key so that nothing it wrapped can be unwrapped again."""
+        """Destroy the root key so that nothing it wrapped can be unwrapped again, and confirm
+        that it is gone. Idempotent: destroying a key already gone succeeds with evidence of its
+        absence. Raises KeyBackendError if destruction cannot be confirmed."""
 
     def has_root_key(self, key_ref: str) -> bool:
-        """Whether ``key_ref`` names a live root key."""
+        """Whether ``key_ref`` names a root key of which anything is left in the backend."""
+
+    def live_root_keys(self) -> set[str]:
+        """References of every root key of this node of which anything is left."""
 
     def close(self) -> None:
         """Release the backend's resources (files, sessions)."""
@@ -62,18 +77,38 @@ def check_keys_uri(uri: str) -> str:
         from oblivio.keys.software import software_key_file
 
         software_key_file(uri, Path())
-        return scheme
-    raise InvalidKeysUriError(f"keys URI: expected software: (the embedded default), got {uri!r}")
+    elif scheme == "pkcs11":
+        from oblivio.keys.pkcs11 import parse_pkcs11_uri
+
+        parse_pkcs11_uri(uri)
+    elif scheme == "threshold":
+        from oblivio.keys.threshold import parse_threshold_uri
+
+        parse_threshold_uri(uri, Path())
+    else:
+        raise InvalidKeysUriError(
+            f"keys URI: expected software:, pkcs11: or threshold:, got {uri!r}"
+        )
+    return scheme
 
 
 def open_key_backend(uri: str, home: Path) -> WrappingKeyBackend:
     """Open the backend that ``uri`` names, with node-local files under ``home``.
 
-    ``software:`` keeps root keys in ``home/keys/software-root-keys``. Raises
+    ``software:`` keeps root keys in ``home/keys/software-root-keys``; ``threshold:`` keeps its
+    custodians under ``home/keys/custodians`` unless the URI names a directory. Raises
     InvalidKeysUriError for an unknown or malformed URI, KeyBackendError when the backend
     cannot be opened.
     """
-    check_keys_uri(uri)
+    scheme = check_keys_uri(uri)
+    if scheme == "pkcs11":
+        from oblivio.keys.pkcs11 import Pkcs11Backend, parse_pkcs11_uri
+
+        return Pkcs11Backend(parse_pkcs11_uri(uri))
+    if scheme == "threshold":
+        from oblivio.keys.threshold import ThresholdBackend, parse_threshold_uri
+
+        return ThresholdBackend.open(parse_threshold_uri(uri, home))
     from oblivio.keys.software import SoftwareBackend, software_key_file
 
     return SoftwareBackend(software_key_file(uri, home))

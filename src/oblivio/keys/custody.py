@@ -1,69 +1,199 @@
-"""Custody of artifacts' capability keys: wrapping them for storage and unwrapping them for use.
+"""Custody of artifacts' capability keys: storing, unwrapping and forgetting them (DESIGN.md §5).
 
-``KeyCustody`` is the interface the node's vault talks to; the key tree (DESIGN.md §5) implements
-it too. ``DirectCustody`` is the depth-1 case: each capability key is wrapped straight under the
-backend's active root key, bound to the artifact id and the capability by the wrap's AAD, so a
-wrapped key moved to another artifact or capability does not unwrap.
+``KeyCustody`` is the interface the node talks to; ``KeyTreeCustody`` implements it with two key
+trees over one wrapping-key backend: ``wrap`` holds the decrypt and prove keys, ``escrow`` the
+recover copies (§4), each with its own root key in the backend. A leaf's wrap binds the artifact
+id and the capability, so a wrapped key moved to another artifact or capability does not unwrap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from oblivio.core.identifiers import ArtifactId, Capability
+from oblivio.core.errors import IntegrityError
+from oblivio.core.identifiers import CAPABILITIES, ArtifactId, Capability, format_time
+from oblivio.core.receipts import DestructionReceipt
+from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import RootKeyPurpose, WrappingKeyBackend
+from oblivio.keys.key_tree import (
+    DEFAULT_FANOUT,
+    TREES,
+    KeyTree,
+    KeyTreeNodes,
+    KeyTreeStore,
+    tree_of,
+)
 
-
-@dataclass(frozen=True)
-class WrappedKey:
-    """One capability key as it is stored: wrapped, with the root that wraps it."""
-
-    artifact_id: ArtifactId
-    capability: Capability
-    key_ref: str
-    wrapped: bytes
+CapabilityKeys = tuple[ArtifactId, Mapping[Capability, bytes]]
+"""One artifact's capability keys in the clear, as the vault makes them."""
 
 
 class KeyCustody(Protocol):
-    """Wraps and unwraps capability keys; unwrap failures are the opaque IntegrityError."""
+    """Stores, unwraps and forgets capability keys; unwrap failures are the opaque
+    IntegrityError."""
 
-    def wrap_capability_keys(
-        self, artifact_id: ArtifactId, keys: Mapping[Capability, bytes]
-    ) -> list[WrappedKey]:
-        """Wrap each capability key of one artifact for storage."""
+    def store_capability_keys(self, nodes: KeyTreeNodes, items: Sequence[CapabilityKeys]) -> None:
+        """Wrap and record the capability keys of new artifacts in the caller's transaction
+        (the artifacts' rows must already be written in it)."""
 
-    def unwrap_capability_key(self, wrapped: WrappedKey) -> bytes:
-        """Return the plain capability key; raise IntegrityError if it cannot be unwrapped."""
+    def unwrap_capability_key(self, artifact_id: ArtifactId, capability: Capability) -> bytes:
+        """Return the plain capability key; raise IntegrityError if it cannot be unwrapped
+        (altered, forgotten, or its root destroyed)."""
 
-
-def wrap_context(artifact_id: ArtifactId, capability: Capability) -> bytes:
-    """The AAD context that binds a wrapped key to its artifact and capability."""
-    return bytes.fromhex(artifact_id) + b"/" + capability.encode("ascii")
-
-
-def _purpose_of(capability: Capability) -> RootKeyPurpose:
-    return "escrow" if capability == "recover" else "wrap"
+    def forget(
+        self, artifact_ids: Sequence[ArtifactId], capabilities: Sequence[Capability] = CAPABILITIES
+    ) -> list[DestructionReceipt]:
+        """Forget these capability keys at level 1 as one batch; return the receipts of the
+        root keys destroyed (none while a destruction window defers destruction)."""
 
 
-class DirectCustody:
-    """Capability keys wrapped directly under the backend's active root keys."""
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What ``recover`` found and finished."""
 
-    def __init__(self, backend: WrappingKeyBackend) -> None:
+    batches_applied: int = 0
+    receipts: tuple[DestructionReceipt, ...] = ()
+    orphan_roots_destroyed: tuple[str, ...] = ()
+    resurrected_roots_destroyed: tuple[str, ...] = field(default_factory=tuple)
+
+
+class KeyTreeCustody:
+    """Capability keys in two key trees whose roots live only in ``backend``."""
+
+    def __init__(
+        self,
+        backend: WrappingKeyBackend,
+        store: KeyTreeStore,
+        signer: SigningKey,
+        *,
+        fanout: int = DEFAULT_FANOUT,
+        destruction_window: timedelta = timedelta(0),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
         self.backend = backend
+        self.store = store
+        self.signer = signer
+        self._clock = clock
+        self.trees: dict[RootKeyPurpose, KeyTree] = {
+            tree: KeyTree(
+                tree,
+                backend,
+                store,
+                signer,
+                fanout=fanout,
+                destruction_window=destruction_window,
+                clock=clock,
+                random_bytes=random_bytes,
+            )
+            for tree in TREES
+        }
 
-    def wrap_capability_keys(
-        self, artifact_id: ArtifactId, keys: Mapping[Capability, bytes]
-    ) -> list[WrappedKey]:
-        wrapped = []
-        for capability, key in keys.items():
-            key_ref = self.backend.active_root_key(_purpose_of(capability))
-            blob = self.backend.wrap(key_ref, key, wrap_context(artifact_id, capability))
-            wrapped.append(WrappedKey(artifact_id, capability, key_ref, blob))
-        return wrapped
+    def initialise(self) -> None:
+        """Create both trees (one root key each in the backend) unless they exist."""
+        with self.store.transaction() as nodes:
+            for tree in self.trees.values():
+                tree.initialise(nodes)
 
-    def unwrap_capability_key(self, wrapped: WrappedKey) -> bytes:
-        return self.backend.unwrap(
-            wrapped.key_ref, wrapped.wrapped, wrap_context(wrapped.artifact_id, wrapped.capability)
-        )
+    def store_capability_keys(self, nodes: KeyTreeNodes, items: Sequence[CapabilityKeys]) -> None:
+        by_tree: dict[RootKeyPurpose, list[tuple[ArtifactId, Capability, bytes]]] = {}
+        for artifact_id, keys in items:
+            for capability, key in keys.items():
+                by_tree.setdefault(tree_of(capability), []).append((artifact_id, capability, key))
+        for tree, leaves in by_tree.items():
+            self.trees[tree].add_leaves(nodes, leaves)
+
+    def unwrap_capability_key(self, artifact_id: ArtifactId, capability: Capability) -> bytes:
+        tree = self.trees[tree_of(capability)]
+        # A forget committing between this reader's statements (PostgreSQL reads committed
+        # data per statement) can make one attempt fail; retry only if the root rotated.
+        for _ in range(3):
+            with self.store.transaction(write=False) as nodes:
+                head = nodes.head(tree.tree)
+                leaf = nodes.leaf(artifact_id, capability)
+                if head is None or leaf is None:
+                    raise IntegrityError()
+                try:
+                    return tree.unwrap_leaf(nodes, leaf)
+                except IntegrityError:
+                    pass
+            with self.store.transaction(write=False) as nodes:
+                now = nodes.head(tree.tree)
+            if now is None or now.generation == head.generation:
+                break
+        raise IntegrityError()
+
+    def forget(
+        self, artifact_ids: Sequence[ArtifactId], capabilities: Sequence[Capability] = CAPABILITIES
+    ) -> list[DestructionReceipt]:
+        """Forget the capability keys as one batch per tree touched (one root rotation each).
+
+        Unknown or already forgotten keys are skipped. Raises KeyBackendError if the backend
+        fails; the journal keeps the batch and ``recover`` finishes it.
+        """
+        receipts = []
+        for name, tree in self.trees.items():
+            leaves = [
+                (aid, capability)
+                for aid in artifact_ids
+                for capability in capabilities
+                if tree_of(capability) == name
+            ]
+            if leaves:
+                receipt = tree.forget_leaves(leaves)
+                if receipt is not None:
+                    receipts.append(receipt)
+        return receipts + self.destroy_due()
+
+    def destroy_due(self) -> list[DestructionReceipt]:
+        """Destroy old roots whose destruction window has elapsed; return their receipts."""
+        return [receipt for tree in self.trees.values() for receipt in tree.destroy_due()]
+
+    def recover(self) -> RecoveryReport:
+        """Finish whatever a crash interrupted; run when a node opens and before a forget.
+
+        1. roll every journalled intent forward (re-key, new head);
+        2. destroy every root the backend holds that the database does not need: one made just
+           before a crash, or a destroyed one that came back (SoftHSMv2 issue 903);
+        3. destroy old roots whose destruction window has elapsed, with receipts.
+        """
+        applied = 0
+        orphans: list[str] = []
+        resurrected: list[str] = []
+        receipts: list[DestructionReceipt] = []
+        with self.store.transaction() as nodes:
+            for tree in self.trees.values():
+                applied += len(tree.apply_intents(nodes))
+            needed: set[str] = set()
+            for tree in self.trees.values():
+                needed |= tree.pending_roots(nodes)
+            stray = self.backend.live_root_keys() - needed
+            if stray:
+                destroyed = {e.old_root: e for e in nodes.journal(["destroyed"])}
+                for ref in sorted(stray):
+                    evidence = self.backend.destroy_root_key(ref)
+                    entry = destroyed.get(ref)
+                    if entry is None:
+                        orphans.append(ref)
+                        continue
+                    # The root came back after its destruction was confirmed: destroy it
+                    # again and issue a fresh receipt that says so.
+                    resurrected.append(ref)
+                    receipt = DestructionReceipt(
+                        backend=evidence.backend,
+                        key_ref=dict(evidence.key_ref) | {"tree": entry.tree},
+                        epoch=entry.old_generation,
+                        destroyed_at=format_time(self._clock()),
+                        evidence=dict(evidence.evidence)
+                        | {"forgotten_keys": len(entry.leaves), "destroyed_again": True},
+                    ).signed_by(self.signer)
+                    entry = replace(entry, receipt_hash=receipt.digest().hex())
+                    nodes.save_receipt(entry, receipt)
+                    nodes.save_journal(entry)
+                    receipts.append(receipt)
+        receipts.extend(self.destroy_due())
+        return RecoveryReport(applied, tuple(receipts), tuple(orphans), tuple(resurrected))

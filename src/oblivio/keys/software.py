@@ -1,36 +1,25 @@
-"""The software wrapping-key backend: root keys in a small file of the node home (mode 0600).
+"""The software wrapping-key backend: root keys in a small key file of the node home.
 
-The file is a 16-byte header and fixed 64-byte slots, so that destroying a key overwrites its
-own bytes in place and fsyncs, without rewriting the file::
+The file is a ``KeyFile`` (keys/key_file.py): destroying a root key overwrites its slot in place
+and fsyncs, then re-reads the file to confirm the key is gone.
 
-    header = magic "OBLVSWK1" (8) | generation (8, big-endian, bumped by every change)
-    slot = state (1) | purpose (1) | reserved (14) | reference (16) | key (32)
-
-Honest limitation (README): flash media and copy-on-write file systems may keep the old blocks of
-an overwritten key; a node that needs strong level-1 claims uses an HSM backend.
+Honest limitation (docs/key-erasure.md): flash media and copy-on-write file systems may keep the
+old blocks of an overwritten key; a node that needs strong level-1 claims uses an HSM backend.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import secrets
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from oblivio.core.envelope import KEY_SIZE, NONCE_SIZE, unwrap_key, wrap_key
 from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile
 
 MAGIC = b"OBLVSWK1"
-HEADER_SIZE = 16
-SLOT_SIZE = 64
-_LIVE = 1
-_DESTROYED = 0
 _PURPOSES: dict[RootKeyPurpose, int] = {"wrap": 1, "escrow": 2}
 _REF_PREFIX = "sw-"
 
@@ -45,105 +34,56 @@ def software_key_file(uri: str, home: Path) -> Path:
     return home / "keys" / "software-root-keys"
 
 
+def _reference(key_ref: str) -> bytes | None:
+    if not key_ref.startswith(_REF_PREFIX):
+        return None
+    try:
+        reference = bytes.fromhex(key_ref.removeprefix(_REF_PREFIX))
+    except ValueError:
+        return None
+    return reference if len(reference) == REFERENCE_SIZE else None
+
+
 class SoftwareBackend:
-    """Root keys in a local file, guarded by an advisory lock between processes."""
+    """Root keys in a local key file; safe to share between threads and processes."""
 
     scheme = "software"
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, bytes]] = {}
-        self._cache_generation: bytes | None = None
-        if not path.exists():
-            self._create_file()
-        try:
-            self._reader = os.open(self.path, os.O_RDONLY)
-        except OSError as e:
-            raise KeyBackendError(f"software keys: cannot read {self.path}: {e}") from e
-        if os.pread(self._reader, len(MAGIC), 0) != MAGIC:
-            raise KeyBackendError(f"software keys: {self.path} is not an oblivio key file")
-
-    def _create_file(self) -> None:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        except OSError as e:
-            raise KeyBackendError(f"software keys: cannot create {self.path}: {e}") from e
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + (0).to_bytes(8, "big"))
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(self.path.parent)
-
-    @contextmanager
-    def _locked(self, *, write: bool) -> Iterator[BinaryIO]:
-        try:
-            f = open(self.path, "r+b" if write else "rb")  # noqa: SIM115 - closed below
-        except OSError as e:
-            raise KeyBackendError(f"software keys: cannot open {self.path}: {e}") from e
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX if write else fcntl.LOCK_SH)
-            yield f
-        finally:
-            f.close()
-
-    def _slots(self) -> dict[str, tuple[int, bytes]]:
-        """Live root keys by reference, with their purpose code; re-read when another process
-        (or this one) has changed the file, as its header's generation counter shows."""
-        generation = os.pread(self._reader, 8, len(MAGIC))
-        if generation != self._cache_generation:
-            with self._locked(write=False) as f:
-                data = f.read()
-            self._cache = _parse_slots(data)
-            self._cache_generation = data[len(MAGIC) : HEADER_SIZE]
-        return self._cache
-
-    def _bump_generation(self, f: BinaryIO) -> None:
-        f.seek(len(MAGIC))
-        generation = int.from_bytes(f.read(8), "big") + 1
-        f.seek(len(MAGIC))
-        f.write(generation.to_bytes(8, "big"))
+        self._file = KeyFile(path, MAGIC)
 
     def close(self) -> None:
-        """Release the file descriptor kept for generation checks."""
-        if self._reader >= 0:
-            os.close(self._reader)
-            self._reader = -1
-
-    def active_root_key(self, purpose: RootKeyPurpose) -> str:
-        with self._lock:
-            code = _PURPOSES[purpose]
-            live = [ref for ref, (p, _) in self._slots().items() if p == code]
-        return live[-1] if live else self.create_root_key(purpose)
+        """Release the key file."""
+        self._file.close()
 
     def create_root_key(self, purpose: RootKeyPurpose) -> str:
-        reference = secrets.token_bytes(16)
-        key = secrets.token_bytes(KEY_SIZE)
-        slot = bytes([_LIVE, _PURPOSES[purpose]]) + bytes(14) + reference + key
-        with self._lock, self._locked(write=True) as f:
-            f.seek(0, os.SEEK_END)
-            f.write(slot)
-            self._bump_generation(f)
-            f.flush()
-            os.fsync(f.fileno())
+        reference = secrets.token_bytes(REFERENCE_SIZE)
+        self._file.add(reference, _PURPOSES[purpose], secrets.token_bytes(KEY_SIZE))
         return _REF_PREFIX + reference.hex()
 
     def _root_key(self, key_ref: str) -> bytes | None:
-        with self._lock:
-            entry = self._slots().get(key_ref)
-        return None if entry is None else entry[1]
+        reference = _reference(key_ref)
+        slot = None if reference is None else self._file.get(reference)
+        return None if slot is None else slot.secret
 
     def has_root_key(self, key_ref: str) -> bool:
         return self._root_key(key_ref) is not None
+
+    def live_root_keys(self) -> set[str]:
+        return {_REF_PREFIX + reference.hex() for reference in self._file.live()}
 
     def wrap(self, key_ref: str, key: bytes, context: bytes) -> bytes:
         root = self._root_key(key_ref)
         if root is None:
             raise KeyBackendError(f"software keys: no live root key {key_ref}")
         return wrap_key(root, secrets.token_bytes(NONCE_SIZE), key, context)
+
+    def wrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        root = self._root_key(key_ref)
+        if root is None:
+            raise KeyBackendError(f"software keys: no live root key {key_ref}")
+        return [wrap_key(root, secrets.token_bytes(NONCE_SIZE), k, c) for k, c in items]
 
     def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
         root = self._root_key(key_ref)
@@ -153,41 +93,16 @@ class SoftwareBackend:
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Overwrite the key's slot with zeros in place and fsync; then confirm it is gone."""
-        if not key_ref.startswith(_REF_PREFIX):
+        reference = _reference(key_ref)
+        if reference is None:
             raise KeyBackendError(f"software keys: not a software key reference: {key_ref}")
-        reference = bytes.fromhex(key_ref.removeprefix(_REF_PREFIX))
-        with self._lock, self._locked(write=True) as f:
-            data = f.read()
-            for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE):
-                if data[offset + 16 : offset + 32] == reference and data[offset] == _LIVE:
-                    f.seek(offset)
-                    f.write(bytes([_DESTROYED, 0]) + bytes(14) + reference + bytes(KEY_SIZE))
-                    self._bump_generation(f)
-                    f.flush()
-                    os.fsync(f.fileno())
-        if self.has_root_key(key_ref):
-            raise KeyBackendError(f"software keys: {key_ref} still readable after destruction")
+        self._file.destroy(reference)
         return DestructionEvidence(
             backend=self.scheme,
-            key_ref=key_ref,
-            details={"method": "overwrite-in-place+fsync", "file": str(self.path)},
+            key_ref={"key_id": key_ref},
+            evidence={
+                "method": "overwrite-in-place+fsync",
+                "confirmed_by": "key file re-read: no live slot",
+                "limitation": "flash media may keep overwritten blocks (docs/key-erasure.md)",
+            },
         )
-
-
-def _parse_slots(data: bytes) -> dict[str, tuple[int, bytes]]:
-    if not data.startswith(MAGIC):
-        raise KeyBackendError("software keys: key file header is damaged")
-    slots: dict[str, tuple[int, bytes]] = {}
-    for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE):
-        slot = data[offset : offset + SLOT_SIZE]
-        if slot[0] == _LIVE:
-            slots[_REF_PREFIX + slot[16:32].hex()] = (slot[1], slot[32:64])
-    return slots
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -9,7 +9,7 @@ from pathlib import Path
 from oblivio.core.errors import OblivioError
 from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import WrappingKeyBackend, check_keys_uri, open_key_backend
-from oblivio.keys.custody import DirectCustody
+from oblivio.keys.custody import KeyTreeCustody
 from oblivio.node.home import (
     DEFAULT_KEYS_URI,
     NodeConfig,
@@ -24,6 +24,7 @@ from oblivio.node.home import (
 )
 from oblivio.node.vault import ArtifactVault
 from oblivio.store.database import Database, check_store_uri, open_database
+from oblivio.store.key_tree_nodes import SqlKeyTreeStore
 from oblivio.store.migrations import migrate
 
 
@@ -78,14 +79,13 @@ def init_node(
         if created_home:
             shutil.rmtree(home, ignore_errors=True)
         raise
-    node = open_node(home)
-    node.backend.active_root_key("wrap")
-    node.backend.active_root_key("escrow")
-    return node
+    return open_node(home)
 
 
 def open_node(home: Path) -> Node:
-    """Open an initialised node, applying pending schema migrations.
+    """Open an initialised node, applying pending schema migrations and finishing whatever a
+    crash interrupted in the key tree (``KeyTreeCustody.recover``: interrupted forget batches,
+    root keys left over or come back).
 
     Raises NodeHomeError if ``home`` holds no node, and the errors of the store and keys URIs.
     """
@@ -99,4 +99,12 @@ def open_node(home: Path) -> Node:
     except OblivioError:
         db.close()
         raise
-    return Node(home, config, signing_key, db, backend, ArtifactVault(db, DirectCustody(backend)))
+    custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key)
+    try:
+        custody.initialise()
+        custody.recover()
+    except OblivioError:
+        backend.close()
+        db.close()
+        raise
+    return Node(home, config, signing_key, db, backend, ArtifactVault(db, custody))

@@ -39,9 +39,10 @@ from oblivio.core.identifiers import (
     validate_entity_uri,
     validate_scope,
 )
-from oblivio.keys.custody import KeyCustody, WrappedKey
+from oblivio.keys.custody import KeyCustody
 from oblivio.node.ids import new_uuid7
 from oblivio.store.database import Database, Transaction
+from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
 CHUNK_SIZE = 1 << 20
 """Ciphertext is stored in chunks of this size (SQLite and PostgreSQL cap a value at 1 GB)."""
@@ -170,7 +171,7 @@ class ArtifactVault:
         created_at = format_time(self._clock())
         artifact_rows: list[tuple[object, ...]] = []
         chunk_rows: list[tuple[object, ...]] = []
-        key_rows: list[tuple[object, ...]] = []
+        to_wrap: list[tuple[ArtifactId, Mapping[Capability, bytes]]] = []
         ids: list[ArtifactId] = []
         for item in items:
             metadata_bytes = encode_metadata(item.metadata)
@@ -197,15 +198,15 @@ class ArtifactVault:
                     created_at,
                 )
             )
-            key_rows.extend(
-                _key_row(w) for w in self.custody.wrap_capability_keys(artifact_id, keys)
-            )
+            to_wrap.append((artifact_id, keys))
             ids.append(artifact_id)
         with self.db.transaction() as tx:
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", chunk_rows
             )
-            _insert_artifacts(tx, artifact_rows, key_rows)
+            _insert_artifacts(tx, artifact_rows)
+            # The key tree's leaves go in with the artifacts, in the same transaction.
+            self.custody.store_capability_keys(SqlKeyTreeNodes(tx), to_wrap)
         return ids
 
     def put_stream(
@@ -259,7 +260,6 @@ class ArtifactVault:
             batch.append((blob_id, seq, piece))
             seq += 1
             ciphertext_size += len(piece)
-        wrapped = self.custody.wrap_capability_keys(artifact_id, keys)
         row = (
             artifact_id,
             blob_id,
@@ -276,7 +276,8 @@ class ArtifactVault:
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
             )
-            _insert_artifacts(tx, [row], [_key_row(w) for w in wrapped])
+            _insert_artifacts(tx, [row])
+            self.custody.store_capability_keys(SqlKeyTreeNodes(tx), [(artifact_id, keys)])
         return artifact_id
 
     def sweep_orphan_chunks(self, older_than: datetime) -> int:
@@ -311,15 +312,7 @@ class ArtifactVault:
         return aid, _Stored(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5])
 
     def _data_key(self, aid: ArtifactId) -> bytes:
-        with self.db.transaction(write=False) as tx:
-            row = tx.fetchone(
-                "SELECT key_ref, wrapped FROM artifact_keys "
-                "WHERE artifact_id = ? AND capability = ?",
-                (aid, "decrypt"),
-            )
-        if row is None:
-            raise IntegrityError()
-        return self.custody.unwrap_capability_key(WrappedKey(aid, "decrypt", row[0], bytes(row[1])))
+        return self.custody.unwrap_capability_key(aid, "decrypt")
 
     def _chunks(self, stored: _Stored) -> Iterator[bytes]:
         for seq in range(stored.chunk_count):
@@ -416,20 +409,10 @@ class ArtifactVault:
         return int(row[0]) if row else 0
 
 
-def _key_row(wrapped: WrappedKey) -> tuple[object, ...]:
-    return (wrapped.artifact_id, wrapped.capability, wrapped.key_ref, wrapped.wrapped)
-
-
-def _insert_artifacts(
-    tx: Transaction, artifact_rows: list[tuple[object, ...]], key_rows: list[tuple[object, ...]]
-) -> None:
+def _insert_artifacts(tx: Transaction, artifact_rows: list[tuple[object, ...]]) -> None:
     tx.executemany(
         "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, plaintext_size, "
         "ciphertext_size, chunk_count, entity_uri, scope, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         artifact_rows,
-    )
-    tx.executemany(
-        "INSERT INTO artifact_keys (artifact_id, capability, key_ref, wrapped) VALUES (?, ?, ?, ?)",
-        key_rows,
     )

@@ -1,0 +1,305 @@
+"""The PKCS#11 wrapping-key backend: root keys inside an HSM token (DESIGN.md §5).
+
+Root keys are AES-256 secret-key objects made in the token (``CKA_TOKEN``, ``CKA_SENSITIVE``,
+not ``CKA_EXTRACTABLE``), labelled ``PREFIX-root-wrap`` / ``PREFIX-root-escrow`` and named by a
+random 16-byte ``CKA_ID``. Wrapping happens inside the token: AES-GCM through ``C_Encrypt`` with
+the key-tree position as associated data (``nonce || ciphertext || tag``). Destruction is
+``C_DestroyObject``, confirmed by a ``C_FindObjects`` that finds nothing. Any PKCS#11 error while
+unwrapping is the one opaque IntegrityError.
+
+URI (RFC 7512 style)::
+
+    pkcs11:token=LABEL[;object=PREFIX]?module-path=/usr/lib/softhsm/libsofthsm2.so
+           &pin-value=PIN | &pin-source=/path/to/pin-file
+
+``object`` (default ``oblivio``) namespaces this node's keys in a shared token: the key tree's
+recovery destroys every root under its prefix that the node's database does not account for,
+so a prefix belongs to one node. python-pkcs11 (the ``hsm`` extra) is imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from oblivio.core.envelope import NONCE_SIZE, TAG_SIZE, key_wrap_aad
+from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
+from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+
+if TYPE_CHECKING:
+    from pkcs11 import SecretKey, Session
+
+DEFAULT_MODULE_PATHS = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+)
+_REF_PREFIX = "p11-"
+_PURPOSES: tuple[RootKeyPurpose, ...] = ("wrap", "escrow")
+
+
+@dataclass(frozen=True)
+class Pkcs11Config:
+    """Which module, token and PIN; ``object_prefix`` namespaces this node's keys."""
+
+    module_path: str
+    token_label: str
+    pin: str
+    object_prefix: str = "oblivio"
+
+
+def parse_pkcs11_uri(uri: str) -> Pkcs11Config:
+    """Parse a ``pkcs11:`` keys URI; raise InvalidKeysUriError naming what is wrong."""
+    parts = urlsplit(uri)
+    if parts.scheme != "pkcs11" or parts.netloc or parts.fragment:
+        raise InvalidKeysUriError(f"keys URI: expected pkcs11:token=LABEL?..., got {uri!r}")
+    attributes: dict[str, str] = {}
+    for item in filter(None, parts.path.split(";")):
+        name, sep, value = item.partition("=")
+        if not sep or name not in ("token", "object"):
+            raise InvalidKeysUriError(
+                f"keys URI: pkcs11 path attributes are token= and object=, got {item!r}"
+            )
+        attributes[name] = unquote(value)
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = set(query) - {"module-path", "pin-value", "pin-source"}
+    if unknown:
+        raise InvalidKeysUriError(f"keys URI: unknown pkcs11 query attributes {sorted(unknown)}")
+    if not attributes.get("token"):
+        raise InvalidKeysUriError("keys URI: pkcs11 needs token=LABEL")
+    module = query.get("module-path") or next(
+        (p for p in DEFAULT_MODULE_PATHS if Path(p).exists()), ""
+    )
+    if not module:
+        raise InvalidKeysUriError(
+            "keys URI: pkcs11 needs module-path= (no SoftHSM2 module found; apt-get install "
+            "softhsm2)"
+        )
+    if "pin-value" in query:
+        pin = query["pin-value"]
+    elif "pin-source" in query:
+        source = query["pin-source"].removeprefix("file:")
+        try:
+            pin = Path(source).read_text("utf-8").strip()
+        except OSError as e:
+            raise InvalidKeysUriError(f"keys URI: cannot read pin-source {source}: {e}") from e
+    else:
+        raise InvalidKeysUriError("keys URI: pkcs11 needs pin-value= or pin-source=")
+    prefix = attributes.get("object") or "oblivio"
+    return Pkcs11Config(module, attributes["token"], pin, prefix)
+
+
+def _reference(key_ref: str) -> bytes | None:
+    if not key_ref.startswith(_REF_PREFIX):
+        return None
+    try:
+        reference = bytes.fromhex(key_ref.removeprefix(_REF_PREFIX))
+    except ValueError:
+        return None
+    return reference if len(reference) == 16 else None
+
+
+class Pkcs11Backend:
+    """Root keys as non-extractable AES keys in one PKCS#11 token; one session, serialised."""
+
+    scheme = "pkcs11"
+
+    def __init__(self, config: Pkcs11Config) -> None:
+        try:
+            import pkcs11
+        except ImportError as e:
+            raise KeyBackendError(
+                "pkcs11 keys need python-pkcs11: pip install 'oblivio[hsm]'"
+            ) from e
+        self.config = config
+        self._lock = threading.Lock()
+        try:
+            lib = pkcs11.lib(config.module_path)
+            token = lib.get_token(token_label=config.token_label)
+            self.token_serial = token.serial.decode("ascii", "replace").strip()
+            self._session: Session = token.open(rw=True, user_pin=config.pin)
+        except pkcs11.PKCS11Error as e:
+            raise KeyBackendError(
+                f"pkcs11 keys: cannot open token {config.token_label!r} with "
+                f"{config.module_path}: {type(e).__name__} {e}"
+            ) from e
+
+    def _label(self, purpose: RootKeyPurpose) -> str:
+        return f"{self.config.object_prefix}-root-{purpose}"
+
+    def close(self) -> None:
+        """Close the session."""
+        import pkcs11
+
+        with self._lock, contextlib.suppress(pkcs11.PKCS11Error):
+            self._session.close()
+
+    def _find(self, reference: bytes) -> list[SecretKey]:
+        from pkcs11 import Attribute, ObjectClass, SecretKey
+
+        found = []
+        for purpose in _PURPOSES:
+            for obj in self._session.get_objects(
+                {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.ID: reference,
+                    Attribute.LABEL: self._label(purpose),
+                }
+            ):
+                if isinstance(obj, SecretKey):
+                    found.append(obj)
+        return found
+
+    def create_root_key(self, purpose: RootKeyPurpose) -> str:
+        """Generate a non-extractable AES-256 key in the token; confirm it can be found."""
+        import pkcs11
+        from pkcs11 import Attribute, KeyType
+
+        reference = secrets.token_bytes(16)
+        with self._lock:
+            try:
+                self._session.generate_key(
+                    KeyType.AES,
+                    256,
+                    id=reference,
+                    label=self._label(purpose),
+                    store=True,
+                    template={
+                        Attribute.TOKEN: True,
+                        Attribute.PRIVATE: True,
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: False,
+                        Attribute.ENCRYPT: True,
+                        Attribute.DECRYPT: True,
+                    },
+                )
+                if not self._find(reference):
+                    raise KeyBackendError("pkcs11 keys: a new root key cannot be found")
+            except pkcs11.PKCS11Error as e:
+                raise KeyBackendError(f"pkcs11 keys: cannot create a root key: {e!r}") from e
+        return _REF_PREFIX + reference.hex()
+
+    def has_root_key(self, key_ref: str) -> bool:
+        import pkcs11
+
+        reference = _reference(key_ref)
+        if reference is None:
+            return False
+        with self._lock:
+            try:
+                return bool(self._find(reference))
+            except pkcs11.PKCS11Error as e:
+                raise KeyBackendError(f"pkcs11 keys: lookup failed: {e!r}") from e
+
+    def live_root_keys(self) -> set[str]:
+        import pkcs11
+        from pkcs11 import Attribute, ObjectClass
+
+        refs: set[str] = set()
+        with self._lock:
+            try:
+                for purpose in _PURPOSES:
+                    for obj in self._session.get_objects(
+                        {
+                            Attribute.CLASS: ObjectClass.SECRET_KEY,
+                            Attribute.LABEL: self._label(purpose),
+                        }
+                    ):
+                        refs.add(_REF_PREFIX + bytes(obj[Attribute.ID]).hex())
+            except pkcs11.PKCS11Error as e:
+                raise KeyBackendError(f"pkcs11 keys: listing keys failed: {e!r}") from e
+        return refs
+
+    def wrap(self, key_ref: str, key: bytes, context: bytes) -> bytes:
+        return self.wrap_many(key_ref, [(key, context)])[0]
+
+    def wrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """AES-GCM inside the token, the wrap context as associated data; one key lookup."""
+        import pkcs11
+        from pkcs11 import Mechanism
+        from pkcs11.mechanisms import GCMParams
+        from pkcs11.types import EncryptMixin
+
+        reference = _reference(key_ref)
+        wrapped = []
+        with self._lock:
+            try:
+                found = self._find(reference) if reference else []
+                if not found or not isinstance(found[0], EncryptMixin):
+                    raise KeyBackendError(f"pkcs11 keys: no live root key {key_ref}")
+                for key, context in items:
+                    nonce = secrets.token_bytes(NONCE_SIZE)
+                    sealed = found[0].encrypt(
+                        key,
+                        mechanism=Mechanism.AES_GCM,
+                        mechanism_param=GCMParams(nonce, key_wrap_aad(context)),
+                    )
+                    if not isinstance(sealed, bytes):
+                        raise KeyBackendError("pkcs11 keys: C_Encrypt returned no bytes")
+                    wrapped.append(nonce + sealed)
+            except pkcs11.PKCS11Error as e:
+                raise KeyBackendError(f"pkcs11 keys: wrap failed: {e!r}") from e
+        return wrapped
+
+    def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
+        """Unwrap inside the token; every failure, PKCS#11 errors included, is IntegrityError."""
+        import pkcs11
+        from pkcs11 import Mechanism
+        from pkcs11.mechanisms import GCMParams
+        from pkcs11.types import DecryptMixin
+
+        reference = _reference(key_ref)
+        if reference is None or len(wrapped) < NONCE_SIZE + TAG_SIZE:
+            raise IntegrityError()
+        with self._lock:
+            try:
+                found = self._find(reference)
+                if not found or not isinstance(found[0], DecryptMixin):
+                    raise IntegrityError()
+                plain = found[0].decrypt(
+                    wrapped[NONCE_SIZE:],
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(wrapped[:NONCE_SIZE], key_wrap_aad(context)),
+                )
+                if not isinstance(plain, bytes):
+                    raise IntegrityError()
+                return plain
+            except pkcs11.PKCS11Error as e:
+                raise IntegrityError() from e
+
+    def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
+        """``C_DestroyObject`` on every object with this ``CKA_ID``; then a lookup must fail."""
+        import pkcs11
+
+        reference = _reference(key_ref)
+        if reference is None:
+            raise KeyBackendError(f"pkcs11 keys: not a pkcs11 key reference: {key_ref}")
+        with self._lock:
+            try:
+                objects = self._find(reference)
+                for obj in objects:
+                    obj.destroy()
+                left = self._find(reference)
+            except pkcs11.PKCS11Error as e:
+                raise KeyBackendError(f"pkcs11 keys: destroying {key_ref} failed: {e!r}") from e
+        if left:
+            raise KeyBackendError(f"pkcs11 keys: {key_ref} still found after C_DestroyObject")
+        return DestructionEvidence(
+            backend=self.scheme,
+            key_ref={
+                "key_id": key_ref,
+                "token_serial": self.token_serial,
+                "token_label": self.config.token_label,
+            },
+            evidence={
+                "method": "C_DestroyObject",
+                "objects_destroyed": len(objects),
+                "confirmed_by": "C_FindObjects by CKA_ID found no object",
+            },
+        )

@@ -1,0 +1,251 @@
+"""The key tree's persistence in SQL (DESIGN.md §5; schema: migration 3 ``key_tree``).
+
+key_tree_heads        one row per tree: fan-out, height, generation, root key reference
+key_tree_nodes        inner nodes: (tree, level, idx) → version, key wrapped under the parent
+artifact_keys         the leaves: one row per (artifact, capability), with key_tree and tree_slot
+key_tree_journal      forget batches: intent → applied → destroyed
+destruction_receipts  signed receipts (oblivio.destruction.v1) by hash
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import cast
+
+from oblivio.core.canonical import canonical_json
+from oblivio.core.identifiers import ArtifactId, Capability
+from oblivio.core.receipts import DestructionReceipt
+from oblivio.keys.backend import RootKeyPurpose
+from oblivio.keys.key_tree import JournalEntry, JournalState, TreeHead, TreeLeaf, TreeNode
+from oblivio.store.database import Database, Transaction
+
+# Any constant works: it only has to be the same for every oblivio process on a database.
+_PG_KEY_TREE_LOCK = 0x0B11_7733
+
+
+def _leaf_ref(tree: str, slot: int) -> str:
+    return f"key-tree:{tree}:{slot}"
+
+
+def _leaf_row(tree: str, leaf: TreeLeaf) -> tuple[object, ...]:
+    ref = _leaf_ref(tree, leaf.slot)
+    return (leaf.artifact_id, leaf.capability, ref, leaf.wrapped, tree, leaf.slot)
+
+
+class SqlKeyTreeNodes:
+    """The key tree's rows, read and written inside one open transaction."""
+
+    def __init__(self, tx: Transaction, *, write: bool = True) -> None:
+        self.tx = tx
+        self._write = write
+
+    def head(self, tree: RootKeyPurpose) -> TreeHead | None:
+        sql = "SELECT fanout, height, generation, root_ref, next_slot FROM key_tree_heads "
+        sql += "WHERE tree = ?"
+        if self._write and self.tx.dialect == "postgresql":
+            sql += " FOR UPDATE"  # writers of one tree queue here (SQLite: BEGIN IMMEDIATE)
+        row = self.tx.fetchone(sql, (tree,))
+        if row is None:
+            return None
+        return TreeHead(tree, int(row[0]), int(row[1]), int(row[2]), row[3], int(row[4]))
+
+    def save_head(self, head: TreeHead) -> None:
+        changed = self.tx.execute(
+            "UPDATE key_tree_heads SET fanout = ?, height = ?, generation = ?, root_ref = ?, "
+            "next_slot = ? WHERE tree = ?",
+            (head.fanout, head.height, head.generation, head.root_ref, head.next_slot, head.tree),
+        )
+        if changed == 0:
+            self.tx.execute(
+                "INSERT INTO key_tree_heads (tree, fanout, height, generation, root_ref, "
+                "next_slot) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    head.tree,
+                    head.fanout,
+                    head.height,
+                    head.generation,
+                    head.root_ref,
+                    head.next_slot,
+                ),
+            )
+
+    def nodes(self, tree: RootKeyPurpose, level: int, first: int, last: int) -> list[TreeNode]:
+        rows = self.tx.fetchall(
+            "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "
+            "WHERE tree = ? AND tree_level = ? AND idx BETWEEN ? AND ? ORDER BY idx",
+            (tree, level, first, last),
+        )
+        return [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+
+    def nodes_at(
+        self, tree: RootKeyPurpose, positions: Sequence[tuple[int, int]]
+    ) -> list[TreeNode]:
+        found: list[TreeNode] = []
+        # Chunks keep each statement's parameter count well inside both databases' limits.
+        for start in range(0, len(positions), 200):
+            chunk = positions[start : start + 200]
+            where = " OR ".join(["(tree_level = ? AND idx = ?)"] * len(chunk))
+            params: list[object] = [tree]
+            for level, index in chunk:
+                params += [level, index]
+            rows = self.tx.fetchall(
+                "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "  # noqa: S608
+                f"WHERE tree = ? AND ({where})",
+                params,
+            )
+            found += [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+        return found
+
+    def save_nodes(self, tree: RootKeyPurpose, nodes: Sequence[TreeNode]) -> None:
+        if not nodes:
+            return
+        self.tx.executemany(
+            "INSERT INTO key_tree_nodes (tree, tree_level, idx, version, wrapped) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tree, tree_level, idx) "
+            "DO UPDATE SET version = excluded.version, wrapped = excluded.wrapped",
+            [(tree, n.level, n.index, n.version, n.wrapped) for n in nodes],
+        )
+
+    def leaves(self, tree: RootKeyPurpose, first: int, last: int) -> list[TreeLeaf]:
+        rows = self.tx.fetchall(
+            "SELECT tree_slot, artifact_id, capability, wrapped FROM artifact_keys "
+            "WHERE key_tree = ? AND tree_slot BETWEEN ? AND ? ORDER BY tree_slot",
+            (tree, first, last),
+        )
+        return [
+            TreeLeaf(int(r[0]), ArtifactId(r[1]), cast(Capability, r[2]), bytes(r[3])) for r in rows
+        ]
+
+    def leaf(self, artifact_id: ArtifactId, capability: Capability) -> TreeLeaf | None:
+        row = self.tx.fetchone(
+            "SELECT tree_slot, wrapped FROM artifact_keys "
+            "WHERE artifact_id = ? AND capability = ? AND tree_slot IS NOT NULL",
+            (artifact_id, capability),
+        )
+        return (
+            None if row is None else TreeLeaf(int(row[0]), artifact_id, capability, bytes(row[1]))
+        )
+
+    def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
+        self.tx.executemany(
+            "INSERT INTO artifact_keys (artifact_id, capability, key_ref, wrapped, key_tree, "
+            "tree_slot) VALUES (?, ?, ?, ?, ?, ?)",
+            [_leaf_row(tree, leaf) for leaf in leaves],
+        )
+
+    def rewrap_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
+        if leaves:
+            self.tx.executemany(
+                "UPDATE artifact_keys SET wrapped = ? WHERE key_tree = ? AND tree_slot = ?",
+                [(leaf.wrapped, tree, leaf.slot) for leaf in leaves],
+            )
+
+    def delete_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
+        if slots:
+            self.tx.executemany(
+                "DELETE FROM artifact_keys WHERE key_tree = ? AND tree_slot = ?",
+                [(tree, slot) for slot in slots],
+            )
+
+    def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:
+        marks = ", ".join("?" * len(states))
+        rows = self.tx.fetchall(
+            "SELECT batch_id, tree, state, old_generation, old_root, new_root, leaves, "  # noqa: S608
+            "created_at, destroy_after, receipt_hash FROM key_tree_journal "
+            f"WHERE state IN ({marks}) ORDER BY batch_id",
+            tuple(states),
+        )
+        return [
+            JournalEntry(
+                batch_id=r[0],
+                tree=cast(RootKeyPurpose, r[1]),
+                state=cast(JournalState, r[2]),
+                old_generation=int(r[3]),
+                old_root=r[4],
+                new_root=r[5],
+                leaves=tuple(
+                    (ArtifactId(aid), cast(Capability, capability))
+                    for aid, capability in json.loads(bytes(r[6]))
+                ),
+                created_at=r[7],
+                destroy_after=r[8],
+                receipt_hash=r[9],
+            )
+            for r in rows
+        ]
+
+    def save_journal(self, entry: JournalEntry) -> None:
+        values = (
+            entry.tree,
+            entry.state,
+            entry.old_generation,
+            entry.old_root,
+            entry.new_root,
+            canonical_json([list(leaf) for leaf in entry.leaves]),
+            entry.created_at,
+            entry.destroy_after,
+            entry.receipt_hash,
+        )
+        changed = self.tx.execute(
+            "UPDATE key_tree_journal SET tree = ?, state = ?, old_generation = ?, old_root = ?, "
+            "new_root = ?, leaves = ?, created_at = ?, destroy_after = ?, receipt_hash = ? "
+            "WHERE batch_id = ?",
+            (*values, entry.batch_id),
+        )
+        if changed == 0:
+            self.tx.execute(
+                "INSERT INTO key_tree_journal (tree, state, old_generation, old_root, new_root, "
+                "leaves, created_at, destroy_after, receipt_hash, batch_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, entry.batch_id),
+            )
+
+    def save_receipt(self, entry: JournalEntry, receipt: DestructionReceipt) -> None:
+        self.tx.execute(
+            "INSERT INTO destruction_receipts (receipt_hash, batch_id, tree, epoch, receipt, "
+            "destroyed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                receipt.digest().hex(),
+                entry.batch_id,
+                entry.tree,
+                receipt.epoch,
+                receipt.to_bytes(),
+                receipt.destroyed_at,
+            ),
+        )
+
+
+class SqlKeyTreeStore:
+    """Transactions over the key tree's tables of one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[SqlKeyTreeNodes]:
+        """A transaction; on PostgreSQL a write transaction also takes the key-tree lock, so that
+        creating and sweeping root keys never interleave between processes (SQLite's BEGIN
+        IMMEDIATE does that already)."""
+        with self.db.transaction(write=write) as tx:
+            if write and tx.dialect == "postgresql":
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (_PG_KEY_TREE_LOCK,))
+            yield SqlKeyTreeNodes(tx, write=write)
+
+
+def receipts_for_batch(db: Database, batch_id: str) -> list[bytes]:
+    """The stored receipts of one forget batch, oldest first, as served."""
+    with db.transaction(write=False) as tx:
+        rows = tx.fetchall(
+            "SELECT receipt FROM destruction_receipts WHERE batch_id = ? ORDER BY destroyed_at",
+            (batch_id,),
+        )
+    return [bytes(r[0]) for r in rows]
+
+
+def all_receipts(db: Database) -> list[bytes]:
+    """Every stored destruction receipt, oldest first."""
+    with db.transaction(write=False) as tx:
+        rows = tx.fetchall("SELECT receipt FROM destruction_receipts ORDER BY destroyed_at")
+    return [bytes(r[0]) for r in rows]
