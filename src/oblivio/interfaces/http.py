@@ -79,12 +79,6 @@ def _status_of(error: OblivioError) -> int:
     return 500
 
 
-class RequestTooLargeError(InvalidInputError):
-    """The request body exceeds the route's limit."""
-
-    code = "request_too_large"
-
-
 class BodyLimit:
     """ASGI middleware: refuse bodies over the limit (413) by Content-Length and by count."""
 
@@ -106,28 +100,32 @@ class BodyLimit:
                 if declared > limit:
                     await _too_large(limit)(scope, receive, send)
                     return
+        # Read the whole body first (routes parse JSON bodies whole anyway), so an oversize
+        # body is refused before any route sees it, whatever the framework does with errors.
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def counting_receive() -> MutableMapping[str, Any]:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise RequestTooLargeError(f"request body exceeds {limit} bytes")
-            return message
-
-        async def tracking_send(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except RequestTooLargeError:
-            if not started:
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > limit:
                 await _too_large(limit)(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> JSONResponse:
