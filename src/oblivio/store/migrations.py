@@ -214,6 +214,53 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idx_destruction_receipts_batch ON destruction_receipts(batch_id)",
         ),
     ),
+    Migration(
+        2,
+        "verifiable_structures",
+        (
+            # DESIGN.md §6: SMT nodes, versioned. Each batch writes only the nodes it changed,
+            # packed per group (the subtree under a depth-12 position; b"" for the top levels)
+            # as one blob per (group, version); store/smt_nodes.py has the layout.
+            """CREATE TABLE smt_nodes (
+                group_key {blob} NOT NULL,
+                version {bigint} NOT NULL,
+                node_count {bigint} NOT NULL,
+                stale_count {bigint} NOT NULL,
+                nodes {blob} NOT NULL,
+                PRIMARY KEY (group_key, version)
+            )""",
+            # One row per SMT version (= epoch): its root, the root node's version, and the
+            # nodes it replaced (consumed by pruning).
+            """CREATE TABLE smt_versions (
+                version {bigint} PRIMARY KEY,
+                root {blob} NOT NULL,
+                root_version {bigint},
+                changes {bigint} NOT NULL,
+                stale {blob} NOT NULL,
+                pruned INTEGER NOT NULL
+            )""",
+            # DESIGN.md §7: the Forget Event Log (RFC 9162) and its perfect-subtree hashes.
+            """CREATE TABLE log_entries (
+                idx {bigint} PRIMARY KEY,
+                entry {blob} NOT NULL,
+                leaf_hash {blob} NOT NULL
+            )""",
+            """CREATE TABLE log_nodes (
+                node_level INTEGER NOT NULL,
+                idx {bigint} NOT NULL,
+                hash {blob} NOT NULL,
+                PRIMARY KEY (node_level, idx)
+            )""",
+            # Signed checkpoints, one per epoch commit, kept as history.
+            """CREATE TABLE checkpoints (
+                epoch {bigint} PRIMARY KEY,
+                tree_size {bigint} NOT NULL UNIQUE,
+                root {blob} NOT NULL,
+                note TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 
