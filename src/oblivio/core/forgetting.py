@@ -1,0 +1,131 @@
+"""Forget events, SMT leaf records and requestor commitments (DESIGN.md §6, §8, §13, §15).
+
+Everything that enters the public log or the SMT is built here, so that no personal data can
+slip in: a forget event names artifact ids, the level, the capabilities, an opaque authority and
+a *commitment* to who asked and why; the requestor's receipt carries the opening.
+
+    forget event = {"type": "forget", "id": uuid7, "artifacts": [artifactID, ...], "level": n,
+                    "capabilities": [...], "authority": str, "requestor_commitment": hex32,
+                    "requested_at": time}
+    ACTIVE leaf  = {"state": "ACTIVE", "key_commitment": hex, "capabilities": [...],
+                    "policy": {"revoked": bool, "legal_hold": bool}}
+    TOMBSTONE    = {"state": "TOMBSTONE", "forget_event_hash": hex,
+                    "destruction_receipt_hash": hex | null, "level": 2}
+    requestor_commitment = H("oblivio/requestor-commit/v1" || salt(32) || JCS(opening.value))
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from oblivio.core.canonical import JsonValue, canonical_json
+from oblivio.core.errors import InvalidInputError, VerificationError
+from oblivio.core.hashing import sha256, sha256_concat
+from oblivio.core.identifiers import CAPABILITIES, Capability, parse_artifact_id
+
+REQUESTOR_COMMIT_PREFIX: Final = b"oblivio/requestor-commit/v1"
+LEVELS: Final = (0, 1, 2)
+MAX_AUTHORITY_CHARS: Final = 200
+
+
+def validate_level(level: object) -> int:
+    """A forget level: 0 (revoke), 1 (cryptographic erasure) or 2 (verifiable)."""
+    if type(level) is not int or level not in LEVELS:
+        raise InvalidInputError(f"level: expected 0, 1 or 2, got {level!r}")
+    return level
+
+
+def requestor_commitment(salt: bytes, value: Mapping[str, JsonValue]) -> str:
+    """The commitment a forget event carries about who asked, for whom and why."""
+    if len(salt) != 32:
+        raise ValueError("requestor commitment: the salt must be 32 bytes")
+    return sha256_concat(REQUESTOR_COMMIT_PREFIX, salt, canonical_json(dict(value))).hex()
+
+
+def open_requestor_commitment(commitment: str, salt: bytes, value: Mapping[str, Any]) -> None:
+    """Check a receipt's opening against an event's commitment; raise VerificationError."""
+    computed = requestor_commitment(salt, value)
+    if not hmac.compare_digest(computed, commitment):
+        raise VerificationError(
+            f"requestor commitment: expected {commitment}, the opening gives {computed}"
+        )
+
+
+def forget_event(
+    *,
+    event_id: str,
+    artifacts: Sequence[str],
+    level: int,
+    capabilities: Sequence[Capability],
+    authority: str,
+    commitment: str,
+    requested_at: str,
+) -> dict[str, JsonValue]:
+    """The forget event log entry (DESIGN.md §15), validated; artifacts sorted and distinct."""
+    ids = sorted({parse_artifact_id(a) for a in artifacts})
+    if not ids:
+        raise InvalidInputError("forget: no artifact to forget")
+    if not isinstance(authority, str) or not authority or len(authority) > MAX_AUTHORITY_CHARS:
+        raise InvalidInputError(
+            f"authority: expected 1 to {MAX_AUTHORITY_CHARS} characters, got {authority!r}"
+        )
+    return {
+        "type": "forget",
+        "id": event_id,
+        "artifacts": list(ids),
+        "level": validate_level(level),
+        "capabilities": [c for c in CAPABILITIES if c in capabilities],
+        "authority": authority,
+        "requestor_commitment": commitment,
+        "requested_at": requested_at,
+    }
+
+
+def active_record(
+    key_commitment: bytes,
+    capabilities: Sequence[Capability],
+    *,
+    revoked: bool = False,
+    legal_hold: bool = False,
+) -> dict[str, JsonValue]:
+    """An ACTIVE leaf: the key itself is committed, not its (re-wrapped) bytes (§6)."""
+    return {
+        "state": "ACTIVE",
+        "key_commitment": key_commitment.hex(),
+        "capabilities": [c for c in CAPABILITIES if c in capabilities],
+        "policy": {"revoked": revoked, "legal_hold": legal_hold},
+    }
+
+
+def tombstone_record(
+    forget_event_hash: bytes, destruction_receipt_hash: bytes | None
+) -> dict[str, JsonValue]:
+    """A TOMBSTONE leaf binding the forget event and the destruction receipt (level 2)."""
+    return {
+        "state": "TOMBSTONE",
+        "forget_event_hash": forget_event_hash.hex(),
+        "destruction_receipt_hash": None
+        if destruction_receipt_hash is None
+        else destruction_receipt_hash.hex(),
+        "level": 2,
+    }
+
+
+def entry_hash(entry: Mapping[str, JsonValue]) -> bytes:
+    """``H(JCS(entry))``: how leaves and proofs refer to a log entry or a receipt."""
+    return sha256(canonical_json(dict(entry)))
+
+
+@dataclass(frozen=True)
+class RequestorOpening:
+    """What a requestor's receipt carries so they can open the event's commitment."""
+
+    salt_hex: str
+    value: Mapping[str, JsonValue]
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        """``{"salt": hex, "value": {...}}``."""
+        return {"salt": self.salt_hex, "value": dict(self.value)}
