@@ -123,7 +123,12 @@ class Pkcs11Backend:
             lib = pkcs11.lib(config.module_path)
             token = lib.get_token(token_label=config.token_label)
             self.token_serial = token.serial.decode("ascii", "replace").strip()
-            self._session: Session = token.open(rw=True, user_pin=config.pin)
+            try:
+                self._session: Session = token.open(rw=True, user_pin=config.pin)
+            except pkcs11.UserAlreadyLoggedIn:
+                # PKCS#11 login is per application and token: another backend of this process
+                # has logged in already, and a new session shares that login.
+                self._session = token.open(rw=True)
         except pkcs11.PKCS11Error as e:
             raise KeyBackendError(
                 f"pkcs11 keys: cannot open token {config.token_label!r} with "

@@ -1,0 +1,159 @@
+"""The backup test (issue 4 acceptance), for every backend.
+
+Before forgetting artifact A at level 1, copy everything a routine backup holds: the database and
+the node home, except the erasable key store (the software root-key file, the HSM token, the
+custodians' share files). After the destruction that copy, together with the live key store,
+cannot unwrap A's key, while every other artifact still decrypts on the live node. With a
+destruction window W the copy still reads, within W, what it holds under roots W keeps alive,
+and after W nothing it held under destroyed roots.
+
+The copy is read as an attacker would: a custody over the copied database and the live key
+store, with no recovery run (recovery belongs to a node that *is* restored, and replaces the
+live one).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from oblivio.core.errors import IntegrityError
+from oblivio.core.identifiers import ArtifactId
+from oblivio.keys.backend import open_key_backend
+from oblivio.keys.custody import KeyTreeCustody
+from oblivio.node.node import Node, init_node
+from oblivio.store.database import open_database
+from oblivio.store.key_tree_nodes import SqlKeyTreeStore
+
+ERASABLE = ("software-root-keys", "shares")
+
+
+def _backup(node: Node, target: Path) -> Path:
+    """A routine backup: the home without the erasable key store, and a consistent copy of the
+    database (SQLite's online backup)."""
+    shutil.copytree(
+        node.home,
+        target,
+        ignore=lambda _dir, names: [
+            n for n in names if n in ERASABLE or n.startswith("oblivio.db")
+        ],
+    )
+    source = sqlite3.connect(node.home / "oblivio.db")
+    copy = sqlite3.connect(target / "oblivio.db")
+    with copy:
+        source.backup(copy)
+    source.close()
+    copy.close()
+    return target
+
+
+def _with_live_key_store(node: Node, restored: Path) -> None:
+    """Bring the live erasable key store next to the copy (for pkcs11 it is the token itself)."""
+    live_keys = node.home / "keys"
+    if not live_keys.exists():
+        return
+    for path in live_keys.rglob("*"):
+        if path.name in ERASABLE:
+            target = restored / path.relative_to(node.home)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def _reader(node: Node, restored: Path, **kwargs: object) -> KeyTreeCustody:
+    db = open_database("sqlite:///" + str(restored / "oblivio.db").lstrip("/"))
+    backend = open_key_backend(node.config.keys_uri, restored)
+    return KeyTreeCustody(backend, SqlKeyTreeStore(db), node.signing_key, **kwargs)  # type: ignore[arg-type]
+
+
+def _can_unwrap(custody: KeyTreeCustody, aid: ArtifactId) -> bool:
+    try:
+        custody.unwrap_capability_key(aid, "decrypt")
+    except IntegrityError:
+        return False
+    return True
+
+
+def _put(node: Node, count: int) -> list[ArtifactId]:
+    return [node.vault.put(b"payload %d" % i, {"i": i}) for i in range(count)]
+
+
+def test_backup_cannot_unwrap_a_forgotten_artifact(keys_uri: str, tmp_path: Path) -> None:
+    with init_node(tmp_path / "home", name="live", keys_uri=keys_uri) as node:
+        ids = _put(node, 40)
+        forgotten = ids[11]
+        restored = _backup(node, tmp_path / "backup")
+        _with_live_key_store(node, restored)
+        copy_before = _reader(node, restored)
+        assert _can_unwrap(copy_before, forgotten)  # the copy is complete before the forget
+        copy_before.backend.close()
+        copy_before.store.db.close()  # type: ignore[attr-defined]
+
+        receipts = node.vault.custody.forget([forgotten])  # type: ignore[attr-defined]
+        assert len(receipts) == 2
+
+        _with_live_key_store(node, restored)
+        attacker = _reader(node, restored)
+        assert not _can_unwrap(attacker, forgotten)
+        # W = 0: every root the copy was written under is destroyed; it reads nothing.
+        assert not any(_can_unwrap(attacker, aid) for aid in ids)
+        # Splicing the copy's old leaf of A into the live tree does not help either.
+        with attacker.store.db.transaction(write=False) as tx:  # type: ignore[attr-defined]
+            old_leaf = tx.fetchone(
+                "SELECT capability, key_ref, wrapped, key_tree, tree_slot FROM artifact_keys "
+                "WHERE artifact_id = ? AND capability = 'decrypt'",
+                (forgotten,),
+            )
+        assert old_leaf is not None
+        with node.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO artifact_keys (artifact_id, capability, key_ref, wrapped, key_tree, "
+                "tree_slot) VALUES (?, ?, ?, ?, ?, ?)",
+                (forgotten, *old_leaf),
+            )
+        with pytest.raises(IntegrityError):
+            node.vault.get(forgotten)
+        for i, aid in enumerate(ids):
+            if aid != forgotten:
+                assert node.vault.get(aid) == b"payload %d" % i
+        attacker.backend.close()
+        attacker.store.db.close()  # type: ignore[attr-defined]
+
+
+def test_destruction_window_is_the_backup_window(keys_uri: str, tmp_path: Path) -> None:
+    now = [datetime(2026, 11, 22, 10, 0, tzinfo=UTC)]
+    window = timedelta(days=7)
+    with init_node(tmp_path / "home", name="live", keys_uri=keys_uri) as node:
+        live = KeyTreeCustody(
+            node.backend,
+            SqlKeyTreeStore(node.db),
+            node.signing_key,
+            destruction_window=window,
+            clock=lambda: now[0],
+        )
+        ids = _put(node, 12)
+        forgotten, kept = ids[3], ids[4]
+        restored = _backup(node, tmp_path / "backup")
+        assert live.forget([forgotten]) == []  # destruction deferred by the window
+        assert not _can_unwrap(live, forgotten)
+
+        # Within W the copy still reads what it holds, the forgotten artifact included.
+        _with_live_key_store(node, restored)
+        within = _reader(node, restored)
+        assert _can_unwrap(within, forgotten)
+        assert _can_unwrap(within, kept)
+        within.backend.close()
+
+        now[0] += window
+        receipts = live.destroy_due()
+        assert len(receipts) == 2
+        _with_live_key_store(node, restored)
+        after = _reader(node, restored)
+        assert not _can_unwrap(after, forgotten)
+        assert not _can_unwrap(after, kept)  # held under a destroyed root: gone from the copy
+        assert _can_unwrap(live, kept)  # but the live node reads it
+        assert node.vault.get(kept) == b"payload 4"
+        after.backend.close()
