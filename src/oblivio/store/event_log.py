@@ -1,0 +1,184 @@
+"""The Forget Event Log persisted in SQL (DESIGN.md §7; schema: migration 2).
+
+``log_entries`` holds each entry (its JCS bytes) with its RFC 9162 leaf hash; ``log_nodes`` holds
+the hash of every *perfect* subtree of ``2**level`` leaves (level >= 1) as soon as it is complete.
+Appending n entries writes n entry rows and about n node rows; any root, inclusion proof or
+consistency proof, at any size, needs O(log n) reads (``core/merkle_log.py``). The right edge of
+the tree (its "frontier", one hash per set bit of the size) is kept in memory between appends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from oblivio.core.errors import NotFoundError, StorageError
+from oblivio.core.merkle_log import (
+    EMPTY_ROOT,
+    ConsistencyProof,
+    InclusionProof,
+    SubtreeHash,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root_at,
+)
+from oblivio.store.database import Database, Transaction
+
+
+def _frontier_root(frontier: Sequence[bytes]) -> bytes:
+    """The root from the right-edge perfect subtrees, largest first."""
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1]
+    for h in reversed(frontier[:-1]):
+        root = node_hash(h, root)
+    return root
+
+
+@dataclass(frozen=True)
+class StagedAppend:
+    """Entries written inside an open transaction; ``EventLog.publish`` it after commit."""
+
+    first_index: int
+    size: int
+    root: bytes
+    frontier: tuple[bytes, ...]
+
+
+class EventLog:
+    """The append-only RFC 9162 log of one node's database. Safe to share between threads."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._frontier: tuple[int, tuple[bytes, ...]] | None = None
+
+    @staticmethod
+    def size_in(tx: Transaction) -> int:
+        """The number of entries committed."""
+        row = tx.fetchone("SELECT MAX(idx) FROM log_entries")
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def size(self) -> int:
+        """The number of entries committed."""
+        with self.db.transaction(write=False) as tx:
+            return self.size_in(tx)
+
+    @staticmethod
+    def subtree_reader(tx: Transaction) -> SubtreeHash:
+        """An accessor for ``core.merkle_log``: perfect-subtree hashes read from ``tx``."""
+
+        def subtree(level: int, index: int) -> bytes:
+            if level == 0:
+                row = tx.fetchone("SELECT leaf_hash FROM log_entries WHERE idx = ?", (index,))
+            else:
+                row = tx.fetchone(
+                    "SELECT hash FROM log_nodes WHERE node_level = ? AND idx = ?", (level, index)
+                )
+            if row is None:
+                raise StorageError(f"store: log subtree ({level}, {index}) is missing")
+            return bytes(row[0])
+
+        return subtree
+
+    def _frontier_in(self, tx: Transaction, size: int) -> tuple[bytes, ...]:
+        with self._lock:
+            cached = self._frontier
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        subtree = self.subtree_reader(tx)
+        frontier = []
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                frontier.append(subtree(level, start >> level))
+                start += 1 << level
+        return tuple(frontier)
+
+    def append_in(self, tx: Transaction, entries: Sequence[bytes]) -> StagedAppend:
+        """Append ``entries`` (each an entry's exact bytes) inside ``tx``; nothing is visible
+        until it commits. Returns the first new index, the new size and root."""
+        first = size = self.size_in(tx)
+        stack = list(self._frontier_in(tx, size))
+        entry_rows = []
+        node_rows = []
+        for entry in entries:
+            node = leaf_hash(entry)
+            entry_rows.append((size, entry, node))
+            index = size
+            level = 0
+            # Completing a perfect subtree merges it with its left neighbour, level by level.
+            while index & 1:
+                node = node_hash(stack.pop(), node)
+                level += 1
+                index >>= 1
+                node_rows.append((level, index, node))
+            stack.append(node)
+            size += 1
+        tx.executemany(
+            "INSERT INTO log_entries (idx, entry, leaf_hash) VALUES (?, ?, ?)", entry_rows
+        )
+        if node_rows:
+            tx.executemany(
+                "INSERT INTO log_nodes (node_level, idx, hash) VALUES (?, ?, ?)", node_rows
+            )
+        frontier = tuple(stack)
+        return StagedAppend(first, size, _frontier_root(frontier), frontier)
+
+    def publish(self, staged: StagedAppend) -> None:
+        """Remember the committed frontier so the next append reads nothing."""
+        with self._lock:
+            if self._frontier is None or staged.size >= self._frontier[0]:
+                self._frontier = (staged.size, staged.frontier)
+
+    def append(self, entries: Sequence[bytes]) -> StagedAppend:
+        """Append entries in one transaction; they are durable when this returns."""
+        with self.db.transaction() as tx:
+            staged = self.append_in(tx, entries)
+        self.publish(staged)
+        return staged
+
+    def _check_size(self, tx: Transaction, size: int) -> None:
+        current = self.size_in(tx)
+        if not 0 <= size <= current:
+            raise NotFoundError(f"log: size {size} is beyond the log's {current} entries")
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root at ``size`` (default: now). Raises NotFoundError beyond the log."""
+        with self.db.transaction(write=False) as tx:
+            if size is None:
+                size = self.size_in(tx)
+            self._check_size(tx, size)
+            return root_at(size, self.subtree_reader(tx))
+
+    def entry(self, index: int) -> bytes:
+        """The exact bytes of entry ``index``. Raises NotFoundError if there is none."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone("SELECT entry FROM log_entries WHERE idx = ?", (index,))
+        if row is None:
+            raise NotFoundError(f"log: no entry {index}")
+        return bytes(row[0])
+
+    def inclusion_proof(self, index: int, size: int) -> InclusionProof:
+        """The proof that entry ``index`` is in the log of ``size`` entries."""
+        with self.db.transaction(write=False) as tx:
+            self._check_size(tx, size)
+            if not 0 <= index < size:
+                raise NotFoundError(f"log: no entry {index} in a log of size {size}")
+            path = inclusion_proof(index, size, self.subtree_reader(tx))
+        return InclusionProof(index, size, tuple(path))
+
+    def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
+        """The proof that the log of ``second`` entries extends the one of ``first``."""
+        with self.db.transaction(write=False) as tx:
+            self._check_size(tx, second)
+            if not 0 < first <= second:
+                raise NotFoundError(
+                    f"log: no consistency proof from size {first} to {second} "
+                    "(need 0 < first <= second)"
+                )
+            path = consistency_proof(first, second, self.subtree_reader(tx))
+        return ConsistencyProof(first, second, tuple(path))

@@ -1,0 +1,180 @@
+"""The SMT persisted and versioned in the store (DESIGN.md §6), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from oblivio.core.errors import NotFoundError, VerificationError
+from oblivio.core.smt import EMPTY, root_from_leaves, verify_inclusion, verify_non_inclusion
+from oblivio.store.database import Database
+from oblivio.store.smt_nodes import GROUP_DEPTH, RetentionPolicy, SmtNodeStore
+
+
+def _rng(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 - reproducible test keys, not secrets
+
+
+def _batches(seed: int, count: int, size: int) -> list[dict[bytes, bytes | None]]:
+    rng = _rng(seed)
+    present: list[bytes] = []
+    out: list[dict[bytes, bytes | None]] = []
+    for _ in range(count):
+        batch: dict[bytes, bytes | None] = {}
+        for _ in range(size):
+            roll = rng.random()
+            if present and roll < 0.2:
+                batch[present.pop(rng.randrange(len(present)))] = None
+            elif present and roll < 0.4:
+                batch[rng.choice(present)] = rng.randbytes(32)
+            else:
+                key = rng.randbytes(32)
+                present.append(key)
+                batch[key] = rng.randbytes(32)
+        for key, value in batch.items():
+            if value is None and key in present:
+                present.remove(key)
+        out.append(batch)
+    return out
+
+
+def test_batches_persist_and_reload_to_the_same_roots(database: Database) -> None:
+    store = SmtNodeStore(database)
+    leaves: dict[bytes, bytes] = {}
+    roots = {0: EMPTY}
+    for batch in _batches(1, 12, 300):
+        staged = store.commit_batch(batch)
+        for key, value in batch.items():
+            if value is None:
+                leaves.pop(key, None)
+            else:
+                leaves[key] = value
+        assert staged.tree.root == root_from_leaves(leaves)
+        roots[staged.tree.version] = staged.tree.root
+    # A fresh store object loads the latest version from the rows and checks every hash.
+    fresh = SmtNodeStore(database)
+    assert fresh.tree().root == root_from_leaves(leaves)
+    assert sorted(fresh.tree().leaves()) == sorted(leaves.items())
+    for version, root in roots.items():
+        assert fresh.root(version) == root
+
+
+def test_proofs_against_every_retained_root(database: Database) -> None:
+    store = SmtNodeStore(database)
+    history: list[dict[bytes, bytes]] = []
+    leaves: dict[bytes, bytes] = {}
+    for batch in _batches(2, 6, 200):
+        store.commit_batch(batch)
+        for key, value in batch.items():
+            if value is None:
+                leaves.pop(key, None)
+            else:
+                leaves[key] = value
+        history.append(dict(leaves))
+    fresh = SmtNodeStore(database)
+    rng = _rng(3)
+    for version, snapshot in enumerate(history, start=1):
+        root = fresh.root(version)
+        for key in rng.sample(sorted(snapshot), 10):
+            got_version, got_root, proof = fresh.prove(key, version)
+            assert (got_version, got_root) == (version, root)
+            verify_inclusion(root, key, snapshot[key], proof)
+            # The same proof does not show the key in another version with another value.
+            if version < len(history) and history[-1].get(key) != snapshot[key]:
+                with pytest.raises(VerificationError):
+                    verify_inclusion(fresh.root(), key, snapshot[key], proof)
+        absent = rng.randbytes(32)
+        _, _, proof = fresh.prove(absent, version)
+        verify_non_inclusion(root, absent, proof)
+
+
+def test_deep_groups_are_written_and_read(database: Database) -> None:
+    # Keys sharing 20 bits put nodes below the group depth.
+    rng = _rng(4)
+    prefix = rng.getrandbits(20)
+    keys = [((prefix << 236) | rng.getrandbits(236)).to_bytes(32, "big") for _ in range(50)]
+    store = SmtNodeStore(database)
+    store.commit_batch({k: bytes(32 - 1) + b"\x01" for k in keys})
+    store.commit_batch(dict.fromkeys(keys[:10]))
+    _, _, proof = SmtNodeStore(database).prove(keys[20], 1)
+    assert proof.depth > GROUP_DEPTH
+    verify_inclusion(store.root(1), keys[20], bytes(31) + b"\x01", proof)
+    _, _, gone = SmtNodeStore(database).prove(keys[0])
+    verify_non_inclusion(store.root(), keys[0], gone)
+
+
+def test_each_batch_writes_only_changed_nodes(database: Database) -> None:
+    store = SmtNodeStore(database)
+    rng = _rng(5)
+    store.commit_batch({rng.randbytes(32): rng.randbytes(32) for _ in range(2000)})
+    staged = store.commit_batch({rng.randbytes(32): rng.randbytes(32)})
+    rows = staged.result.rows()
+    # One new leaf: its path is rewritten (about log2(2000) nodes), nothing else.
+    assert len(rows) <= 2 * 16
+    with database.transaction(write=False) as tx:
+        row = tx.fetchone("SELECT COUNT(*), SUM(node_count) FROM smt_nodes WHERE version = 2")
+    assert row is not None
+    assert int(row[1]) == len(rows)
+    assert int(row[0]) <= 3  # the top group and at most the two leaves' groups
+
+
+def test_pruning_keeps_retained_versions_provable(database: Database) -> None:
+    store = SmtNodeStore(database)
+    snapshots: list[dict[bytes, bytes]] = []
+    leaves: dict[bytes, bytes] = {}
+    for batch in _batches(6, 10, 100):
+        store.commit_batch(batch)
+        for key, value in batch.items():
+            if value is None:
+                leaves.pop(key, None)
+            else:
+                leaves[key] = value
+        snapshots.append(dict(leaves))
+    with database.transaction(write=False) as tx:
+        before = tx.fetchone("SELECT COUNT(*) FROM smt_nodes")
+    deleted = store.prune(RetentionPolicy(keep_versions=3))
+    assert deleted > 0
+    with database.transaction(write=False) as tx:
+        after = tx.fetchone("SELECT COUNT(*) FROM smt_nodes")
+    assert before is not None
+    assert after is not None
+    assert int(after[0]) == int(before[0]) - deleted
+    fresh = SmtNodeStore(database)
+    for version in (8, 9, 10):
+        snapshot = snapshots[version - 1]
+        for key in sorted(snapshot)[:20]:
+            _, root, proof = fresh.prove(key, version)
+            verify_inclusion(root, key, snapshot[key], proof)
+    with pytest.raises(NotFoundError, match="pruned"):
+        fresh.prove(next(iter(snapshots[0])), 7)
+    assert fresh.tree().root == root_from_leaves(leaves)
+    # Pruning again with the same policy finds nothing more; new batches still work.
+    assert store.prune(RetentionPolicy(keep_versions=3)) == 0
+    store.commit_batch({bytes(32): bytes(32)})
+    assert SmtNodeStore(database).tree().root == store.tree().root
+
+
+def test_corrupted_node_is_detected_on_load(database: Database) -> None:
+    store = SmtNodeStore(database)
+    rng = _rng(8)
+    store.commit_batch({rng.randbytes(32): rng.randbytes(32) for _ in range(50)})
+    with database.transaction() as tx:
+        row = tx.fetchone("SELECT group_key, nodes FROM smt_nodes WHERE version = 1")
+        assert row is not None
+        blob = bytearray(bytes(row[1]))
+        blob[-1] ^= 1
+        tx.execute(
+            "UPDATE smt_nodes SET nodes = ? WHERE group_key = ? AND version = 1",
+            (bytes(blob), bytes(row[0])),
+        )
+    with pytest.raises(Exception, match="inconsistent"):
+        SmtNodeStore(database).tree()
+
+
+def test_wrong_version_is_refused(database: Database) -> None:
+    store = SmtNodeStore(database)
+    with database.transaction() as tx, pytest.raises(ValueError, match="expected version 1"):
+        store.stage(tx, {bytes(32): bytes(32)}, 5)
+    with pytest.raises(NotFoundError):
+        store.prove(bytes(32), 3)
