@@ -146,6 +146,21 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """Print the latest signed checkpoint (a node without one commits its first epoch)."""
+    from oblivio.node.checkpoints import CheckpointService
+
+    with open_node(args.home) as node:
+        service = CheckpointService(node.db, node.config.name, node.signing_key)
+        latest = service.latest_or_first_checkpoint()
+        machine = {**latest.to_dict(), "verifier_key": service.verifier_key}
+    if args.json:
+        print(json.dumps(machine, sort_keys=True))
+    else:
+        sys.stdout.write(latest.note)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API with uvicorn until interrupted."""
     import uvicorn
@@ -253,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     key = commands.add_parser("key", parents=[common], help="print the node's verifier key")
     key.set_defaults(run=cmd_key)
+
+    checkpoint = commands.add_parser(
+        "checkpoint", parents=[common], help="print the latest signed checkpoint"
+    )
+    checkpoint.set_defaults(run=cmd_checkpoint)
 
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
