@@ -3,13 +3,16 @@ reject. Property tests run over random key sets, including keys that share long 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from oblivio.core import smt as smt_module
 from oblivio.core.canonical import canonical_json, parse_json
 from oblivio.core.errors import InvalidInputError, VerificationError
 from oblivio.core.smt import (
@@ -315,3 +318,36 @@ def test_error_names_expected_and_got() -> None:
         verify_inclusion(tree.root, bytes([1]) * 32, bytes([2]) * 32, proof)
     with pytest.raises(VerificationError, match=f"expected root {'00' * 32}, got"):
         verify_inclusion(EMPTY, bytes([1]) * 32, bytes([1]) * 32, proof)
+
+
+class _CountingSha256:
+    """Counts SHA-256 computations made by core/smt.py (the real hash, counted)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._real = hashlib.sha256
+
+    def __call__(self, data: bytes = b"") -> Any:
+        self.calls += 1
+        return self._real(data)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key_sets, key_sets, st.lists(keys, max_size=6))
+def test_each_changed_node_is_hashed_once_per_batch(
+    monkeypatch: pytest.MonkeyPatch,
+    initial: dict[bytes, bytes],
+    sets: dict[bytes, bytes],
+    deletes: list[bytes],
+) -> None:
+    tree = _build(initial)
+    updates: dict[bytes, bytes | None] = {**sets, **dict.fromkeys(deletes + list(initial)[:3])}
+    counter = _CountingSha256()
+    with monkeypatch.context() as patch:
+        patch.setattr(smt_module, "_sha256", counter)
+        new_tree, result = tree.apply(updates, 2)
+    # Every node the batch made is hashed exactly once: one hash per written row, none more.
+    assert counter.calls == len(result.rows())
+    assert new_tree.root == root_from_leaves(dict(new_tree.leaves()))
