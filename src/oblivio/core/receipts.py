@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
 from oblivio.core.canonical import JsonValue, canonical_json, parse_json
@@ -84,11 +85,15 @@ class DestructionReceipt:
 
     def to_bytes(self) -> bytes:
         """The JCS bytes of the wire form: what is stored, served and hashed."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         return canonical_json(self.to_dict())
 
     def digest(self) -> Digest:
         """``H(JCS(receipt))`` of the whole receipt as served: what tombstone leaves bind."""
-        return sha256(self.to_bytes())
+        return sha256(self._encoded)
 
     def signed_by(self, signer: SigningKey) -> DestructionReceipt:
         """A copy with ``signer``'s signature over the body added."""

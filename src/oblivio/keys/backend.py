@@ -55,6 +55,9 @@ class WrappingKeyBackend(Protocol):
     def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
         """Unwrap; raise IntegrityError if the root is gone, or blob or context do not match."""
 
+    def unwrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """Unwrap each ``(wrapped, context)`` with one root lookup; IntegrityError if any fails."""
+
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Destroy the root key so that nothing it wrapped can be unwrapped again, and confirm
         that it is gone. Idempotent: destroying a key already gone succeeds with evidence of its

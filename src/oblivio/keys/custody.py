@@ -55,7 +55,6 @@ class KeyCustody(Protocol):
 class RecoveryReport:
     """What ``recover`` found and finished."""
 
-    batches_applied: int = 0
     receipts: tuple[DestructionReceipt, ...] = ()
     orphan_roots_destroyed: tuple[str, ...] = ()
     resurrected_roots_destroyed: tuple[str, ...] = field(default_factory=tuple)
@@ -156,18 +155,16 @@ class KeyTreeCustody:
     def recover(self) -> RecoveryReport:
         """Finish whatever a crash interrupted; run when a node opens and before a forget.
 
-        1. roll every journalled intent forward (re-key, new head);
-        2. destroy every root the backend holds that the database does not need: one made just
-           before a crash, or a destroyed one that came back (SoftHSMv2 issue 903);
-        3. destroy old roots whose destruction window has elapsed, with receipts.
+        1. destroy every root the backend holds that the database does not need: one made just
+           before a crash (its batch never committed), or a destroyed one that came back
+           (SoftHSMv2 issue 903), which gets a fresh receipt;
+        2. destroy the old roots of committed batches (intents) whose destruction window has
+           elapsed, and record their receipts.
         """
-        applied = 0
         orphans: list[str] = []
         resurrected: list[str] = []
         receipts: list[DestructionReceipt] = []
         with self.store.transaction() as nodes:
-            for tree in self.trees.values():
-                applied += len(tree.apply_intents(nodes))
             needed: set[str] = set()
             for tree in self.trees.values():
                 needed |= tree.pending_roots(nodes)
@@ -196,4 +193,4 @@ class KeyTreeCustody:
                     nodes.save_journal(entry)
                     receipts.append(receipt)
         receipts.extend(self.destroy_due())
-        return RecoveryReport(applied, tuple(receipts), tuple(orphans), tuple(resurrected))
+        return RecoveryReport(tuple(receipts), tuple(orphans), tuple(resurrected))

@@ -19,18 +19,18 @@ backend and destroys the old one: about ``b · depth`` wraps per forget, shared 
 the old root is destroyed, no copy of the old wrapped keys, in any backup, can be unwrapped: the
 old path keys exist only under it.
 
-Crash safety is a journal in the same database as the tree (three commits per batch)::
+Crash safety is a journal in the same database as the tree, written first and read by recovery::
 
-    intent     new root created in the backend, batch recorded       (TX 1)
-    applied    re-keyed tree and new head committed atomically        (TX 2)
-    destroyed  old root destroyed and confirmed, receipt stored       (TX 3)
+    intent     new root made in the backend; the re-keyed tree, the new head and the batch's
+               journal entry committed in one transaction (the old root is still alive)
+    destroy    old root destroyed in the backend and confirmed by a failed lookup
+    commit     journal entry marked ``destroyed`` with the signed receipt
 
-``recover`` rolls every batch forward from whatever step a crash left it at, destroys roots whose
-destruction window has elapsed, and destroys any root the backend still holds that the database
-does not account for: a root created just before a crash, or a destroyed one that came back
-(SoftHSMv2 issue 903). So a crash leaves the old state (no intent recorded: nothing was
-acknowledged) or, after recovery, the new one; never a live leaf unreadable, never a forgotten
-one readable.
+A crash before the intent commits leaves the old state (nothing was acknowledged; the unused new
+root is destroyed by recovery); after it, the new state, and ``recover`` finishes the
+destruction. Recovery also destroys any root the backend still holds that the database does
+not account for: one made just before a crash, or a destroyed one that came back (SoftHSMv2
+issue 903). So a live leaf's key is never lost and a forgotten one never stays recoverable.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ KEY_TREE_CONTEXT: Final = b"oblivio/key-tree/v1"
 DEFAULT_FANOUT: Final = 64
 MIN_FANOUT: Final = 2
 TREES: Final[tuple[RootKeyPurpose, ...]] = ("wrap", "escrow")
-JournalState = Literal["intent", "applied", "destroyed"]
+JournalState = Literal["intent", "destroyed"]
+"""``intent``: the re-keyed tree is committed and the old root is to be destroyed (once the
+destruction window has passed); ``destroyed``: it was, and the receipt is stored."""
 
 
 def tree_of(capability: Capability) -> RootKeyPurpose:
@@ -121,8 +123,10 @@ class KeyTreeNodes(Protocol):
     def save_head(self, head: TreeHead) -> None:
         """Insert or replace the tree's head."""
 
-    def nodes(self, tree: RootKeyPurpose, level: int, first: int, last: int) -> list[TreeNode]:
-        """Inner nodes of ``level`` with ``first <= index <= last``, by index."""
+    def nodes(
+        self, tree: RootKeyPurpose, level: int, ranges: Sequence[tuple[int, int]]
+    ) -> list[TreeNode]:
+        """Inner nodes of ``level`` whose index lies in one of the inclusive ``ranges``."""
 
     def nodes_at(
         self, tree: RootKeyPurpose, positions: Sequence[tuple[int, int]]
@@ -132,17 +136,20 @@ class KeyTreeNodes(Protocol):
     def save_nodes(self, tree: RootKeyPurpose, nodes: Sequence[TreeNode]) -> None:
         """Insert or replace inner nodes."""
 
-    def leaves(self, tree: RootKeyPurpose, first: int, last: int) -> list[TreeLeaf]:
-        """Leaves with ``first <= slot <= last``, by slot."""
+    def leaves(self, tree: RootKeyPurpose, ranges: Sequence[tuple[int, int]]) -> list[TreeLeaf]:
+        """Leaves whose slot lies in one of the inclusive ``ranges``."""
 
     def leaf(self, artifact_id: ArtifactId, capability: Capability) -> TreeLeaf | None:
         """The leaf holding one capability key of an artifact."""
 
+    def find_leaves(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> list[TreeLeaf]:
+        """The leaves holding these capability keys, those that exist."""
+
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         """Record new leaves (their artifacts must exist already)."""
 
-    def rewrap_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
-        """Replace the wrapped bytes of existing leaves, by slot."""
+    def rewrap_leaves(self, tree: RootKeyPurpose, leaves: Sequence[tuple[int, bytes]]) -> None:
+        """Replace the wrapped bytes of existing leaves: ``(slot, wrapped)`` pairs."""
 
     def delete_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
         """Drop leaves: their wrapped keys are gone from the live tree."""
@@ -252,7 +259,7 @@ class KeyTree:
         self, root_ref: str, parent: _Key, items: Sequence[tuple[bytes, bytes]]
     ) -> list[bytes]:
         if parent.key is None:
-            return [self.backend.unwrap(root_ref, wrapped, ctx) for wrapped, ctx in items]
+            return self.backend.unwrap_many(root_ref, items) if items else []
         return unwrap_keys(parent.key, items)
 
     def _path_keys(
@@ -315,7 +322,7 @@ class KeyTree:
         )
         top = _Key(0, key)
         if level == 1:
-            leaves = nodes.leaves(self.tree, 0, self.fanout - 1)
+            leaves = nodes.leaves(self.tree, [(0, self.fanout - 1)])
             plain = self._unwrap(
                 head.root_ref,
                 root,
@@ -328,10 +335,10 @@ class KeyTree:
             )
             nodes.rewrap_leaves(
                 self.tree,
-                [replace(leaf, wrapped=w) for leaf, w in zip(leaves, rewrapped, strict=True)],
+                [(leaf.slot, w) for leaf, w in zip(leaves, rewrapped, strict=True)],
             )
         else:
-            children = nodes.nodes(self.tree, level - 1, 0, self.fanout - 1)
+            children = nodes.nodes(self.tree, level - 1, [(0, self.fanout - 1)])
             plain = self._unwrap(
                 head.root_ref,
                 root,
@@ -350,7 +357,10 @@ class KeyTree:
             )
             nodes.save_nodes(
                 self.tree,
-                [replace(c, wrapped=w) for c, w in zip(children, rewrapped, strict=True)],
+                [
+                    TreeNode(c.level, c.index, c.version, w)
+                    for c, w in zip(children, rewrapped, strict=True)
+                ],
             )
         nodes.save_nodes(self.tree, [new_node])
         grown = replace(head, height=head.height + 1)
@@ -413,72 +423,46 @@ class KeyTree:
     def forget_leaves(
         self, leaves: Sequence[tuple[ArtifactId, Capability]]
     ) -> DestructionReceipt | None:
-        """Forget these leaves of this tree as one batch: journal, re-key, rotate, destroy.
+        """Forget these leaves of this tree as one batch: re-key, rotate, destroy, record.
 
         Returns the destruction receipt of the old root, or None when nothing was forgotten
         (no such leaf) or the destruction window defers destruction (``destroy_due`` issues
-        the receipt later). Raises KeyBackendError if the backend fails; the journal then holds
-        the batch and ``recover`` finishes it.
+        the receipt later). Raises KeyBackendError if the backend fails: if the re-keyed tree
+        was committed the journal holds the batch and ``destroy_due``/``recover`` finish it;
+        if not, nothing changed, and ``recover`` destroys the unused new root.
         """
         with self.store.transaction() as nodes:
             head = self.initialise(nodes)
-            present = tuple(
-                (aid, capability)
-                for aid, capability in dict.fromkeys(leaves)
-                if nodes.leaf(aid, capability) is not None
-            )
+            wanted = [key for key in dict.fromkeys(leaves) if tree_of(key[1]) == self.tree]
+            present = nodes.find_leaves(wanted)
             if not present:
                 return None
+            new_root = self.backend.create_root_key(self.tree)
+            self._rekey(nodes, head, {leaf.slot for leaf in present}, new_root)
+            destroy_after = self._clock() + self.destruction_window
             entry = JournalEntry(
                 batch_id=str(uuid6.uuid7()),
                 tree=self.tree,
                 state="intent",
                 old_generation=head.generation,
                 old_root=head.root_ref,
-                new_root=self.backend.create_root_key(self.tree),
-                leaves=present,
+                new_root=new_root,
+                leaves=tuple((leaf.artifact_id, leaf.capability) for leaf in present),
                 created_at=format_time(self._clock()),
+                destroy_after=format_time(destroy_after),
             )
             nodes.save_journal(entry)
-        with self.store.transaction() as nodes:
-            self.apply_intents(nodes)
-            current = [e for e in nodes.journal(["applied"]) if e.batch_id == entry.batch_id]
-        if not current:
-            return None  # another process applied and destroyed it meanwhile (recover)
-        entry = current[0]
-        if entry.destroy_after is not None and parse_time(entry.destroy_after) > self._clock():
+        if destroy_after > self._clock():
             return None
         return self._destroy(entry)
-
-    def apply_intents(self, nodes: KeyTreeNodes) -> list[JournalEntry]:
-        """Roll forward every recorded intent of this tree, in order, each on the current head."""
-        applied = []
-        for entry in nodes.journal(["intent"]):
-            if entry.tree == self.tree:
-                applied.append(self._apply(nodes, entry))
-        return applied
-
-    def _apply(self, nodes: KeyTreeNodes, entry: JournalEntry) -> JournalEntry:
-        head = nodes.head(self.tree)
-        if head is None:
-            raise KeyBackendError(f"key tree {self.tree}: journal entry without a tree")
-        if not self.backend.has_root_key(entry.new_root):
-            # The new root was lost before the batch applied: make another one.
-            entry = replace(entry, new_root=self.backend.create_root_key(self.tree))
-        # An earlier batch may have rotated the root since this intent: rebase on the head.
-        entry = replace(entry, old_generation=head.generation, old_root=head.root_ref)
-        found = [nodes.leaf(aid, capability) for aid, capability in entry.leaves]
-        forgotten = {leaf.slot for leaf in found if leaf is not None}
-        self._rekey(nodes, head, forgotten, entry.new_root)
-        destroy_after = self._clock() + self.destruction_window
-        entry = replace(entry, state="applied", destroy_after=format_time(destroy_after))
-        nodes.save_journal(entry)
-        return entry
 
     def _rekey(
         self, nodes: KeyTreeNodes, head: TreeHead, forgotten: set[int], new_root: str
     ) -> None:
-        """Drop ``forgotten`` leaves; new keys for every node above them; re-wrap the rest."""
+        """Drop ``forgotten`` leaves; new keys for every node above them; re-wrap the rest.
+
+        Reads and writes go level by level, one statement per level (in chunks), so a batch
+        costs a handful of statements per level however many nodes it touches."""
         old = self._path_keys(nodes, head, forgotten, create=False) if forgotten else {}
         old.setdefault((head.height, 0), _Key(head.generation, None))
         new: dict[tuple[int, int], _Key] = {
@@ -488,61 +472,68 @@ class KeyTree:
         }
         new[(head.height, 0)] = _Key(head.generation + 1, None)
         new_head = replace(head, generation=head.generation + 1, root_ref=new_root)
-        for (level, index), new_key in sorted(new.items()):
-            old_key = old[(level, index)]
-            first, last = index * self.fanout, index * self.fanout + self.fanout - 1
+        b = self.fanout
+        for level in range(1, head.height + 1):
+            dirty = sorted(index for (lvl, index) in new if lvl == level)
+            ranges = [(index * b, index * b + b - 1) for index in dirty]
             if level == 1:
-                leaves = nodes.leaves(self.tree, first, last)
-                kept = [leaf for leaf in leaves if leaf.slot not in forgotten]
+                by_parent: dict[int, list[TreeLeaf]] = {}
+                for leaf in nodes.leaves(self.tree, ranges):
+                    by_parent.setdefault(leaf.slot // b, []).append(leaf)
+                rewrapped: list[tuple[int, bytes]] = []
+                for index in dirty:
+                    old_key, new_key = old[(1, index)], new[(1, index)]
+                    kept = [x for x in by_parent.get(index, []) if x.slot not in forgotten]
+                    plain = self._unwrap(
+                        head.root_ref,
+                        old_key,
+                        [(x.wrapped, self._leaf_context(x, old_key.version)) for x in kept],
+                    )
+                    wrapped = self._wrap(
+                        new_head,
+                        new_key,
+                        [
+                            (k, self._leaf_context(x, new_key.version))
+                            for k, x in zip(plain, kept, strict=True)
+                        ],
+                    )
+                    rewrapped += [(x.slot, w) for x, w in zip(kept, wrapped, strict=True)]
+                nodes.rewrap_leaves(self.tree, rewrapped)
+                nodes.delete_leaves(self.tree, sorted(forgotten))
+                continue
+            children_of: dict[int, list[TreeNode]] = {}
+            for child in nodes.nodes(self.tree, level - 1, ranges):
+                children_of.setdefault(child.index // b, []).append(child)
+            updated: list[TreeNode] = []
+            for index in dirty:
+                old_key, new_key = old[(level, index)], new[(level, index)]
+                children = children_of.get(index, [])
+                unchanged = [c for c in children if (c.level, c.index) not in new]
+                fresh = [c for c in children if (c.level, c.index) in new]
                 plain = self._unwrap(
                     head.root_ref,
                     old_key,
-                    [(leaf.wrapped, self._leaf_context(leaf, old_key.version)) for leaf in kept],
-                )
-                wrapped = self._wrap(
-                    new_head,
-                    new_key,
                     [
-                        (k, self._leaf_context(leaf, new_key.version))
-                        for k, leaf in zip(plain, kept, strict=True)
+                        (c.wrapped, node_context(self.tree, c.level, c.index, old_key.version))
+                        for c in unchanged
                     ],
                 )
-                nodes.rewrap_leaves(
-                    self.tree,
-                    [replace(leaf, wrapped=w) for leaf, w in zip(kept, wrapped, strict=True)],
-                )
-                nodes.delete_leaves(
-                    self.tree, [leaf.slot for leaf in leaves if leaf.slot in forgotten]
-                )
-                continue
-            children = nodes.nodes(self.tree, level - 1, first, last)
-            fresh = [c for c in children if (c.level, c.index) in new]
-            unchanged = [c for c in children if (c.level, c.index) not in new]
-            plain = self._unwrap(
-                head.root_ref,
-                old_key,
-                [
-                    (c.wrapped, node_context(self.tree, c.level, c.index, old_key.version))
-                    for c in unchanged
-                ],
-            )
-            items = [
-                (k, node_context(self.tree, c.level, c.index, new_key.version))
-                for k, c in zip(plain, unchanged, strict=True)
-            ]
-            fresh_keys = [new[(c.level, c.index)] for c in fresh]
-            items += [
-                (_clear(k), node_context(self.tree, c.level, c.index, new_key.version))
-                for k, c in zip(fresh_keys, fresh, strict=True)
-            ]
-            wrapped = self._wrap(new_head, new_key, items)
-            updated = [
-                replace(c, wrapped=w)
-                for c, w in zip(unchanged, wrapped[: len(unchanged)], strict=True)
-            ] + [
-                TreeNode(c.level, c.index, k.version, w)
-                for c, k, w in zip(fresh, fresh_keys, wrapped[len(unchanged) :], strict=True)
-            ]
+                fresh_keys = [new[(c.level, c.index)] for c in fresh]
+                items = [
+                    (k, node_context(self.tree, c.level, c.index, new_key.version))
+                    for k, c in zip(plain, unchanged, strict=True)
+                ] + [
+                    (_clear(k), node_context(self.tree, c.level, c.index, new_key.version))
+                    for k, c in zip(fresh_keys, fresh, strict=True)
+                ]
+                wrapped = self._wrap(new_head, new_key, items)
+                updated += [
+                    TreeNode(c.level, c.index, c.version, w)
+                    for c, w in zip(unchanged, wrapped[: len(unchanged)], strict=True)
+                ] + [
+                    TreeNode(c.level, c.index, k.version, w)
+                    for c, k, w in zip(fresh, fresh_keys, wrapped[len(unchanged) :], strict=True)
+                ]
             nodes.save_nodes(self.tree, updated)
         nodes.save_head(new_head)
 
@@ -570,18 +561,18 @@ class KeyTree:
         with self.store.transaction(write=False) as nodes:
             due = [
                 e
-                for e in nodes.journal(["applied"])
+                for e in nodes.journal(["intent"])
                 if e.tree == self.tree
                 and (e.destroy_after is None or parse_time(e.destroy_after) <= now)
             ]
         return [self._destroy(entry) for entry in due]
 
     def pending_roots(self, nodes: KeyTreeNodes) -> set[str]:
-        """Roots this tree still needs: its head's, new roots of intents, and old roots kept
-        alive by the destruction window."""
+        """Roots this tree still needs: its head's, and old roots kept alive by the destruction
+        window until their batch's destruction."""
         head = nodes.head(self.tree)
         needed = {head.root_ref} if head is not None else set()
-        for entry in nodes.journal(["intent", "applied"]):
+        for entry in nodes.journal(["intent"]):
             if entry.tree == self.tree:
-                needed.add(entry.new_root if entry.state == "intent" else entry.old_root)
+                needed.add(entry.old_root)
         return needed

@@ -254,29 +254,37 @@ class Pkcs11Backend:
 
     def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
         """Unwrap inside the token; every failure, PKCS#11 errors included, is IntegrityError."""
+        return self.unwrap_many(key_ref, [(wrapped, context)])[0]
+
+    def unwrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """AES-GCM decryption inside the token with one key lookup; any failure, PKCS#11 errors
+        included, is the opaque IntegrityError."""
         import pkcs11
         from pkcs11 import Mechanism
         from pkcs11.mechanisms import GCMParams
         from pkcs11.types import DecryptMixin
 
         reference = _reference(key_ref)
-        if reference is None or len(wrapped) < NONCE_SIZE + TAG_SIZE:
+        if reference is None or any(len(w) < NONCE_SIZE + TAG_SIZE for w, _ in items):
             raise IntegrityError()
+        keys = []
         with self._lock:
             try:
                 found = self._find(reference)
                 if not found or not isinstance(found[0], DecryptMixin):
                     raise IntegrityError()
-                plain = found[0].decrypt(
-                    wrapped[NONCE_SIZE:],
-                    mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(wrapped[:NONCE_SIZE], key_wrap_aad(context)),
-                )
-                if not isinstance(plain, bytes):
-                    raise IntegrityError()
-                return plain
+                for wrapped, context in items:
+                    plain = found[0].decrypt(
+                        wrapped[NONCE_SIZE:],
+                        mechanism=Mechanism.AES_GCM,
+                        mechanism_param=GCMParams(wrapped[:NONCE_SIZE], key_wrap_aad(context)),
+                    )
+                    if not isinstance(plain, bytes):
+                        raise IntegrityError()
+                    keys.append(plain)
             except pkcs11.PKCS11Error as e:
                 raise IntegrityError() from e
+        return keys
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """``C_DestroyObject`` on every object with this ``CKA_ID``; then a lookup must fail."""

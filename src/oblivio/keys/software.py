@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from oblivio.core.envelope import KEY_SIZE, NONCE_SIZE, unwrap_key, wrap_key
+from oblivio.core.envelope import KEY_SIZE, NONCE_SIZE, unwrap_key, unwrap_keys, wrap_key
 from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
 from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile
@@ -90,6 +90,12 @@ class SoftwareBackend:
         if root is None:
             raise IntegrityError()
         return unwrap_key(root, wrapped, context)
+
+    def unwrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        root = self._root_key(key_ref)
+        if root is None:
+            raise IntegrityError()
+        return unwrap_keys(root, items)
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Overwrite the key's slot with zeros in place and fsync; then confirm it is gone."""

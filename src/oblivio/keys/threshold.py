@@ -25,7 +25,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from oblivio.core.canonical import JsonValue
 from oblivio.core.encoding import b64url_decode, b64url_encode
-from oblivio.core.envelope import KEY_SIZE, NONCE_SIZE, unwrap_key, wrap_key, wrap_keys
+from oblivio.core.envelope import (
+    KEY_SIZE,
+    NONCE_SIZE,
+    unwrap_key,
+    unwrap_keys,
+    wrap_key,
+    wrap_keys,
+)
 from oblivio.core.errors import (
     IntegrityError,
     InvalidKeysUriError,
@@ -244,6 +251,12 @@ class ThresholdBackend:
         if root is None:
             raise IntegrityError()
         return unwrap_key(root, wrapped, context)
+
+    def unwrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        root = self._root_key(key_ref)
+        if root is None:
+            raise IntegrityError()
+        return unwrap_keys(root, items)
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Ask every custodian to delete its share; proven with ``n - t + 1`` signed statements.

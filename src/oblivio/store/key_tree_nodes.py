@@ -23,10 +23,24 @@ from oblivio.store.database import Database, Transaction
 
 # Any constant works: it only has to be the same for every oblivio process on a database.
 _PG_KEY_TREE_LOCK = 0x0B11_7733
+# Positions or ranges per statement: keeps the parameter count well inside both databases' limits.
+_CHUNK = 200
 
 
 def _leaf_ref(tree: str, slot: int) -> str:
     return f"key-tree:{tree}:{slot}"
+
+
+def _coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted inclusive ranges with adjacent or overlapping ones merged: one indexed range scan
+    each (a long OR of ranges makes SQLite's planner fall back to a table scan)."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _leaf_row(tree: str, leaf: TreeLeaf) -> tuple[object, ...]:
@@ -71,31 +85,35 @@ class SqlKeyTreeNodes:
                 ),
             )
 
-    def nodes(self, tree: RootKeyPurpose, level: int, first: int, last: int) -> list[TreeNode]:
-        rows = self.tx.fetchall(
-            "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "
-            "WHERE tree = ? AND tree_level = ? AND idx BETWEEN ? AND ? ORDER BY idx",
-            (tree, level, first, last),
-        )
-        return [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+    def nodes(
+        self, tree: RootKeyPurpose, level: int, ranges: Sequence[tuple[int, int]]
+    ) -> list[TreeNode]:
+        found: list[TreeNode] = []
+        for first, last in _coalesce(ranges):
+            rows = self.tx.fetchall(
+                "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "
+                "WHERE tree = ? AND tree_level = ? AND idx BETWEEN ? AND ?",
+                (tree, level, first, last),
+            )
+            found += [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+        return found
 
     def nodes_at(
         self, tree: RootKeyPurpose, positions: Sequence[tuple[int, int]]
     ) -> list[TreeNode]:
+        by_level: dict[int, list[int]] = {}
+        for level, index in positions:
+            by_level.setdefault(level, []).append(index)
         found: list[TreeNode] = []
-        # Chunks keep each statement's parameter count well inside both databases' limits.
-        for start in range(0, len(positions), 200):
-            chunk = positions[start : start + 200]
-            where = " OR ".join(["(tree_level = ? AND idx = ?)"] * len(chunk))
-            params: list[object] = [tree]
-            for level, index in chunk:
-                params += [level, index]
-            rows = self.tx.fetchall(
-                "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "  # noqa: S608
-                f"WHERE tree = ? AND ({where})",
-                params,
-            )
-            found += [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+        for level, indices in by_level.items():
+            for start in range(0, len(indices), _CHUNK):
+                chunk = indices[start : start + _CHUNK]
+                rows = self.tx.fetchall(
+                    "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "  # noqa: S608
+                    f"WHERE tree = ? AND tree_level = ? AND idx IN ({', '.join('?' * len(chunk))})",
+                    [tree, level, *chunk],
+                )
+                found += [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
         return found
 
     def save_nodes(self, tree: RootKeyPurpose, nodes: Sequence[TreeNode]) -> None:
@@ -108,25 +126,41 @@ class SqlKeyTreeNodes:
             [(tree, n.level, n.index, n.version, n.wrapped) for n in nodes],
         )
 
-    def leaves(self, tree: RootKeyPurpose, first: int, last: int) -> list[TreeLeaf]:
-        rows = self.tx.fetchall(
-            "SELECT tree_slot, artifact_id, capability, wrapped FROM artifact_keys "
-            "WHERE key_tree = ? AND tree_slot BETWEEN ? AND ? ORDER BY tree_slot",
-            (tree, first, last),
-        )
-        return [
-            TreeLeaf(int(r[0]), ArtifactId(r[1]), cast(Capability, r[2]), bytes(r[3])) for r in rows
-        ]
+    def leaves(self, tree: RootKeyPurpose, ranges: Sequence[tuple[int, int]]) -> list[TreeLeaf]:
+        found: list[TreeLeaf] = []
+        for first, last in _coalesce(ranges):
+            rows = self.tx.fetchall(
+                "SELECT tree_slot, artifact_id, capability, wrapped FROM artifact_keys "
+                "WHERE key_tree = ? AND tree_slot BETWEEN ? AND ?",
+                (tree, first, last),
+            )
+            found += [
+                TreeLeaf(int(r[0]), ArtifactId(r[1]), cast(Capability, r[2]), bytes(r[3]))
+                for r in rows
+            ]
+        return found
 
     def leaf(self, artifact_id: ArtifactId, capability: Capability) -> TreeLeaf | None:
-        row = self.tx.fetchone(
-            "SELECT tree_slot, wrapped FROM artifact_keys "
-            "WHERE artifact_id = ? AND capability = ? AND tree_slot IS NOT NULL",
-            (artifact_id, capability),
-        )
-        return (
-            None if row is None else TreeLeaf(int(row[0]), artifact_id, capability, bytes(row[1]))
-        )
+        found = self.find_leaves([(artifact_id, capability)])
+        return found[0] if found else None
+
+    def find_leaves(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> list[TreeLeaf]:
+        wanted = set(keys)
+        ids = sorted({aid for aid, _ in wanted})
+        found: list[TreeLeaf] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = self.tx.fetchall(
+                "SELECT tree_slot, artifact_id, capability, wrapped FROM artifact_keys "  # noqa: S608
+                f"WHERE artifact_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            found += [
+                TreeLeaf(int(r[0]), ArtifactId(r[1]), cast(Capability, r[2]), bytes(r[3]))
+                for r in rows
+                if r[0] is not None and (r[1], r[2]) in wanted
+            ]
+        return found
 
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         self.tx.executemany(
@@ -135,11 +169,11 @@ class SqlKeyTreeNodes:
             [_leaf_row(tree, leaf) for leaf in leaves],
         )
 
-    def rewrap_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
+    def rewrap_leaves(self, tree: RootKeyPurpose, leaves: Sequence[tuple[int, bytes]]) -> None:
         if leaves:
             self.tx.executemany(
                 "UPDATE artifact_keys SET wrapped = ? WHERE key_tree = ? AND tree_slot = ?",
-                [(leaf.wrapped, tree, leaf.slot) for leaf in leaves],
+                [(wrapped, tree, slot) for slot, wrapped in leaves],
             )
 
     def delete_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:

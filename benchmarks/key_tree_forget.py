@@ -1,0 +1,243 @@
+"""Key-tree forgetting cost (DESIGN.md §5): wraps and microseconds per forget at 10^6 keys.
+
+For each fan-out (16, 64, 256) a tree of N leaves (default 10^6) is built in a SQLite store, then
+leaves are forgotten one at a time and in one batch of 1,000. The peer, in the same run, is a
+flat epoch of the same size (seed 000's epoch rotation): the same code with fan-out >= N, i.e.
+depth 1, where every forget re-wraps every remaining key under a new root. Each forget is the
+whole journalled batch: intent, re-key, new root in the backend, old root destroyed, receipt
+signed and stored (three SQLite commits with synchronous=FULL, two key-file fsyncs).
+
+Prints one JSON object per line, then a summary table. Usage:
+
+    .venv/bin/python benchmarks/key_tree_forget.py [--keys N] [--fanouts 16,64,256]
+        [--singles 20] [--batch 1000] [--backends software,pkcs11] [--no-flat]
+
+``pkcs11`` runs against a SoftHSM2 token made for the run (needs softhsm2-util).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import oblivio.keys.key_tree as key_tree_module
+from oblivio.core.identifiers import ArtifactId, Capability
+from oblivio.core.signing import SigningKey
+from oblivio.keys.backend import WrappingKeyBackend, open_key_backend
+from oblivio.keys.key_tree import KeyTree
+from oblivio.store.database import Database, open_database
+from oblivio.store.key_tree_nodes import SqlKeyTreeNodes, SqlKeyTreeStore
+from oblivio.store.migrations import migrate
+
+BUILD_CHUNK = 50_000
+
+
+class WrapCounter:
+    """Counts AEAD wraps: software wraps in core and wraps done by the backend."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        original = key_tree_module.wrap_keys
+
+        def counting(
+            key: bytes, nonces: bytes, items: Sequence[tuple[bytes, bytes]]
+        ) -> list[bytes]:
+            self.count += len(items)
+            return original(key, nonces, items)
+
+        key_tree_module.wrap_keys = counting  # type: ignore[assignment]
+
+    def watch(self, backend: WrappingKeyBackend) -> None:
+        original = backend.wrap_many
+
+        def counting(key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+            self.count += len(items)
+            return original(key_ref, items)
+
+        backend.wrap_many = counting  # type: ignore[method-assign]
+
+
+def artifact_id(i: int) -> ArtifactId:
+    return ArtifactId(hashlib.sha256(b"bench %d" % i).hexdigest())
+
+
+def build(db: Database, tree: KeyTree, keys: int) -> float:
+    """Insert ``keys`` bare artifacts with one decrypt key each; returns seconds."""
+    start = time.perf_counter()
+    for first in range(0, keys, BUILD_CHUNK):
+        ids = [artifact_id(i) for i in range(first, min(keys, first + BUILD_CHUNK))]
+        with db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, plaintext_size, "
+                "ciphertext_size, chunk_count, entity_uri, scope, created_at) "
+                "VALUES (?, ?, ?, ?, 0, 0, 0, NULL, NULL, '2026-11-22T10:00:00.000Z')",
+                [(aid, aid, b"{}", bytes(12)) for aid in ids],
+            )
+            decrypt: Capability = "decrypt"
+            tree.add_leaves(SqlKeyTreeNodes(tx), [(aid, decrypt, os.urandom(32)) for aid in ids])
+    return time.perf_counter() - start
+
+
+def softhsm_token(directory: Path) -> str:
+    """A fresh SoftHSM2 token for the run (SOFTHSM2_CONF set before the module loads)."""
+    util = shutil.which("softhsm2-util")
+    if util is None:
+        raise SystemExit("pkcs11 figures need SoftHSM2: apt-get install softhsm2")
+    (directory / "tokens").mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(
+        [
+            util,
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--so-pin",
+            "12345678",
+            "--pin",
+            "1234",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return "pkcs11:token=bench?pin-value=1234"
+
+
+@dataclass(frozen=True)
+class Run:
+    """What to measure: tree size, forgets one at a time, batch size, scratch directory."""
+
+    keys: int
+    singles: int
+    batch: int
+    work: Path
+
+
+def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list[dict[str, object]]:
+    keys, singles, batch = run.keys, run.singles, run.batch
+    home = run.work / f"{backend_uri.split(':', 1)[0]}-{fanout}"
+    home.mkdir()
+    counter = WrapCounter()
+    db = open_database("sqlite:///" + str(home / "bench.db").lstrip("/"))
+    migrate(db)
+    uri = (
+        backend_uri
+        if not backend_uri.startswith("pkcs11")
+        else backend_uri.replace("token=bench", f"token=bench;object=f{fanout}")
+    )
+    backend = open_key_backend(uri, home)
+    counter.watch(backend)
+    tree = KeyTree("wrap", backend, SqlKeyTreeStore(db), SigningKey(bytes(32)), fanout=fanout)
+    seconds = build(db, tree, keys)
+    with db.transaction(write=False) as tx:
+        row = tx.fetchone("SELECT height FROM key_tree_heads WHERE tree = 'wrap'")
+    depth = int(row[0]) if row else 0
+    results: list[dict[str, object]] = []
+    base = {
+        "bench": "key_tree_forget",
+        "backend": backend.scheme,
+        "keys": keys,
+        "fanout": fanout if fanout < keys else "flat",
+        "depth": depth,
+        "build_s": round(seconds, 2),
+    }
+    victims = rng.sample(range(keys), singles + batch)
+    if singles:
+        counter.count = 0
+        times = []
+        for i in victims[:singles]:
+            start = time.perf_counter()
+            tree.forget_leaves([(artifact_id(i), "decrypt")])
+            times.append(time.perf_counter() - start)
+        times.sort()
+        results.append(
+            base
+            | {
+                "mode": "one at a time",
+                "forgets": singles,
+                "wraps_per_forget": round(counter.count / singles, 1),
+                "us_per_forget": round(sum(times) / singles * 1e6, 1),
+                "us_per_forget_median": round(times[len(times) // 2] * 1e6, 1),
+            }
+        )
+    if batch:
+        counter.count = 0
+        start = time.perf_counter()
+        tree.forget_leaves([(artifact_id(i), "decrypt") for i in victims[singles:]])
+        elapsed = time.perf_counter() - start
+        results.append(
+            base
+            | {
+                "mode": f"batch of {batch}",
+                "forgets": batch,
+                "wraps_per_forget": round(counter.count / batch, 1),
+                "us_per_forget": round(elapsed / batch * 1e6, 1),
+            }
+        )
+    backend.close()
+    db.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--fanouts", default="16,64,256")
+    parser.add_argument("--singles", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--backends", default="software")
+    parser.add_argument("--flat-singles", type=int, default=2)
+    parser.add_argument("--no-flat", action="store_true")
+    args = parser.parse_args()
+    rng = random.Random(4)  # noqa: S311 - which leaves to forget, not cryptography
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="oblivio-bench-") as tmp:
+        work = Path(tmp)
+        for name in args.backends.split(","):
+            if name == "software":
+                uri = "software:"
+            elif name == "pkcs11":
+                hsm = work / "softhsm"
+                hsm.mkdir()
+                uri = softhsm_token(hsm)
+            else:
+                raise SystemExit(f"unknown backend {name!r}")
+            fanouts = [int(f) for f in args.fanouts.split(",")]
+            run = Run(args.keys, args.singles, args.batch, work)
+            for fanout in fanouts:
+                for row in measure(run, uri, fanout, rng):
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+            if not args.no_flat:
+                # The peer: a flat epoch of the same size (depth 1), one forget at a time.
+                flat = Run(args.keys, args.flat_singles, 0, work)
+                for row in measure(flat, uri, args.keys, rng):
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    print(file=sys.stderr)
+    header = f"{'backend':9} {'fanout':>6} {'depth':>5} {'mode':>14} "
+    header += f"{'wraps/forget':>13} {'us/forget':>11}"
+    print(header, file=sys.stderr)
+    for row in rows:
+        print(
+            f"{row['backend']!s:9} {row['fanout']!s:>6} {row['depth']!s:>5} {row['mode']!s:>14} "
+            f"{row['wraps_per_forget']!s:>13} {row['us_per_forget']!s:>11}",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()
