@@ -21,6 +21,7 @@ import hashlib
 import hmac
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,9 +98,11 @@ class SmtLeaf:
 
     __slots__ = ("depth", "hash", "key", "kint", "value_hash", "version")
 
-    def __init__(self, key: bytes, value_hash: bytes, version: int, depth: int) -> None:
+    def __init__(
+        self, key: bytes, value_hash: bytes, version: int, depth: int, kint: int | None = None
+    ) -> None:
         self.key = key
-        self.kint = int.from_bytes(key, "big")
+        self.kint = int.from_bytes(key, "big") if kint is None else kint
         self.value_hash = value_hash
         self.hash = _sha256(LEAF_PREFIX + key + value_hash).digest()
         self.version = version
@@ -155,7 +158,28 @@ class BatchResult:
     def rows(self) -> list[NodeRow]:
         """Every node the batch wrote (they hang under changed nodes, so the walk visits only
         those)."""
-        return list(_new_rows(self._root_node, self.version))
+        with gc_paused():
+            return list(_new_rows(self._root_node, self.version))
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a batch, then freeze what exists.
+
+    A batch allocates many small acyclic objects, and the tree they join can hold millions of
+    nodes: a collection pass in the middle, or one triggered right after, would walk the whole
+    tree for nothing (the tree has no reference cycles and is freed by reference counting).
+    ``gc.freeze`` moves the surviving objects out of the collector's generations, so later
+    passes never rescan them; objects that die are still freed at once.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _prefix(kint: int, depth: int) -> int:
@@ -222,6 +246,8 @@ class _Batch:
 
     def build(self, old: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
         """Rebuild a subtree that held at most one leaf (``old``) with updates ``[lo, hi)``."""
+        if hi - lo == 1:
+            return self.build_one(old, depth, lo)
         items = self.items
         entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]]
         if old is None:
@@ -247,6 +273,46 @@ class _Batch:
             self.stale.append((old.depth, _prefix(old.kint, old.depth), old.version))
         return result
 
+    def build_one(self, old: SmtNode | None, depth: int, index: int) -> SmtNode | None:
+        """``build`` for the common case of one update, without the general machinery."""
+        kint, key, value = self.items[index]
+        version = self.version
+        if old is None:
+            return None if value is None else SmtLeaf(key, value, version, depth, kint)
+        if type(old) is not SmtLeaf:
+            raise TypeError("SMT batch: build() is only called on a leaf or an empty subtree")
+        if old.kint == kint:
+            if value == old.value_hash:
+                return old
+            self.stale.append((old.depth, _prefix(old.kint, old.depth), old.version))
+            return None if value is None else SmtLeaf(key, value, version, depth, kint)
+        if value is None:
+            return old  # removing a key that is not there
+        # Two leaves: they split at their first differing bit, below a chain of one-child nodes.
+        self.stale.append((old.depth, _prefix(old.kint, old.depth), old.version))
+        split = KEY_BITS - (kint ^ old.kint).bit_length()
+        new = SmtLeaf(key, value, version, split + 1, kint)
+        moved = SmtLeaf(old.key, old.value_hash, version, split + 1, old.kint)
+        node: SmtNode
+        if (kint >> (KEY_BITS - 1 - split)) & 1:
+            node = SmtInner(
+                _sha256(NODE_PREFIX + moved.hash + new.hash).digest(), moved, new, version
+            )
+        else:
+            node = SmtInner(
+                _sha256(NODE_PREFIX + new.hash + moved.hash).digest(), new, moved, version
+            )
+        for d in range(split - 1, depth - 1, -1):
+            if (kint >> (KEY_BITS - 1 - d)) & 1:
+                node = SmtInner(
+                    _sha256(NODE_PREFIX + EMPTY + node.hash).digest(), None, node, version
+                )
+            else:
+                node = SmtInner(
+                    _sha256(NODE_PREFIX + node.hash + EMPTY).digest(), node, None, version
+                )
+        return node
+
     def build_entries(
         self,
         entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]],
@@ -259,10 +325,12 @@ class _Batch:
         if n == 0:
             return None
         if n == 1:
-            _, key, value, existing = entries[lo]
-            if existing is not None and (existing.depth == depth or value is None):
+            kint, key, value, existing = entries[lo]
+            if existing is not None and existing.depth == depth:
                 return existing
-            return SmtLeaf(key, value or b"", self.version, depth)
+            if value is None:  # deletions were filtered out before; kept for the type
+                return None
+            return SmtLeaf(key, value, self.version, depth, kint)
         shift = KEY_BITS - 1 - depth
         mid = bisect_left(kints, ((kints[lo] >> shift) | 1) << shift, lo, hi)
         left = self.build_entries(entries, kints, depth + 1, lo, mid)
@@ -308,15 +376,8 @@ class SparseMerkleTree:
             items.append((int.from_bytes(key, "big"), bytes(key), value))
         items.sort()
         batch = _Batch(items, version)
-        gc_enabled = gc.isenabled()
-        # A batch allocates many small acyclic objects; a collection pass mid-batch would walk
-        # the whole tree for nothing.
-        gc.disable()
-        try:
+        with gc_paused():
             root = batch.update(self._root, 0, 0, len(items)) if items else self._root
-        finally:
-            if gc_enabled:
-                gc.enable()
         return SparseMerkleTree(root, version), BatchResult(version, root, batch.stale, len(items))
 
     def get(self, key: bytes) -> bytes | None:

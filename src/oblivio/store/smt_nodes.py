@@ -38,6 +38,7 @@ from oblivio.core.smt import (
     SmtProof,
     SparseMerkleTree,
     StaleNode,
+    gc_paused,
     leaf_hash,
     node_hash,
 )
@@ -356,7 +357,8 @@ class SmtNodeStore:
                 "(another writer committed?)"
             )
         tree, result = base.apply(updates, version)
-        self.write(tx, result)
+        with gc_paused():
+            self.write(tx, result)
         root_node = tree.root_node
         tx.execute(
             "INSERT INTO smt_versions (version, root, root_version, changes, stale, pruned) "
