@@ -38,6 +38,21 @@ def _frontier_root(frontier: Sequence[bytes]) -> bytes:
     return root
 
 
+_SUBTREE_CACHE_SIZE = 1 << 20
+
+
+def _read_subtree(tx: Transaction, level: int, index: int) -> bytes:
+    if level == 0:
+        row = tx.fetchone("SELECT leaf_hash FROM log_entries WHERE idx = ?", (index,))
+    else:
+        row = tx.fetchone(
+            "SELECT hash FROM log_nodes WHERE node_level = ? AND idx = ?", (level, index)
+        )
+    if row is None:
+        raise StorageError(f"store: log subtree ({level}, {index}) is missing")
+    return bytes(row[0])
+
+
 @dataclass(frozen=True)
 class StagedAppend:
     """Entries written inside an open transaction; ``EventLog.publish`` it after commit."""
@@ -55,6 +70,8 @@ class EventLog:
         self.db = db
         self._lock = threading.Lock()
         self._frontier: tuple[int, tuple[bytes, ...]] | None = None
+        # Perfect-subtree hashes never change once written, so committed ones are cached.
+        self._subtrees: dict[tuple[int, int], bytes] = {}
 
     @staticmethod
     def size_in(tx: Transaction) -> int:
@@ -72,15 +89,22 @@ class EventLog:
         """An accessor for ``core.merkle_log``: perfect-subtree hashes read from ``tx``."""
 
         def subtree(level: int, index: int) -> bytes:
-            if level == 0:
-                row = tx.fetchone("SELECT leaf_hash FROM log_entries WHERE idx = ?", (index,))
-            else:
-                row = tx.fetchone(
-                    "SELECT hash FROM log_nodes WHERE node_level = ? AND idx = ?", (level, index)
-                )
-            if row is None:
-                raise StorageError(f"store: log subtree ({level}, {index}) is missing")
-            return bytes(row[0])
+            return _read_subtree(tx, level, index)
+
+        return subtree
+
+    def _cached_reader(self, tx: Transaction) -> SubtreeHash:
+        """``subtree_reader`` through the cache of committed subtree hashes (read paths only)."""
+        cache = self._subtrees
+
+        def subtree(level: int, index: int) -> bytes:
+            value = cache.get((level, index))
+            if value is None:
+                value = _read_subtree(tx, level, index)
+                if len(cache) >= _SUBTREE_CACHE_SIZE:
+                    cache.clear()
+                cache[(level, index)] = value
+            return value
 
         return subtree
 
@@ -152,7 +176,7 @@ class EventLog:
             if size is None:
                 size = self.size_in(tx)
             self._check_size(tx, size)
-            return root_at(size, self.subtree_reader(tx))
+            return root_at(size, self._cached_reader(tx))
 
     def entry(self, index: int) -> bytes:
         """The exact bytes of entry ``index``. Raises NotFoundError if there is none."""
@@ -168,7 +192,7 @@ class EventLog:
             self._check_size(tx, size)
             if not 0 <= index < size:
                 raise NotFoundError(f"log: no entry {index} in a log of size {size}")
-            path = inclusion_proof(index, size, self.subtree_reader(tx))
+            path = inclusion_proof(index, size, self._cached_reader(tx))
         return InclusionProof(index, size, tuple(path))
 
     def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
@@ -180,5 +204,5 @@ class EventLog:
                     f"log: no consistency proof from size {first} to {second} "
                     "(need 0 < first <= second)"
                 )
-            path = consistency_proof(first, second, self.subtree_reader(tx))
+            path = consistency_proof(first, second, self._cached_reader(tx))
         return ConsistencyProof(first, second, tuple(path))
