@@ -181,7 +181,7 @@ class ArtifactVault:
             nonce = self._random(NONCE_SIZE)
             ciphertext = seal_artifact(data_key, nonce, item.plaintext, metadata_digest)
             artifact_id = compute_artifact_id(ciphertext, metadata_digest)
-            blob_id = new_uuid7()
+            blob_id = artifact_id  # unique, and an in-memory put writes its chunks atomically
             chunks = [ciphertext[i : i + CHUNK_SIZE] for i in range(0, len(ciphertext), CHUNK_SIZE)]
             chunk_rows.extend((blob_id, seq, chunk) for seq, chunk in enumerate(chunks))
             artifact_rows.append(
@@ -291,7 +291,8 @@ class ArtifactVault:
             )
             removed = 0
             for (blob_id,) in orphans:
-                if uuid7_unix_ms(blob_id) < cutoff_ms:
+                # Only streamed uploads (UUIDv7 blob ids) can leave orphans behind.
+                if "-" in blob_id and uuid7_unix_ms(blob_id) < cutoff_ms:
                     removed += tx.execute(
                         "DELETE FROM artifact_chunks WHERE blob_id = ?", (blob_id,)
                     )
