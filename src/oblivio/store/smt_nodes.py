@@ -69,7 +69,12 @@ def group_key(depth: int, prefix: int) -> bytes:
 
 
 def _encode_stale(stale: list[StaleNode]) -> bytes:
-    return b"".join(node_key(d, p) + _VERSION.pack(v) for d, p, v in stale)
+    pack = _VERSION.pack
+    return b"".join(
+        ((d << (((d + 7) >> 3) << 3)) | (p << (-d % 8))).to_bytes(((d + 7) >> 3) + 2, "big")
+        + pack(v)
+        for d, p, v in stale
+    )
 
 
 def _decode_stale(blob: bytes) -> list[tuple[bytes, int]]:
@@ -358,7 +363,8 @@ class SmtNodeStore:
             )
         tree, result = base.apply(updates, version)
         with gc_paused():
-            self.write(tx, result)
+            self.write(tx, result, tree.root_node)
+            stale = _encode_stale(result.stale)
         root_node = tree.root_node
         tx.execute(
             "INSERT INTO smt_versions (version, root, root_version, changes, stale, pruned) "
@@ -368,32 +374,62 @@ class SmtNodeStore:
                 tree.root,
                 None if root_node is None else root_node.version,
                 result.changes,
-                _encode_stale(result.stale),
+                stale,
             ),
         )
         return StagedBatch(tree, result, base.root)
 
     @staticmethod
-    def write(tx: Transaction, result: BatchResult) -> None:
-        """Write a batch's new nodes, packed per group (module docstring)."""
+    def write(tx: Transaction, result: BatchResult, root: SmtNode | None) -> None:
+        """Write the nodes batch ``result`` made under ``root``, packed per group (module
+        docstring). The nodes are walked and encoded in one pass: this is the hot loop of a
+        batch commit, so positions are computed inline rather than through ``node_key``."""
+        version = result.version
         groups: dict[bytes, list[bytes]] = {}
         pack_versions = _VERSIONS.pack
         top = GROUP_DEPTH
-        for depth, prefix, _, hash_, left, right, key, value in result.rows():
-            head = depth.to_bytes(2, "big") + (prefix << (-depth % 8)).to_bytes(
-                (depth + 7) >> 3, "big"
-            )
-            if key is None:
+        group_size = (top + 7) >> 3
+        group_tag = top << (group_size << 3)  # node_key(top, p), as one integer
+        group_pad = -top % 8
+        stack: list[tuple[SmtNode, int, int]] = []
+        if root is not None and root.version == version:
+            stack.append((root, 0, 0))
+        while stack:
+            node, depth, prefix = stack.pop()
+            if type(node) is SmtLeaf:
+                depth = node.depth
+                prefix = node.kint >> (KEY_BITS - depth)
+                size = (depth + 7) >> 3
                 record = (
-                    head
-                    + b"\x00"
-                    + hash_
-                    + pack_versions(-1 if left is None else left, -1 if right is None else right)
+                    ((depth << (size << 3)) | (prefix << (-depth % 8))).to_bytes(size + 2, "big")
+                    + b"\x01"
+                    + node.key
+                    + node.value_hash
                 )
             else:
-                assert value is not None  # noqa: S101 - leaf rows carry their value hash
-                record = head + b"\x01" + key + value
-            group = TOP_GROUP if depth < top else node_key(top, prefix >> (depth - top))
+                assert isinstance(node, SmtInner)  # noqa: S101 - a tree holds leaves and inners
+                left, right = node.left, node.right
+                size = (depth + 7) >> 3
+                record = (
+                    ((depth << (size << 3)) | (prefix << (-depth % 8))).to_bytes(size + 2, "big")
+                    + b"\x00"
+                    + node.hash
+                    + pack_versions(
+                        -1 if left is None else left.version,
+                        -1 if right is None else right.version,
+                    )
+                )
+                if left is not None and left.version == version:
+                    stack.append((left, depth + 1, prefix << 1))
+                if right is not None and right.version == version:
+                    stack.append((right, depth + 1, (prefix << 1) | 1))
+            group = (
+                TOP_GROUP
+                if depth < top
+                else (group_tag | ((prefix >> (depth - top)) << group_pad)).to_bytes(
+                    group_size + 2, "big"
+                )
+            )
             parts = groups.get(group)
             if parts is None:
                 groups[group] = [record]
@@ -403,7 +439,7 @@ class SmtNodeStore:
             tx.executemany(
                 "INSERT INTO smt_nodes (group_key, version, node_count, stale_count, nodes) "
                 "VALUES (?, ?, ?, 0, ?)",
-                [(g, result.version, len(p), b"".join(p)) for g, p in groups.items()],
+                [(g, version, len(p), b"".join(p)) for g, p in groups.items()],
             )
 
     def publish(self, staged: StagedBatch) -> None:
