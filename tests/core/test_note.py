@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from oblivio.core.encoding import b64_std_decode
 from oblivio.core.errors import VerificationError
@@ -133,6 +134,9 @@ def test_our_checkpoint_is_in_the_format_go_accepts() -> None:
     note = sign_checkpoint(checkpoint, signer)
     text = _go_open_format_check(note, signer.name, signer.key_hash)
     assert text == "oblivio.example/node-1\n42\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+    # The signature checks out with pyca directly, as Go's ed25519.Verify would check it.
+    raw = b64_std_decode(note.rsplit(" ", 1)[1].strip())
+    Ed25519PublicKey.from_public_bytes(key.verify_key.public_bytes).verify(raw[4:], text.encode())
     vkey = signer.verifier_key
     assert re.fullmatch(r"oblivio\.example/node-1\+[0-9a-f]{8}\+A[A-Za-z0-9+/]{43}", vkey)
     assert open_checkpoint(note.encode(), parse_verifier_key(vkey)) == checkpoint

@@ -5,6 +5,7 @@ Everything a node serves is checked with the core verifiers only, as an auditor 
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from oblivio.core.signing import SigningKey
 from oblivio.core.smt import verify_inclusion, verify_non_inclusion
 from oblivio.node.checkpoints import CheckpointService, check_store_agrees
 from oblivio.store.database import Database
+from oblivio.store.smt_nodes import RetentionPolicy
 
 NAME = "oblivio.test/node-a"
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -127,3 +129,44 @@ def test_disagreeing_store_is_detected(database: Database) -> None:
     service.log.append([b'{"stray":true}'])
     with pytest.raises(StorageError, match="log size 2"):
         check_store_agrees(database)
+
+
+def test_retention_policy_prunes_after_commits(database: Database) -> None:
+    service = CheckpointService(
+        database, NAME, SigningKey(bytes(range(32))), retention=RetentionPolicy(keep_versions=2)
+    )
+    key = bytes([9]) * 32
+    for epoch in range(1, 6):
+        service.commit_epoch({key: bytes([epoch]) * 32})
+    _, root, proof = service.smt.prove(key, 4)
+    verify_inclusion(root, key, bytes([4]) * 32, proof)
+    with pytest.raises(NotFoundError, match="pruned"):
+        service.smt.prove(key, 3)
+    # The log and checkpoints keep every epoch: only SMT nodes are pruned.
+    assert [c.epoch for c in service.checkpoint_history()] == [1, 2, 3, 4, 5]
+    assert check_store_agrees(database) == service.latest_checkpoint()
+
+
+def test_heartbeat_thread_commits_until_stopped(database: Database) -> None:
+    service = _service(database)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=service.run_heartbeats, args=(timedelta(milliseconds=20), stop), daemon=True
+    )
+    thread.start()
+    try:
+        # Wait (bounded) for the timer to have committed two epochs; no duration is asserted.
+        for _ in range(1000):
+            latest = service.latest_checkpoint()
+            if latest is not None and latest.epoch >= 2:
+                break
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    latest = service.latest_checkpoint()
+    assert latest is not None
+    assert latest.epoch >= 2
+    entry, _ = service.map_root_inclusion(latest.epoch)
+    assert entry["changes"] == 0

@@ -30,7 +30,7 @@ from oblivio.core.note import Checkpoint, NoteSigner, parse_checkpoint, sign_che
 from oblivio.core.signing import SigningKey
 from oblivio.store.database import Database, Transaction
 from oblivio.store.event_log import EventLog
-from oblivio.store.smt_nodes import SmtNodeStore
+from oblivio.store.smt_nodes import RetentionPolicy, SmtNodeStore
 
 # Any constant works: it only has to be the same for every oblivio process on a database.
 _PG_EPOCH_LOCK = 0x0B11_7E90
@@ -99,11 +99,20 @@ def _stored(row: tuple[Any, ...]) -> StoredCheckpoint:
 class CheckpointService:
     """Epoch commits, checkpoint history and the proofs a node serves between checkpoints."""
 
-    def __init__(self, db: Database, name: str, signing_key: SigningKey) -> None:
+    def __init__(
+        self,
+        db: Database,
+        name: str,
+        signing_key: SigningKey,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
+        """``retention``, when given, prunes SMT versions older than it keeps after each
+        commit (``store/smt_nodes.py``); by default every version stays provable."""
         self.db = db
         self.signer = NoteSigner(name, signing_key)
         self.smt = SmtNodeStore(db)
         self.log = EventLog(db)
+        self.retention = retention
         self._commit_lock = threading.Lock()
 
     @property
@@ -143,6 +152,8 @@ class CheckpointService:
             )
         self.smt.publish(staged)
         self.log.publish(appended)
+        if self.retention is not None:
+            self.smt.prune(self.retention)
         stored = StoredCheckpoint(epoch, appended.size, appended.root, note, created_at)
         return EpochCommit(
             epoch,
