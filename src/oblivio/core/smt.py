@@ -199,6 +199,8 @@ class _Batch:
         self.has_deletes = any(item[2] is None for item in items)
 
     def update(self, node: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
+        if hi - lo == 1:
+            return self.update_one(node, depth, lo)
         if type(node) is not SmtInner:
             return self.build(node, depth, lo, hi)
         kints = self.kints
@@ -216,6 +218,36 @@ class _Batch:
                 _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, self.version
             )
         return self.join(depth, left, right)
+
+    def update_one(self, node: SmtNode | None, depth: int, index: int) -> SmtNode | None:
+        """``update`` for a subtree that receives one update: walk down its path in a loop,
+        rebuild the bottom with ``build_one``, and rehash the path on the way up."""
+        kint = self.items[index][0]
+        path: list[SmtInner] = []
+        d = depth
+        while type(node) is SmtInner:
+            path.append(node)
+            node = node.right if (kint >> (KEY_BITS - 1 - d)) & 1 else node.left
+            d += 1
+        new = self.build_one(node, d, index)
+        if new is node:
+            return path[0] if path else node
+        version = self.version
+        stale = self.stale
+        for inner in reversed(path):
+            d -= 1
+            stale.append((d, kint >> (KEY_BITS - d), inner.version))
+            if (kint >> (KEY_BITS - 1 - d)) & 1:
+                left, right = inner.left, new
+            else:
+                left, right = new, inner.right
+            if left is not None and right is not None:
+                new = SmtInner(
+                    _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, version
+                )
+            else:
+                new = self.join(d, left, right)
+        return new
 
     def join(self, depth: int, left: SmtNode | None, right: SmtNode | None) -> SmtNode | None:
         if left is None:
