@@ -5,7 +5,7 @@ leaves are forgotten one at a time and in one batch of 1,000. The peer, in the s
 flat epoch of the same size (seed 000's epoch rotation): the same code with fan-out >= N, i.e.
 depth 1, where every forget re-wraps every remaining key under a new root. Each forget is the
 whole journalled batch: intent, re-key, new root in the backend, old root destroyed, receipt
-signed and stored (three SQLite commits with synchronous=FULL, two key-file fsyncs).
+signed and stored (two SQLite commits with synchronous=FULL, two key-file fsyncs).
 
 Prints one JSON object per line, then a summary table. Usage:
 
@@ -89,6 +89,22 @@ def build(db: Database, tree: KeyTree, keys: int) -> float:
     return time.perf_counter() - start
 
 
+def fsync_us(directory: Path, samples: int = 20) -> float:
+    """Median microseconds of a 4 KiB write + fsync in ``directory``: the I/O floor of a forget
+    (each batch makes two SQLite commits and two key-file fsyncs)."""
+    path = directory / "fsync-probe"
+    times = []
+    with open(path, "wb") as f:
+        for _ in range(samples):
+            f.write(os.urandom(4096))
+            f.flush()
+            start = time.perf_counter()
+            os.fsync(f.fileno())
+            times.append(time.perf_counter() - start)
+    path.unlink()
+    return round(sorted(times)[samples // 2] * 1e6, 1)
+
+
 def softhsm_token(directory: Path) -> str:
     """A fresh SoftHSM2 token for the run (SOFTHSM2_CONF set before the module loads)."""
     util = shutil.which("softhsm2-util")
@@ -153,6 +169,7 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
         "fanout": fanout if fanout < keys else "flat",
         "depth": depth,
         "build_s": round(seconds, 2),
+        "fsync_us": fsync_us(home),
     }
     victims = rng.sample(range(keys), singles + batch)
     if singles:
@@ -229,12 +246,12 @@ def main() -> None:
                     rows.append(row)
     print(file=sys.stderr)
     header = f"{'backend':9} {'fanout':>6} {'depth':>5} {'mode':>14} "
-    header += f"{'wraps/forget':>13} {'us/forget':>11}"
+    header += f"{'wraps/forget':>13} {'us/forget':>11} {'fsync us':>9}"
     print(header, file=sys.stderr)
     for row in rows:
         print(
             f"{row['backend']!s:9} {row['fanout']!s:>6} {row['depth']!s:>5} {row['mode']!s:>14} "
-            f"{row['wraps_per_forget']!s:>13} {row['us_per_forget']!s:>11}",
+            f"{row['wraps_per_forget']!s:>13} {row['us_per_forget']!s:>11} {row['fsync_us']!s:>9}",
             file=sys.stderr,
         )
 

@@ -122,20 +122,21 @@ def test_moved_or_altered_wraps_do_not_unwrap(database: Database, tmp_path: Path
     ids = artifact_ids(0, 20)
     add_artifacts(database, custody, ids)
     with database.transaction() as tx:
-        # Swap two inner nodes' wrapped keys: their positions are bound by the wrap context.
+        # Swap two level-1 nodes' children (the leaf keys): positions are bound by the wrap
+        # context.
         rows = tx.fetchall(
-            "SELECT tree_level, idx, wrapped FROM key_tree_nodes WHERE tree = 'wrap' "
+            "SELECT tree_level, idx, children FROM key_tree_nodes WHERE tree = 'wrap' "
             "AND tree_level = 1 ORDER BY idx LIMIT 2"
         )
         tx.execute(
-            "UPDATE key_tree_nodes SET wrapped = ? "
+            "UPDATE key_tree_nodes SET children = ? "
             "WHERE tree = 'wrap' AND tree_level = 1 AND idx = ?",
             (bytes(rows[1][2]), rows[0][1]),
         )
     assert not _readable(custody, ids[0])
     with database.transaction() as tx:
         tx.execute(
-            "UPDATE key_tree_nodes SET wrapped = ? "
+            "UPDATE key_tree_nodes SET children = ? "
             "WHERE tree = 'wrap' AND tree_level = 1 AND idx = ?",
             (bytes(rows[0][2]), rows[0][1]),
         )

@@ -10,7 +10,6 @@ backend holds exactly the roots of the two trees.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from oblivio.core.errors import IntegrityError
 from oblivio.core.identifiers import ArtifactId
 from oblivio.keys.custody import KeyTreeCustody
 from oblivio.node.node import Node, init_node, open_node
+from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
 CHILD = Path(__file__).with_name("forget_child.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,9 +67,9 @@ def _run_child_killed_at_random(home: Path, ids: list[ArtifactId], delay: float)
 
 def _journal(node: Node) -> tuple[set[str], set[tuple[str, str]]]:
     with node.db.transaction(write=False) as tx:
-        rows = tx.fetchall("SELECT state, leaves FROM key_tree_journal")
-    states = {r[0] for r in rows}
-    leaves = {(aid, cap) for r in rows for aid, cap in json.loads(bytes(r[1]))}
+        entries = SqlKeyTreeNodes(tx, write=False).journal(["intent", "destroyed"])
+    states: set[str] = {e.state for e in entries}
+    leaves = {(aid, cap) for e in entries for aid, cap in e.leaves}
     return states, leaves
 
 

@@ -106,12 +106,24 @@ class KeyFile:
         return self.live().get(reference)
 
     def add(self, reference: bytes, tag: int, secret: bytes) -> None:
-        """Append a live slot and fsync before returning."""
+        """Write a live slot, reusing a destroyed one if any (so the file stays as small as the
+        live set), and fsync before returning."""
         if len(reference) != REFERENCE_SIZE or len(secret) != SECRET_SIZE or not 0 <= tag < 256:
             raise ValueError("key file slot: expected a 16-byte reference and a 32-byte secret")
         slot = bytes([_LIVE, tag]) + bytes(14) + reference + secret
         with self._lock, self._locked(write=True) as f:
-            f.seek(0, os.SEEK_END)
+            data = f.read()
+            free = next(
+                (
+                    offset
+                    for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE)
+                    if data[offset] == _DESTROYED
+                ),
+                None,
+            )
+            f.seek(
+                free if free is not None else 0, os.SEEK_SET if free is not None else os.SEEK_END
+            )
             f.write(slot)
             self._bump_generation(f)
             f.flush()

@@ -39,13 +39,21 @@ import secrets
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, Protocol
 
 import uuid6
 
-from oblivio.core.envelope import KEY_SIZE, NONCE_SIZE, unwrap_keys, wrap_keys
+from oblivio.core.envelope import (
+    KEY_SIZE,
+    NONCE_SIZE,
+    TAG_SIZE,
+    unwrap_key,
+    unwrap_keys,
+    wrap_key,
+    wrap_keys,
+)
 from oblivio.core.errors import IntegrityError, KeyBackendError
 from oblivio.core.identifiers import ArtifactId, Capability, format_time, parse_time
 from oblivio.core.receipts import DestructionReceipt
@@ -80,17 +88,18 @@ class TreeHead:
 
 @dataclass(frozen=True)
 class TreeNode:
-    """An inner node (level 1 … height-1): its key wrapped under its parent's key."""
+    """A node (level 1 … height; the root is ``(height, 0)``): its key's version and its
+    children's keys wrapped under its key, packed (``pack_children``)."""
 
     level: int
     index: int
     version: int
-    wrapped: bytes
+    children: bytes
 
 
 @dataclass(frozen=True)
 class TreeLeaf:
-    """A capability key wrapped under its level-1 parent (or the root, at height 1)."""
+    """A capability key wrapped under its leaf key; the leaf key sits in its level-1 parent."""
 
     slot: int
     artifact_id: ArtifactId
@@ -123,21 +132,13 @@ class KeyTreeNodes(Protocol):
     def save_head(self, head: TreeHead) -> None:
         """Insert or replace the tree's head."""
 
-    def nodes(
-        self, tree: RootKeyPurpose, level: int, ranges: Sequence[tuple[int, int]]
-    ) -> list[TreeNode]:
-        """Inner nodes of ``level`` whose index lies in one of the inclusive ``ranges``."""
-
     def nodes_at(
         self, tree: RootKeyPurpose, positions: Sequence[tuple[int, int]]
     ) -> list[TreeNode]:
-        """The inner nodes at the given ``(level, index)`` positions that exist."""
+        """The nodes at the given ``(level, index)`` positions that exist."""
 
     def save_nodes(self, tree: RootKeyPurpose, nodes: Sequence[TreeNode]) -> None:
-        """Insert or replace inner nodes."""
-
-    def leaves(self, tree: RootKeyPurpose, ranges: Sequence[tuple[int, int]]) -> list[TreeLeaf]:
-        """Leaves whose slot lies in one of the inclusive ``ranges``."""
+        """Insert or replace nodes."""
 
     def leaf(self, artifact_id: ArtifactId, capability: Capability) -> TreeLeaf | None:
         """The leaf holding one capability key of an artifact."""
@@ -147,9 +148,6 @@ class KeyTreeNodes(Protocol):
 
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         """Record new leaves (their artifacts must exist already)."""
-
-    def rewrap_leaves(self, tree: RootKeyPurpose, leaves: Sequence[tuple[int, bytes]]) -> None:
-        """Replace the wrapped bytes of existing leaves: ``(slot, wrapped)`` pairs."""
 
     def delete_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
         """Drop leaves: their wrapped keys are gone from the live tree."""
@@ -171,20 +169,51 @@ class KeyTreeStore(Protocol):
         """A transaction; write transactions serialise key-tree writers between processes."""
 
 
+_POSITION = struct.Struct(">BQQ")
+_TREE_PREFIXES = {tree: KEY_TREE_CONTEXT + tree.encode() for tree in ("wrap", "escrow")}
+
+
 def node_context(tree: str, level: int, index: int, parent_version: int) -> bytes:
-    """The wrap context of an inner node's key."""
-    return KEY_TREE_CONTEXT + tree.encode() + struct.pack(">BQQ", level, index, parent_version)
+    """The wrap context of the key of node ``(level, index)`` (level 0: a leaf key) under its
+    parent's key of ``parent_version``."""
+    prefix = _TREE_PREFIXES.get(tree) or KEY_TREE_CONTEXT + tree.encode()
+    return prefix + _POSITION.pack(level, index, parent_version)
 
 
-def leaf_context(
-    tree: str, slot: int, parent_version: int, artifact_id: ArtifactId, capability: Capability
+def capability_context(
+    tree: str, slot: int, artifact_id: ArtifactId, capability: Capability
 ) -> bytes:
-    """The wrap context of a leaf: its position and the artifact and capability it serves."""
+    """The wrap context of a capability key under its leaf key."""
     return (
-        node_context(tree, 0, slot, parent_version)
+        KEY_TREE_CONTEXT
+        + tree.encode()
+        + struct.pack(">Q", slot)
         + bytes.fromhex(artifact_id)
         + capability.encode("ascii")
     )
+
+
+WRAPPED_SIZE: Final = NONCE_SIZE + KEY_SIZE + TAG_SIZE
+_ENTRY_SIZE: Final = 4 + WRAPPED_SIZE
+
+
+def pack_children(entries: dict[int, bytes]) -> bytes:
+    """A node's children as stored: ``offset (4, big-endian) | wrapped key (60)`` each, by
+    offset (the child's index minus the node's index times the fan-out)."""
+    return b"".join(o.to_bytes(4, "big") + entries[o] for o in sorted(entries))
+
+
+def unpack_children(blob: bytes) -> dict[int, bytes]:
+    """Inverse of ``pack_children``; IntegrityError if the bytes are not such a list."""
+    if len(blob) % _ENTRY_SIZE:
+        raise IntegrityError()
+    entries: dict[int, bytes] = {}
+    for at in range(0, len(blob), _ENTRY_SIZE):
+        offset = int.from_bytes(blob[at : at + 4], "big")
+        if offset in entries:
+            raise IntegrityError()
+        entries[offset] = blob[at + 4 : at + _ENTRY_SIZE]
+    return entries
 
 
 @dataclass
@@ -193,6 +222,17 @@ class _Key:
 
     version: int
     key: bytes | None
+
+
+@dataclass
+class _Path:
+    """Nodes loaded for one operation: keys in the clear, children (mutable), versions, and
+    which positions changed and must be written back."""
+
+    keys: dict[tuple[int, int], _Key]
+    children: dict[tuple[int, int], dict[int, bytes]]
+    versions: dict[tuple[int, int], int]
+    changed: set[tuple[int, int]] = field(default_factory=set)
 
 
 def _clear(key: _Key) -> bytes:
@@ -243,139 +283,156 @@ class KeyTree:
             head = TreeHead(
                 self.tree, self.fanout, 1, 0, self.backend.create_root_key(self.tree), 0
             )
+            nodes.save_nodes(self.tree, [TreeNode(1, 0, 0, b"")])
             nodes.save_head(head)
         return head
 
     # -- wrapping helpers --------------------------------------------------------------------
 
     def _wrap(
-        self, head: TreeHead, parent: _Key, items: Sequence[tuple[bytes, bytes]]
+        self, root_ref: str, parent: _Key, items: Sequence[tuple[bytes, bytes]]
     ) -> list[bytes]:
+        if not items:
+            return []
         if parent.key is None:
-            return self.backend.wrap_many(head.root_ref, items) if items else []
+            return self.backend.wrap_many(root_ref, items)
         return wrap_keys(parent.key, self._random(NONCE_SIZE * len(items)), items)
 
     def _unwrap(
         self, root_ref: str, parent: _Key, items: Sequence[tuple[bytes, bytes]]
     ) -> list[bytes]:
+        if not items:
+            return []
         if parent.key is None:
-            return self.backend.unwrap_many(root_ref, items) if items else []
+            return self.backend.unwrap_many(root_ref, items)
         return unwrap_keys(parent.key, items)
 
-    def _path_keys(
+    def _path(
         self, nodes: KeyTreeNodes, head: TreeHead, slots: Iterable[int], *, create: bool
-    ) -> dict[tuple[int, int], _Key]:
-        """Keys in the clear of the inner nodes above ``slots``, top-down from the root; with
-        ``create``, missing nodes are made (fresh keys wrapped under their parents)."""
+    ) -> _Path:
+        """The nodes above ``slots`` with their keys in the clear, top-down from the root.
+
+        With ``create``, missing nodes are made (fresh keys added to their parents, which are
+        then marked changed); without, a missing node is an IntegrityError."""
         slots = sorted(set(slots))
-        keys: dict[tuple[int, int], _Key] = {(head.height, 0): _Key(head.generation, None)}
+        b = self.fanout
+        wanted = [
+            (level, index)
+            for level in range(head.height, 0, -1)
+            for index in sorted({slot // self._span(level) for slot in slots})
+        ]
+        rows = {(n.level, n.index): n for n in nodes.nodes_at(self.tree, wanted)}
+        root = rows.get((head.height, 0))
+        if root is None or root.version != head.generation:
+            raise IntegrityError()
+        path = _Path(
+            keys={(head.height, 0): _Key(head.generation, None)},
+            children={pos: unpack_children(row.children) for pos, row in rows.items()},
+            versions={pos: row.version for pos, row in rows.items()},
+        )
         for level in range(head.height - 1, 0, -1):
-            indices = sorted({slot // self._span(level) for slot in slots})
-            found = {n.index: n for n in nodes.nodes_at(self.tree, [(level, i) for i in indices])}
             by_parent: dict[int, list[int]] = {}
-            for index in indices:
-                by_parent.setdefault(index // self.fanout, []).append(index)
-            new_nodes = []
-            for parent_index, children in by_parent.items():
-                parent = keys[(level + 1, parent_index)]
-                present = [i for i in children if i in found]
+            for lvl, index in wanted:
+                if lvl == level:
+                    by_parent.setdefault(index // b, []).append(index)
+            for parent_index, indices in by_parent.items():
+                parent_pos = (level + 1, parent_index)
+                parent = path.keys[parent_pos]
+                siblings = path.children[parent_pos]
+                present = [i for i in indices if i - parent_index * b in siblings]
                 plain = self._unwrap(
                     head.root_ref,
                     parent,
                     [
-                        (found[i].wrapped, node_context(self.tree, level, i, parent.version))
+                        (
+                            siblings[i - parent_index * b],
+                            node_context(self.tree, level, i, parent.version),
+                        )
                         for i in present
                     ],
                 )
                 for i, key in zip(present, plain, strict=True):
-                    keys[(level, i)] = _Key(found[i].version, key)
-                missing = [i for i in children if i not in found]
+                    if (level, i) not in path.versions:
+                        raise IntegrityError()
+                    path.keys[(level, i)] = _Key(path.versions[(level, i)], key)
+                missing = [i for i in indices if i - parent_index * b not in siblings]
                 if missing and not create:
                     raise IntegrityError()
-                if missing:
-                    fresh = [self._random(KEY_SIZE) for _ in missing]
-                    wrapped = self._wrap(
-                        head,
-                        parent,
-                        [
-                            (key, node_context(self.tree, level, i, parent.version))
-                            for i, key in zip(missing, fresh, strict=True)
-                        ],
-                    )
-                    for i, key, blob in zip(missing, fresh, wrapped, strict=True):
-                        keys[(level, i)] = _Key(0, key)
-                        new_nodes.append(TreeNode(level, i, 0, blob))
-            if new_nodes:
-                nodes.save_nodes(self.tree, new_nodes)
-        return keys
+                fresh = [self._random(KEY_SIZE) for _ in missing]
+                wrapped = self._wrap(
+                    head.root_ref,
+                    parent,
+                    [
+                        (key, node_context(self.tree, level, i, parent.version))
+                        for i, key in zip(missing, fresh, strict=True)
+                    ],
+                )
+                for i, key, blob in zip(missing, fresh, wrapped, strict=True):
+                    siblings[i - parent_index * b] = blob
+                    path.keys[(level, i)] = _Key(0, key)
+                    path.children[(level, i)] = {}
+                    path.versions[(level, i)] = 0
+                    path.changed |= {parent_pos, (level, i)}
+        return path
+
+    def _save(self, nodes: KeyTreeNodes, path: _Path, positions: Iterable[tuple[int, int]]) -> None:
+        nodes.save_nodes(
+            self.tree,
+            [
+                TreeNode(
+                    level,
+                    index,
+                    path.versions[(level, index)],
+                    pack_children(path.children[(level, index)]),
+                )
+                for level, index in sorted(positions)
+            ],
+        )
 
     def _grow(self, nodes: KeyTreeNodes, head: TreeHead) -> TreeHead:
-        """Add a level on top: a new node at (height, 0) takes over the root's children."""
+        """Add a level on top: the old root node gets a key of its own, under a new root."""
         level = head.height
-        key = self._random(KEY_SIZE)
+        [old_root] = nodes.nodes_at(self.tree, [(level, 0)])
+        key = _Key(0, self._random(KEY_SIZE))
         root = _Key(head.generation, None)
-        new_node = TreeNode(
-            level,
-            0,
-            0,
-            self._wrap(head, root, [(key, node_context(self.tree, level, 0, head.generation))])[0],
+        entries = unpack_children(old_root.children)
+        offsets = sorted(entries)
+        plain = self._unwrap(
+            head.root_ref,
+            root,
+            [(entries[o], node_context(self.tree, level - 1, o, head.generation)) for o in offsets],
         )
-        top = _Key(0, key)
-        if level == 1:
-            leaves = nodes.leaves(self.tree, [(0, self.fanout - 1)])
-            plain = self._unwrap(
-                head.root_ref,
-                root,
-                [(leaf.wrapped, self._leaf_context(leaf, head.generation)) for leaf in leaves],
-            )
-            rewrapped = self._wrap(
-                head,
-                top,
-                [(k, self._leaf_context(leaf, 0)) for k, leaf in zip(plain, leaves, strict=True)],
-            )
-            nodes.rewrap_leaves(
-                self.tree,
-                [(leaf.slot, w) for leaf, w in zip(leaves, rewrapped, strict=True)],
-            )
-        else:
-            children = nodes.nodes(self.tree, level - 1, [(0, self.fanout - 1)])
-            plain = self._unwrap(
-                head.root_ref,
-                root,
-                [
-                    (c.wrapped, node_context(self.tree, c.level, c.index, head.generation))
-                    for c in children
-                ],
-            )
-            rewrapped = self._wrap(
-                head,
-                top,
-                [
-                    (k, node_context(self.tree, c.level, c.index, 0))
-                    for k, c in zip(plain, children, strict=True)
-                ],
-            )
-            nodes.save_nodes(
-                self.tree,
-                [
-                    TreeNode(c.level, c.index, c.version, w)
-                    for c, w in zip(children, rewrapped, strict=True)
-                ],
-            )
-        nodes.save_nodes(self.tree, [new_node])
+        rewrapped = self._wrap(
+            head.root_ref,
+            key,
+            [
+                (k, node_context(self.tree, level - 1, o, 0))
+                for k, o in zip(plain, offsets, strict=True)
+            ],
+        )
+        top = self._wrap(
+            head.root_ref, root, [(_clear(key), node_context(self.tree, level, 0, head.generation))]
+        )
+        nodes.save_nodes(
+            self.tree,
+            [
+                TreeNode(level, 0, 0, pack_children(dict(zip(offsets, rewrapped, strict=True)))),
+                TreeNode(level + 1, 0, head.generation, pack_children({0: top[0]})),
+            ],
+        )
         grown = replace(head, height=head.height + 1)
         nodes.save_head(grown)
         return grown
-
-    def _leaf_context(self, leaf: TreeLeaf, parent_version: int) -> bytes:
-        return leaf_context(self.tree, leaf.slot, parent_version, leaf.artifact_id, leaf.capability)
 
     # -- adding and reading leaves -----------------------------------------------------------
 
     def add_leaves(
         self, nodes: KeyTreeNodes, items: Sequence[tuple[ArtifactId, Capability, bytes]]
     ) -> list[TreeLeaf]:
-        """Wrap capability keys into new leaves of this tree inside the caller's transaction."""
+        """Wrap capability keys into new leaves of this tree inside the caller's transaction.
+
+        Each capability key is wrapped under a fresh leaf key; the leaf key goes into its
+        level-1 node, so forgetting re-wraps leaf keys there and never touches leaf rows."""
         if not items:
             return []
         head = self.initialise(nodes)
@@ -383,25 +440,31 @@ class KeyTree:
         while self._span(head.height) < end:
             head = self._grow(nodes, head)
         slots = list(range(head.next_slot, end))
-        keys = self._path_keys(nodes, head, slots, create=True)
+        path = self._path(nodes, head, slots, create=True)
         leaves: list[TreeLeaf] = []
-        by_parent: dict[int, list[tuple[int, tuple[ArtifactId, Capability, bytes]]]] = {}
-        for slot, item in zip(slots, items, strict=True):
-            by_parent.setdefault(slot // self.fanout, []).append((slot, item))
+        by_parent: dict[int, list[tuple[int, bytes]]] = {}
+        nonces = self._random(NONCE_SIZE * len(items))
+        for n, (slot, (aid, capability, key)) in enumerate(zip(slots, items, strict=True)):
+            leaf_key = self._random(KEY_SIZE)
+            nonce = nonces[n * NONCE_SIZE : (n + 1) * NONCE_SIZE]
+            wrapped = wrap_key(
+                leaf_key, nonce, key, capability_context(self.tree, slot, aid, capability)
+            )
+            leaves.append(TreeLeaf(slot, aid, capability, wrapped))
+            by_parent.setdefault(slot // self.fanout, []).append((slot, leaf_key))
         for parent_index, group in by_parent.items():
-            parent = keys[(1, parent_index)]
-            wrapped = self._wrap(
-                head,
+            position = (1, parent_index)
+            parent = path.keys[position]
+            wrapped_keys = self._wrap(
+                head.root_ref,
                 parent,
-                [
-                    (key, leaf_context(self.tree, slot, parent.version, aid, capability))
-                    for slot, (aid, capability, key) in group
-                ],
+                [(k, node_context(self.tree, 0, slot, parent.version)) for slot, k in group],
             )
-            leaves.extend(
-                TreeLeaf(slot, aid, capability, blob)
-                for (slot, (aid, capability, _)), blob in zip(group, wrapped, strict=True)
-            )
+            entries = path.children[position]
+            for (slot, _), blob in zip(group, wrapped_keys, strict=True):
+                entries[slot - parent_index * self.fanout] = blob
+            path.changed.add(position)
+        self._save(nodes, path, path.changed)
         nodes.insert_leaves(self.tree, leaves)
         nodes.save_head(replace(head, next_slot=end))
         return leaves
@@ -412,11 +475,20 @@ class KeyTree:
         head = nodes.head(self.tree)
         if head is None or not 0 <= leaf.slot < head.next_slot:
             raise IntegrityError()
-        keys = self._path_keys(nodes, head, [leaf.slot], create=False)
-        parent = keys[(1, leaf.slot // self.fanout)]
-        return self._unwrap(
-            head.root_ref, parent, [(leaf.wrapped, self._leaf_context(leaf, parent.version))]
-        )[0]
+        path = self._path(nodes, head, [leaf.slot], create=False)
+        position = (1, leaf.slot // self.fanout)
+        entry = path.children[position].get(leaf.slot - position[1] * self.fanout)
+        if entry is None:
+            raise IntegrityError()
+        parent = path.keys[position]
+        [leaf_key] = self._unwrap(
+            head.root_ref, parent, [(entry, node_context(self.tree, 0, leaf.slot, parent.version))]
+        )
+        return unwrap_key(
+            leaf_key,
+            leaf.wrapped,
+            capability_context(self.tree, leaf.slot, leaf.artifact_id, leaf.capability),
+        )
 
     # -- forgetting --------------------------------------------------------------------------
 
@@ -459,83 +531,48 @@ class KeyTree:
     def _rekey(
         self, nodes: KeyTreeNodes, head: TreeHead, forgotten: set[int], new_root: str
     ) -> None:
-        """Drop ``forgotten`` leaves; new keys for every node above them; re-wrap the rest.
-
-        Reads and writes go level by level, one statement per level (in chunks), so a batch
-        costs a handful of statements per level however many nodes it touches."""
-        old = self._path_keys(nodes, head, forgotten, create=False) if forgotten else {}
-        old.setdefault((head.height, 0), _Key(head.generation, None))
-        new: dict[tuple[int, int], _Key] = {
+        """Drop the leaf keys of ``forgotten`` slots; give every node above them a new key and
+        re-wrap their remaining children; the root becomes ``new_root``. One row per changed
+        node is written: a batch costs one row write per node it touches."""
+        b = self.fanout
+        path = self._path(nodes, head, forgotten, create=False)
+        old = path.keys
+        new = {
             position: _Key(key.version + 1, self._random(KEY_SIZE))
             for position, key in old.items()
             if position[0] < head.height
         }
         new[(head.height, 0)] = _Key(head.generation + 1, None)
-        new_head = replace(head, generation=head.generation + 1, root_ref=new_root)
-        b = self.fanout
-        for level in range(1, head.height + 1):
-            dirty = sorted(index for (lvl, index) in new if lvl == level)
-            ranges = [(index * b, index * b + b - 1) for index in dirty]
-            if level == 1:
-                by_parent: dict[int, list[TreeLeaf]] = {}
-                for leaf in nodes.leaves(self.tree, ranges):
-                    by_parent.setdefault(leaf.slot // b, []).append(leaf)
-                rewrapped: list[tuple[int, bytes]] = []
-                for index in dirty:
-                    old_key, new_key = old[(1, index)], new[(1, index)]
-                    kept = [x for x in by_parent.get(index, []) if x.slot not in forgotten]
-                    plain = self._unwrap(
-                        head.root_ref,
-                        old_key,
-                        [(x.wrapped, self._leaf_context(x, old_key.version)) for x in kept],
-                    )
-                    wrapped = self._wrap(
-                        new_head,
-                        new_key,
-                        [
-                            (k, self._leaf_context(x, new_key.version))
-                            for k, x in zip(plain, kept, strict=True)
-                        ],
-                    )
-                    rewrapped += [(x.slot, w) for x, w in zip(kept, wrapped, strict=True)]
-                nodes.rewrap_leaves(self.tree, rewrapped)
-                nodes.delete_leaves(self.tree, sorted(forgotten))
-                continue
-            children_of: dict[int, list[TreeNode]] = {}
-            for child in nodes.nodes(self.tree, level - 1, ranges):
-                children_of.setdefault(child.index // b, []).append(child)
-            updated: list[TreeNode] = []
-            for index in dirty:
-                old_key, new_key = old[(level, index)], new[(level, index)]
-                children = children_of.get(index, [])
-                unchanged = [c for c in children if (c.level, c.index) not in new]
-                fresh = [c for c in children if (c.level, c.index) in new]
-                plain = self._unwrap(
-                    head.root_ref,
-                    old_key,
-                    [
-                        (c.wrapped, node_context(self.tree, c.level, c.index, old_key.version))
-                        for c in unchanged
-                    ],
-                )
-                fresh_keys = [new[(c.level, c.index)] for c in fresh]
-                items = [
-                    (k, node_context(self.tree, c.level, c.index, new_key.version))
-                    for k, c in zip(plain, unchanged, strict=True)
-                ] + [
-                    (_clear(k), node_context(self.tree, c.level, c.index, new_key.version))
-                    for k, c in zip(fresh_keys, fresh, strict=True)
-                ]
-                wrapped = self._wrap(new_head, new_key, items)
-                updated += [
-                    TreeNode(c.level, c.index, c.version, w)
-                    for c, w in zip(unchanged, wrapped[: len(unchanged)], strict=True)
-                ] + [
-                    TreeNode(c.level, c.index, k.version, w)
-                    for c, k, w in zip(fresh, fresh_keys, wrapped[len(unchanged) :], strict=True)
-                ]
-            nodes.save_nodes(self.tree, updated)
-        nodes.save_head(new_head)
+        for slot in forgotten:
+            path.children[(1, slot // b)].pop(slot % b, None)
+        for (level, index), new_key in new.items():
+            old_key = old[(level, index)]
+            entries = path.children[(level, index)]
+            fresh = [o for o in entries if (level - 1, index * b + o) in new]
+            kept = [o for o in entries if (level - 1, index * b + o) not in new]
+            plain = self._unwrap(
+                head.root_ref,
+                old_key,
+                [
+                    (entries[o], node_context(self.tree, level - 1, index * b + o, old_key.version))
+                    for o in kept
+                ],
+            )
+            plain += [_clear(new[(level - 1, index * b + o)]) for o in fresh]
+            offsets = kept + fresh
+            wrapped = self._wrap(
+                new_root,
+                new_key,
+                [
+                    (k, node_context(self.tree, level - 1, index * b + o, new_key.version))
+                    for k, o in zip(plain, offsets, strict=True)
+                ],
+            )
+            path.children[(level, index)] = dict(zip(offsets, wrapped, strict=True))
+            path.versions[(level, index)] = new_key.version
+        self._save(nodes, path, new)
+        nodes.delete_leaves(self.tree, sorted(forgotten))
+        nodes.save_head(replace(head, generation=head.generation + 1, root_ref=new_root))
 
     def _destroy(self, entry: JournalEntry) -> DestructionReceipt:
         """Destroy the batch's old root, confirm it, and record the signed receipt (TX 3)."""

@@ -1,21 +1,21 @@
 """The key tree's persistence in SQL (DESIGN.md §5; schema: migration 3 ``key_tree``).
 
 key_tree_heads        one row per tree: fan-out, height, generation, root key reference
-key_tree_nodes        inner nodes: (tree, level, idx) → version, key wrapped under the parent
-artifact_keys         the leaves: one row per (artifact, capability), with key_tree and tree_slot
+key_tree_nodes        nodes: (tree, level, idx) → version, their children's keys wrapped under
+                      their own (the root's under the backend's root key)
+artifact_keys         the leaves: one row per (artifact, capability), the capability key wrapped
+                      under its leaf key, placed by key_tree and tree_slot
 key_tree_journal      forget batches: intent → applied → destroyed
 destruction_receipts  signed receipts (oblivio.destruction.v1) by hash
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
 
-from oblivio.core.canonical import canonical_json
-from oblivio.core.identifiers import ArtifactId, Capability
+from oblivio.core.identifiers import CAPABILITIES, ArtifactId, Capability
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.keys.backend import RootKeyPurpose
 from oblivio.keys.key_tree import JournalEntry, JournalState, TreeHead, TreeLeaf, TreeNode
@@ -31,16 +31,16 @@ def _leaf_ref(tree: str, slot: int) -> str:
     return f"key-tree:{tree}:{slot}"
 
 
-def _coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted inclusive ranges with adjacent or overlapping ones merged: one indexed range scan
-    each (a long OR of ranges makes SQLite's planner fall back to a table scan)."""
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
+def _encode_leaves(leaves: Sequence[tuple[ArtifactId, Capability]]) -> bytes:
+    """A batch's forgotten keys as stored in the journal: artifact id (32) | capability (1)."""
+    return b"".join(bytes.fromhex(aid) + bytes([CAPABILITIES.index(c)]) for aid, c in leaves)
+
+
+def _decode_leaves(data: bytes) -> tuple[tuple[ArtifactId, Capability], ...]:
+    return tuple(
+        (ArtifactId(data[at : at + 32].hex()), CAPABILITIES[data[at + 32]])
+        for at in range(0, len(data), 33)
+    )
 
 
 def _leaf_row(tree: str, leaf: TreeLeaf) -> tuple[object, ...]:
@@ -85,19 +85,6 @@ class SqlKeyTreeNodes:
                 ),
             )
 
-    def nodes(
-        self, tree: RootKeyPurpose, level: int, ranges: Sequence[tuple[int, int]]
-    ) -> list[TreeNode]:
-        found: list[TreeNode] = []
-        for first, last in _coalesce(ranges):
-            rows = self.tx.fetchall(
-                "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "
-                "WHERE tree = ? AND tree_level = ? AND idx BETWEEN ? AND ?",
-                (tree, level, first, last),
-            )
-            found += [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
-        return found
-
     def nodes_at(
         self, tree: RootKeyPurpose, positions: Sequence[tuple[int, int]]
     ) -> list[TreeNode]:
@@ -109,7 +96,7 @@ class SqlKeyTreeNodes:
             for start in range(0, len(indices), _CHUNK):
                 chunk = indices[start : start + _CHUNK]
                 rows = self.tx.fetchall(
-                    "SELECT tree_level, idx, version, wrapped FROM key_tree_nodes "  # noqa: S608
+                    "SELECT tree_level, idx, version, children FROM key_tree_nodes "  # noqa: S608
                     f"WHERE tree = ? AND tree_level = ? AND idx IN ({', '.join('?' * len(chunk))})",
                     [tree, level, *chunk],
                 )
@@ -120,25 +107,11 @@ class SqlKeyTreeNodes:
         if not nodes:
             return
         self.tx.executemany(
-            "INSERT INTO key_tree_nodes (tree, tree_level, idx, version, wrapped) "
+            "INSERT INTO key_tree_nodes (tree, tree_level, idx, version, children) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tree, tree_level, idx) "
-            "DO UPDATE SET version = excluded.version, wrapped = excluded.wrapped",
-            [(tree, n.level, n.index, n.version, n.wrapped) for n in nodes],
+            "DO UPDATE SET version = excluded.version, children = excluded.children",
+            [(tree, n.level, n.index, n.version, n.children) for n in nodes],
         )
-
-    def leaves(self, tree: RootKeyPurpose, ranges: Sequence[tuple[int, int]]) -> list[TreeLeaf]:
-        found: list[TreeLeaf] = []
-        for first, last in _coalesce(ranges):
-            rows = self.tx.fetchall(
-                "SELECT tree_slot, artifact_id, capability, wrapped FROM artifact_keys "
-                "WHERE key_tree = ? AND tree_slot BETWEEN ? AND ?",
-                (tree, first, last),
-            )
-            found += [
-                TreeLeaf(int(r[0]), ArtifactId(r[1]), cast(Capability, r[2]), bytes(r[3]))
-                for r in rows
-            ]
-        return found
 
     def leaf(self, artifact_id: ArtifactId, capability: Capability) -> TreeLeaf | None:
         found = self.find_leaves([(artifact_id, capability)])
@@ -169,13 +142,6 @@ class SqlKeyTreeNodes:
             [_leaf_row(tree, leaf) for leaf in leaves],
         )
 
-    def rewrap_leaves(self, tree: RootKeyPurpose, leaves: Sequence[tuple[int, bytes]]) -> None:
-        if leaves:
-            self.tx.executemany(
-                "UPDATE artifact_keys SET wrapped = ? WHERE key_tree = ? AND tree_slot = ?",
-                [(wrapped, tree, slot) for slot, wrapped in leaves],
-            )
-
     def delete_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
         if slots:
             self.tx.executemany(
@@ -199,10 +165,7 @@ class SqlKeyTreeNodes:
                 old_generation=int(r[3]),
                 old_root=r[4],
                 new_root=r[5],
-                leaves=tuple(
-                    (ArtifactId(aid), cast(Capability, capability))
-                    for aid, capability in json.loads(bytes(r[6]))
-                ),
+                leaves=_decode_leaves(bytes(r[6])),
                 created_at=r[7],
                 destroy_after=r[8],
                 receipt_hash=r[9],
@@ -217,7 +180,7 @@ class SqlKeyTreeNodes:
             entry.old_generation,
             entry.old_root,
             entry.new_root,
-            canonical_json([list(leaf) for leaf in entry.leaves]),
+            _encode_leaves(entry.leaves),
             entry.created_at,
             entry.destroy_after,
             entry.receipt_hash,

@@ -166,9 +166,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "key_tree",
         (
-            # DESIGN.md §5: the key tree. Leaves stay in artifact_keys (one row per artifact and
-            # capability), placed by key_tree and tree_slot; inner nodes hold keys wrapped under
-            # their parents; the root key lives only in the wrapping-key backend.
+            # DESIGN.md §5: the key tree (docs/adr/0005). Leaves stay in artifact_keys (one row
+            # per artifact and capability), placed by key_tree and tree_slot; each node row holds
+            # its children's keys wrapped under its own; the root key lives only in the backend.
             """CREATE TABLE key_tree_heads (
                 tree TEXT PRIMARY KEY,
                 fanout INTEGER NOT NULL,
@@ -182,7 +182,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 tree_level INTEGER NOT NULL,
                 idx {bigint} NOT NULL,
                 version {bigint} NOT NULL,
-                wrapped {blob} NOT NULL,
+                children {blob} NOT NULL,
                 PRIMARY KEY (tree, tree_level, idx)
             )""",
             "ALTER TABLE artifact_keys ADD COLUMN key_tree TEXT",
