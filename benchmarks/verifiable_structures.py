@@ -18,7 +18,9 @@ Figures, each printed as one JSON object per line (then a short summary):
 Usage::
 
     .venv/bin/python benchmarks/verifiable_structures.py [--sizes 10000,100000,1000000]
-        [--batch 10000] [--updates 20000] [--peer-fill 10000] [--log-entries 100000]
+        [--batch N/10] [--batches 2] [--peer-fill 10000] [--log-entries 100000]
+
+An epoch commits one batch; the default batch is a tenth of the tree (100,000 at 10^6).
 
 Needs the ``bench`` extra (``trie``, ``eth-hash[pycryptodome]``, ``pymerkle``).
 """
@@ -257,8 +259,10 @@ def log_figures(entries: int, batch: int, proofs: int, workdir: str) -> dict[str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--batch", type=int, default=10_000)
-    parser.add_argument("--updates", type=int, default=20_000)
+    parser.add_argument(
+        "--batch", type=int, default=0, help="updates per batch (default: N/10, at least 1,000)"
+    )
+    parser.add_argument("--batches", type=int, default=2, help="batches timed per size")
     parser.add_argument("--peer-fill", type=int, default=10_000)
     parser.add_argument("--proof-samples", type=int, default=2_000)
     parser.add_argument("--log-entries", type=int, default=100_000)
@@ -272,7 +276,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="oblivio-bench-") as workdir:
         if "smt" not in skip:
             for n in sizes:
-                results.append(smt_updates(n, args.batch, args.updates, args.peer_fill, workdir))
+                batch = args.batch or max(1_000, n // 10)
+                results.append(smt_updates(n, batch, batch * args.batches, args.peer_fill, workdir))
                 print(json.dumps(results[-1]), flush=True)
         if "proofs" not in skip:
             results.append(smt_proofs(max(sizes), args.proof_samples))
