@@ -12,6 +12,7 @@ from oblivio.core.errors import IntegrityError
 from oblivio.core.receipts import verify_destruction_receipt
 from oblivio.core.signing import SigningKey
 from oblivio.keys.custody import KeyTreeCustody
+from oblivio.keys.key_tree import unpack_children
 from oblivio.keys.software import SoftwareBackend
 from oblivio.store.database import Database
 from oblivio.store.key_tree_nodes import SqlKeyTreeStore
@@ -187,3 +188,43 @@ def test_recover_destroys_orphan_and_resurrected_roots(database: Database, tmp_p
     assert report.receipts[0].evidence["destroyed_again"] is True
     assert not backend.has_root_key(destroyed)
     assert all(_readable(custody, aid) for aid in ids[1:])
+
+
+def test_any_altered_node_byte_fails_closed(database: Database, tmp_path: Path) -> None:
+    """Flipping any bit of any node row makes the keys below it unreadable, never wrong."""
+    custody = _custody(database, tmp_path, 3)
+    ids = artifact_ids(0, 12)
+    add_artifacts(database, custody, ids)
+    with database.transaction(write=False) as tx:
+        rows = tx.fetchall(
+            "SELECT tree_level, idx, children FROM key_tree_nodes WHERE tree = 'wrap'"
+        )
+    for level, index, children in rows:
+        blob = bytes(children)
+        for at in range(0, len(blob), 37):
+            flipped = bytearray(blob)
+            flipped[at] ^= 0x10
+            with database.transaction() as tx:
+                tx.execute(
+                    "UPDATE key_tree_nodes SET children = ? "
+                    "WHERE tree = 'wrap' AND tree_level = ? AND idx = ?",
+                    (bytes(flipped), level, index),
+                )
+            # _readable asserts that whatever unwraps is the right key.
+            readable = [_readable(custody, aid, c) for aid in ids for c in ("decrypt", "prove")]
+            assert not all(readable), (level, index, at)
+            with database.transaction() as tx:
+                tx.execute(
+                    "UPDATE key_tree_nodes SET children = ? "
+                    "WHERE tree = 'wrap' AND tree_level = ? AND idx = ?",
+                    (blob, level, index),
+                )
+    assert all(_readable(custody, aid) for aid in ids)
+
+
+@pytest.mark.parametrize(
+    "blob", [b"\x00" * 63, b"\x00\x00\x00\x01" + bytes(60) + b"\x00\x00\x00\x01" + bytes(60)]
+)
+def test_malformed_children_are_integrity_errors(blob: bytes) -> None:
+    with pytest.raises(IntegrityError):
+        unpack_children(blob)
