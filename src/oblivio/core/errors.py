@@ -14,6 +14,7 @@ OblivioError
 │   │   ├── TombstoneAlreadyExistsError   code tombstone_already_exists
 │   │   └── TombstoneAlreadyRevokedError  code tombstone_already_revoked
 │   └── AccessDeniedError           the caller's credentials do not allow this (401/403)
+├── ArtifactForgottenError          the artifact was forgotten, revoked or is suppressed (410)
 ├── VerificationError               evidence from a peer or a prover does not verify
 │   └── TombstoneVerificationFailedError  code tombstone_verification_failed
 ├── IntegrityError                  stored data failed authentication: one opaque error for
@@ -109,6 +110,13 @@ class AccessDeniedError(InvalidInputError):
     """The caller is not allowed to do this (missing, unknown or insufficient credentials)."""
 
     code = "access_denied"
+
+
+class ArtifactForgottenError(OblivioError):
+    """A read of an artifact that was forgotten (level 1/2), revoked (level 0), or is suppressed
+    by a pending forget request or a legal hold; the message says which."""
+
+    code = "artifact_forgotten"
 
 
 class VerificationError(OblivioError):

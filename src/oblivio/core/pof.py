@@ -81,6 +81,7 @@ class ProvenForgetting:
     level: int
     forget_event_id: str
     destruction_backend: str | None
+    capabilities: tuple[str, ...] = ("decrypt", "prove", "recover")
 
     def statement(self) -> str:
         """The proven statement in one sentence."""
@@ -89,9 +90,15 @@ class ProvenForgetting:
             if self.destruction_backend
             else ""
         )
+        what = (
+            "no capability to decrypt"
+            if "decrypt" in self.capabilities
+            else "no " + ", ".join(self.capabilities) + " capability for"
+        )
         return (
             f"as of checkpoint {self.checkpoint_size} (epoch {self.epoch}), node {self.node} "
-            f"holds no capability to decrypt artifact {self.artifact_id}: level {self.level} "
+            f"holds {what} artifact {self.artifact_id} (forgotten: "
+            f"{', '.join(self.capabilities)}): level {self.level} "
             f"(forget event {self.forget_event_id}){evidence}"
         )
 
@@ -105,6 +112,7 @@ class ProvenForgetting:
             "level": self.level,
             "forget_event_id": self.forget_event_id,
             "destruction_backend": self.destruction_backend,
+            "capabilities": list(self.capabilities),
             "statement": self.statement(),
         }
 
@@ -272,8 +280,18 @@ def verify_proof(proof: Mapping[str, Any], verifier_key: str) -> ProvenForgettin
     event = _forget_event(proof, checkpoint, artifact_id)
     _record_and_leaf(proof, event, key, smt_root)
     backend = _receipt(proof, verifier)
+    capabilities = event.get("capabilities")
+    if not isinstance(capabilities, list) or not capabilities:
+        raise ProofLinkError("forget_event", "expected a non-empty list of capabilities")
     return ProvenForgetting(
-        checkpoint.origin, artifact_id, checkpoint.size, epoch, 2, str(event.get("id")), backend
+        checkpoint.origin,
+        artifact_id,
+        checkpoint.size,
+        epoch,
+        2,
+        str(event.get("id")),
+        backend,
+        tuple(str(c) for c in capabilities),
     )
 
 

@@ -3,8 +3,11 @@
 Every command takes ``--home DIR`` (default ``$OBLIVIO_HOME``, else ``./.oblivio``) and ``--json``.
 Errors are one line on stderr and a non-zero exit status:
 
-    1  anything else       2  usage or invalid input     3  unknown id
-    4  integrity failure    5  storage or key backend failure    6  no node at --home
+    1  anything else       2  usage or invalid input (verify: input unusable)
+    3  unknown id          4  integrity failure (stored data altered)
+    5  storage or key backend failure        6  no node at --home
+    7  the artifact was forgotten, revoked or is suppressed
+    8  verify: the proof is invalid (the failing link is named)
 """
 
 from __future__ import annotations
@@ -20,16 +23,21 @@ from typing import Any, BinaryIO
 from oblivio.core.canonical import parse_json
 from oblivio.core.encoding import b64url_encode
 from oblivio.core.errors import (
+    ArtifactForgottenError,
     InfrastructureError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
     OblivioError,
+    VerificationError,
 )
+from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
+from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
 from oblivio.node.compliance import open_compliance
 from oblivio.node.home import NodeHomeError, default_home, load_config
 from oblivio.node.node import Node, init_node, open_node
+from oblivio.node.services import open_services
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -37,6 +45,8 @@ EXIT_NOT_FOUND = 3
 EXIT_INTEGRITY = 4
 EXIT_INFRASTRUCTURE = 5
 EXIT_NO_NODE = 6
+EXIT_FORGOTTEN = 7
+EXIT_PROOF_INVALID = 8
 
 
 def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
@@ -229,6 +239,134 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capabilities(text: str | None) -> list[str]:
+    return list(CAPABILITIES) if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Forget an artifact (or an entity's artifacts in a scope pattern) at a level."""
+    if (args.artifact_id is None) == (args.entity is None):
+        raise InvalidInputError("forget needs an artifact ID or --entity URI (not both)")
+    scope: object = args.scope
+    if args.scope and args.scope.startswith("["):
+        scope = parse_json(args.scope)
+    with open_node(args.home) as node:
+        services = open_services(node)
+        receipt = services.forgetting.forget(
+            artifact_id=args.artifact_id,
+            entity_uri=args.entity,
+            scope=scope or "*",
+            level=args.level,
+            capabilities=_capabilities(args.capabilities),
+            requestor=args.requestor or "",
+            authority=args.authority,
+            reason=args.reason or "",
+        )
+        if not args.no_wait:
+            services.forgetting.commit_due()
+        status = services.forgetting.status(receipt.request_id)
+    machine = receipt.to_dict() | {"state": status["state"], "events": status["events"]}
+    events = status["events"] if isinstance(status["events"], list) else []
+    human = "\n".join(
+        f"{e['event_id']}\t{e['artifact_id']}\tlevel {args.level}\t"
+        + (f"committed in epoch {e['epoch']}" if e["epoch"] else "pending")
+        for e in events
+    )
+    _emit(args, f"request {receipt.request_id}: {status['state']}\n{human}", machine)
+    return 0
+
+
+def cmd_epoch(args: argparse.Namespace) -> int:
+    """Commit an epoch now: execute due forgets, sign a checkpoint."""
+    with open_node(args.home) as node:
+        services = open_services(node)
+        commit = services.forgetting.commit_due(force=True)
+        if commit is None:
+            raise InfrastructureError("epoch: nothing was committed")
+    if args.json:
+        print(json.dumps({"epoch": commit.epoch, **commit.checkpoint.to_dict()}, sort_keys=True))
+    else:
+        sys.stdout.write(commit.checkpoint.note)
+    return 0
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    """Write the Proof of Forgetting of an artifact (or the bundle of a forget request)."""
+    with open_node(args.home) as node:
+        services = open_services(node)
+        if args.request:
+            proof = services.forgetting.prove_request(args.artifact_id)
+        else:
+            proof = services.forgetting.prove(args.artifact_id)
+    text = json.dumps(proof, indent=None if args.json else 1, sort_keys=True) + "\n"
+    if args.output:
+        try:
+            Path(args.output).write_text(text, "utf-8")
+        except OSError as e:
+            raise InvalidInputError(f"cannot write {args.output}: {e.strerror}") from e
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify a Proof of Forgetting offline with the node's verifier key."""
+    try:
+        data = sys.stdin.buffer.read() if args.proof == "-" else Path(args.proof).read_bytes()
+    except OSError as e:
+        raise ProofInputError(f"cannot read {args.proof}: {e.strerror}") from e
+    key = args.key
+    if Path(key).is_file():
+        key = Path(key).read_text("utf-8").strip()
+    try:
+        proven = verify_document(parse_proof_document(data), key)
+    except ProofLinkError as e:
+        message = f"proof invalid: failed link {e.link}: {str(e).partition(': ')[2]}"
+        if args.json:
+            print(json.dumps({"valid": False, "link": e.link, "error": str(e)}, sort_keys=True))
+        print(f"oblivio verify: {message}", file=sys.stderr)
+        return EXIT_PROOF_INVALID
+    if args.json:
+        print(json.dumps({"valid": True, "proven": [p.to_dict() for p in proven]}, sort_keys=True))
+    else:
+        for item in proven:
+            print(item.statement())
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Reverse a level-0 revocation."""
+    with open_node(args.home) as node:
+        event_id = open_services(node).forgetting.restore(
+            args.artifact_id, authority=args.authority, reason=args.reason or ""
+        )
+    _emit(args, f"restored {args.artifact_id} (event {event_id})", {"event_id": event_id})
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    """Place or release a legal hold."""
+    with open_node(args.home) as node:
+        forgetting = open_services(node).forgetting
+        if args.action == "release":
+            if not args.target:
+                raise InvalidInputError("hold release needs the hold id")
+            released = forgetting.release_hold(args.target, authority=args.authority)
+            _emit(args, f"released {args.target}", {"hold_id": args.target, "artifacts": released})
+            return 0
+        if (args.target is None) == (args.entity is None):
+            raise InvalidInputError("hold place needs an artifact ID or --entity URI (not both)")
+        hold_id, targets = forgetting.place_hold(
+            artifact_id=args.target,
+            entity_uri=args.entity,
+            scope=args.scope or "*",
+            authority=args.authority,
+            reason=args.reason or "",
+        )
+    _emit(args, hold_id, {"hold_id": hold_id, "artifacts": targets})
+    return 0
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -238,6 +376,49 @@ def _common() -> argparse.ArgumentParser:
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
     )
     return common
+
+
+def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    forget = commands.add_parser("forget", parents=[common], help="forget an artifact or entity")
+    forget.add_argument("artifact_id", metavar="ID", nargs="?")
+    forget.add_argument("--entity", help="forget every artifact about this entity URI")
+    forget.add_argument("--scope", help="with --entity: '*', a scope, or a JSON array of scopes")
+    forget.add_argument("--level", type=int, choices=[0, 1, 2], required=True)
+    forget.add_argument("--capabilities", help="comma-separated: decrypt,prove,recover (all)")
+    forget.add_argument("--reason", help="kept private; committed to in the log")
+    forget.add_argument("--authority", default="unspecified", help="legal basis, e.g. GDPR-17")
+    forget.add_argument("--requestor", help="who asked (kept private; committed to in the log)")
+    forget.add_argument("--no-wait", action="store_true", help="do not commit the epoch now")
+    forget.set_defaults(run=cmd_forget)
+
+    epoch = commands.add_parser("epoch", parents=[common], help="commit an epoch now")
+    epoch.set_defaults(run=cmd_epoch)
+
+    prove = commands.add_parser("prove", parents=[common], help="write a Proof of Forgetting")
+    prove.add_argument("artifact_id", metavar="ID")
+    prove.add_argument("-o", "--output", help="write the proof to this file")
+    prove.add_argument("--request", action="store_true", help="ID is a forget request: bundle")
+    prove.set_defaults(run=cmd_prove)
+
+    verify = commands.add_parser("verify", parents=[common], help="verify a proof offline")
+    verify.add_argument("proof", metavar="POF", help="proof file, or - for standard input")
+    verify.add_argument("--key", required=True, help="the node's verifier key (or a file)")
+    verify.set_defaults(run=cmd_verify)
+
+    restore = commands.add_parser("restore", parents=[common], help="reverse a level-0 forget")
+    restore.add_argument("artifact_id", metavar="ID")
+    restore.add_argument("--authority", default="unspecified")
+    restore.add_argument("--reason")
+    restore.set_defaults(run=cmd_restore)
+
+    hold = commands.add_parser("hold", parents=[common], help="place or release a legal hold")
+    hold.add_argument("action", choices=["place", "release"])
+    hold.add_argument("target", nargs="?", help="artifact ID to hold, or the hold id to release")
+    hold.add_argument("--entity", help="hold every artifact about this entity URI")
+    hold.add_argument("--scope")
+    hold.add_argument("--authority", required=True)
+    hold.add_argument("--reason")
+    hold.set_defaults(run=cmd_hold)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checkpoint.set_defaults(run=cmd_checkpoint)
 
+    _add_forgetting_commands(commands, common)
+
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8400)
@@ -298,18 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_EXIT_CODES: tuple[tuple[type[OblivioError], int], ...] = (
+    (ArtifactForgottenError, EXIT_FORGOTTEN),
+    (VerificationError, EXIT_PROOF_INVALID),
+    (NodeHomeError, EXIT_NO_NODE),
+    (NotFoundError, EXIT_NOT_FOUND),
+    (InvalidInputError, EXIT_USAGE),
+    (IntegrityError, EXIT_INTEGRITY),
+    (InfrastructureError, EXIT_INFRASTRUCTURE),
+)
+
+
 def _exit_code(error: OblivioError) -> int:
-    if isinstance(error, NodeHomeError):
-        return EXIT_NO_NODE
-    if isinstance(error, NotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(error, InvalidInputError):
-        return EXIT_USAGE
-    if isinstance(error, IntegrityError):
-        return EXIT_INTEGRITY
-    if isinstance(error, InfrastructureError):
-        return EXIT_INFRASTRUCTURE
-    return EXIT_ERROR
+    return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), EXIT_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ commit the same way with an empty batch, on a timer, so monitors see a steady ca
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,10 +125,14 @@ class CheckpointService:
         updates: Mapping[bytes, bytes | None] | None = None,
         entries: Sequence[bytes] = (),
         now: datetime | None = None,
+        within: Callable[[Transaction, int, int], None] | None = None,
     ) -> EpochCommit:
         """Commit one epoch: the SMT batch ``updates`` (key → value hash, ``None`` removes),
         the log ``entries`` (exact JCS bytes) followed by the ``map_root`` entry, and the signed
         checkpoint at the new size. Durable when it returns; all or nothing on a crash.
+        ``within(tx, epoch, first_index)`` runs inside the same transaction (the caller's own
+        bookkeeping, e.g. marking forget requests done), so it commits with the epoch or not at
+        all; ``first_index`` is the log index of ``entries[0]``.
 
         Raises StorageError when the store fails (nothing is committed then).
         """
@@ -150,6 +154,8 @@ class CheckpointService:
                 "VALUES (?, ?, ?, ?, ?)",
                 (epoch, appended.size, appended.root, note, created_at),
             )
+            if within is not None:
+                within(tx, epoch, appended.first_index)
         self.smt.publish(staged)
         self.log.publish(appended)
         if self.retention is not None:

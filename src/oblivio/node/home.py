@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from oblivio.core.canonical import parse_json
 from oblivio.core.encoding import b64url_decode, b64url_encode
@@ -33,15 +35,24 @@ class NodeHomeError(OblivioError):
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """The node's configuration, read once from HOME/config.json."""
+    """The node's configuration, read once from HOME/config.json.
+
+    ``forgetting`` holds optional settings (``batch_size``, ``epoch_interval_seconds``,
+    ``destruction_window_seconds``, ``heartbeat_seconds``, ``tombstone_level``); absent ones
+    take their defaults (node/forgetting.py).
+    """
 
     name: str
     store_uri: str
     keys_uri: str
+    forgetting: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form kept in config.json."""
-        return {"name": self.name, "store": self.store_uri, "keys": self.keys_uri}
+        data: dict[str, Any] = {"name": self.name, "store": self.store_uri, "keys": self.keys_uri}
+        if self.forgetting:
+            data["forgetting"] = dict(self.forgetting)
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> NodeConfig:
@@ -49,12 +60,15 @@ class NodeConfig:
         if not isinstance(data, dict):
             raise NodeHomeError("config.json: expected a JSON object")
         values = {}
-        for field in ("name", "store", "keys"):
-            value = data.get(field)
+        for name in ("name", "store", "keys"):
+            value = data.get(name)
             if not isinstance(value, str) or not value:
-                raise NodeHomeError(f"config.json: field {field!r} must be a non-empty string")
-            values[field] = value
-        return cls(values["name"], values["store"], values["keys"])
+                raise NodeHomeError(f"config.json: field {name!r} must be a non-empty string")
+            values[name] = value
+        forgetting = data.get("forgetting", {})
+        if not isinstance(forgetting, dict):
+            raise NodeHomeError("config.json: field 'forgetting' must be an object")
+        return cls(values["name"], values["store"], values["keys"], forgetting)
 
 
 def validate_node_name(name: str) -> str:

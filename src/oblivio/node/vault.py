@@ -25,12 +25,20 @@ from oblivio.core.envelope import (
     ArtifactSealer,
     compute_artifact_id,
     digests_equal,
+    key_commitment,
     open_artifact,
     seal_artifact,
 )
-from oblivio.core.errors import ArtifactNotFoundError, IntegrityError, InvalidMetadataError
+from oblivio.core.errors import (
+    ArtifactForgottenError,
+    ArtifactNotFoundError,
+    IntegrityError,
+    InvalidMetadataError,
+)
+from oblivio.core.forgetting import active_record
 from oblivio.core.hashing import sha256
 from oblivio.core.identifiers import (
+    CAPABILITIES,
     ArtifactId,
     Capability,
     format_time,
@@ -205,6 +213,7 @@ class ArtifactVault:
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", chunk_rows
             )
             _insert_artifacts(tx, artifact_rows)
+            _queue_active_leaves(tx, to_wrap)
             # The key tree's leaves go in with the artifacts, in the same transaction.
             self.custody.store_capability_keys(SqlKeyTreeNodes(tx), to_wrap)
         return ids
@@ -277,6 +286,7 @@ class ArtifactVault:
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
             )
             _insert_artifacts(tx, [row])
+            _queue_active_leaves(tx, [(artifact_id, keys)])
             self.custody.store_capability_keys(SqlKeyTreeNodes(tx), [(artifact_id, keys)])
         return artifact_id
 
@@ -308,6 +318,8 @@ class ArtifactVault:
                 "FROM artifacts WHERE artifact_id = ?",
                 (aid,),
             )
+            if row is not None:
+                _check_readable(tx, aid)
         if row is None:
             raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
         return aid, _Stored(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5])
@@ -408,6 +420,50 @@ class ArtifactVault:
         with self.db.transaction(write=False) as tx:
             row = tx.fetchone("SELECT COUNT(*) FROM artifacts")
         return int(row[0]) if row else 0
+
+
+def _queue_active_leaves(
+    tx: Transaction, items: Sequence[tuple[ArtifactId, Mapping[Capability, bytes]]]
+) -> None:
+    """Record each new artifact's ACTIVE leaf (DESIGN.md §6) for the next epoch commit."""
+    tx.executemany(
+        "INSERT INTO smt_leaves (artifact_id, record_json, pending) VALUES (?, ?, 1)",
+        [
+            (
+                artifact_id,
+                canonical_json(
+                    active_record(key_commitment(artifact_id, keys["decrypt"]), CAPABILITIES)
+                ).decode("ascii"),
+            )
+            for artifact_id, keys in items
+        ],
+    )
+
+
+def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
+    """Raise ArtifactForgottenError if the decrypt capability was revoked, is suppressed by a
+    pending forget or a hold, or was forgotten."""
+    row = tx.fetchone(
+        "SELECT status, level, capabilities, request_id FROM artifact_states WHERE artifact_id = ?",
+        (artifact_id,),
+    )
+    if row is None:
+        return
+    status, level, capabilities, request_id = row
+    if "decrypt" not in parse_json(capabilities):
+        return
+    if status == "revoked":
+        raise ArtifactForgottenError(
+            f"artifact {artifact_id} is revoked (level 0, forget request {request_id})"
+        )
+    if status == "suppressed":
+        raise ArtifactForgottenError(
+            f"artifact {artifact_id} is suppressed: forget request {request_id} (level {level}) "
+            "is pending"
+        )
+    raise ArtifactForgottenError(
+        f"artifact {artifact_id} was forgotten at level {level} (forget request {request_id})"
+    )
 
 
 def _insert_artifacts(tx: Transaction, artifact_rows: list[tuple[object, ...]]) -> None:

@@ -261,6 +261,78 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        8,
+        "forgetting",
+        (
+            # Forget requests (DESIGN.md §8): acknowledged once their events are in the log.
+            # ``opening`` is the requestor commitment's opening, handed to the requestor only.
+            """CREATE TABLE forget_requests (
+                id TEXT PRIMARY KEY,
+                level INTEGER NOT NULL,
+                capabilities TEXT NOT NULL,
+                authority TEXT NOT NULL,
+                requestor_commitment TEXT NOT NULL,
+                opening TEXT NOT NULL,
+                source TEXT,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'cancelled')),
+                requested_at TEXT NOT NULL,
+                not_before TEXT NOT NULL,
+                committed_epoch {bigint}
+            )""",
+            "CREATE INDEX idx_forget_requests_state ON forget_requests(state)",
+            "CREATE INDEX idx_forget_requests_source ON forget_requests(source)",
+            # One logged forget event per artifact, so that a proof carries one small event.
+            """CREATE TABLE forget_events (
+                event_id TEXT PRIMARY KEY,
+                request_id TEXT NOT NULL REFERENCES forget_requests(id),
+                artifact_id TEXT NOT NULL REFERENCES artifacts(artifact_id),
+                log_index {bigint} NOT NULL,
+                event_json TEXT NOT NULL,
+                receipt_hash TEXT,
+                epoch {bigint}
+            )""",
+            "CREATE INDEX idx_forget_events_artifact ON forget_events(artifact_id)",
+            "CREATE INDEX idx_forget_events_request ON forget_events(request_id)",
+            # What reads must honour: revoked (level 0), suppressed (requested, not yet
+            # executed, or held), forgotten (executed at level 1 or 2).
+            """CREATE TABLE artifact_states (
+                artifact_id TEXT PRIMARY KEY REFERENCES artifacts(artifact_id),
+                status TEXT NOT NULL CHECK (status IN ('revoked', 'suppressed', 'forgotten')),
+                level INTEGER NOT NULL,
+                capabilities TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            # The key store's leaf record of every artifact (DESIGN.md §6), and whether it
+            # still has to enter the SMT at the next epoch commit.
+            """CREATE TABLE smt_leaves (
+                artifact_id TEXT PRIMARY KEY REFERENCES artifacts(artifact_id),
+                record_json TEXT NOT NULL,
+                pending INTEGER NOT NULL
+            )""",
+            "CREATE INDEX idx_smt_leaves_pending ON smt_leaves(pending)",
+            """CREATE TABLE legal_holds (
+                id TEXT PRIMARY KEY,
+                authority TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                source TEXT,
+                placed_at TEXT NOT NULL,
+                released_at TEXT
+            )""",
+            """CREATE TABLE legal_hold_artifacts (
+                hold_id TEXT NOT NULL REFERENCES legal_holds(id),
+                artifact_id TEXT NOT NULL REFERENCES artifacts(artifact_id),
+                PRIMARY KEY (hold_id, artifact_id)
+            )""",
+            "CREATE INDEX idx_legal_hold_artifacts ON legal_hold_artifacts(artifact_id)",
+            # Destruction receipts already appended to the log.
+            """CREATE TABLE logged_receipts (
+                receipt_hash TEXT PRIMARY KEY,
+                log_index {bigint} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 

@@ -1,0 +1,772 @@
+"""Forgetting as a node service (DESIGN.md §8, §9, §13; seed 000 §4-§5; seed 001 legal hold).
+
+A forget request is acknowledged only once it is durable: one transaction appends its forget
+events to the log (one event per artifact, so each proof carries a small event) and records the
+request, and reads of the artifacts stop at once (``artifact_states``). Execution happens at the
+next epoch commit, which a full batch or a timer triggers:
+
+- level 0: the leaf stays ACTIVE with ``policy.revoked = true``; reversible with ``restore``;
+- level 1: the key tree forgets the capability keys and destroys the old root (a destruction
+  receipt is logged); the leaf stays ACTIVE with the capabilities that remain;
+- level 2: level 1, then the leaf becomes TOMBSTONE binding the forget event and the receipt, and
+  a Proof of Forgetting can be served.
+
+Events wait while a legal hold covers their artifact (reads stay suppressed) and for the
+destruction window after the request, during which revoking the tombstone that caused them
+restores access. If a crash falls between acknowledgement and the epoch commit, the pending
+events are found and executed by the next commit: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from oblivio.core.canonical import JsonValue, canonical_json, parse_json
+from oblivio.core.errors import (
+    ArtifactNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
+from oblivio.core.forgetting import (
+    active_record,
+    entry_hash,
+    forget_event,
+    requestor_commitment,
+    tombstone_record,
+    validate_level,
+)
+from oblivio.core.identifiers import (
+    CAPABILITIES,
+    ArtifactId,
+    Capability,
+    format_time,
+    parse_artifact_id,
+    scope_pattern_covers,
+    validate_capabilities,
+    validate_entity_uri,
+    validate_scope_pattern,
+)
+from oblivio.core.pof import build_proof, bundle, verify_proof
+from oblivio.core.receipts import DestructionReceipt
+from oblivio.core.smt import record_hash, smt_key
+from oblivio.node.checkpoints import CheckpointService, EpochCommit
+from oblivio.node.ids import new_uuid7
+from oblivio.node.node import Node
+from oblivio.store.database import Transaction
+
+_PG_FORGET_LOCK = 0x0B11_7E90  # the epoch lock: forget appends and epoch commits serialise
+
+
+@dataclass(frozen=True)
+class ForgetSettings:
+    """How a node batches and delays forgetting (configuration, read once)."""
+
+    batch_size: int = 10_000
+    epoch_interval: timedelta = timedelta(seconds=1)
+    destruction_window: timedelta = timedelta(0)
+    heartbeat: timedelta = timedelta(minutes=5)
+    tombstone_level: int = 2
+
+
+@dataclass(frozen=True)
+class ForgetReceipt:
+    """What the requestor gets back: the logged events and the commitment's opening."""
+
+    request_id: str
+    level: int
+    capabilities: tuple[Capability, ...]
+    events: tuple[tuple[str, str, int], ...]
+    """(event id, artifact id, log index) per artifact."""
+    requested_at: str
+    not_before: str
+    requestor_commitment: str
+    opening: Mapping[str, JsonValue]
+    state: str = "pending"
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        """The receipt as JSON (the opening lets the requestor check the logged commitment)."""
+        return {
+            "request_id": self.request_id,
+            "level": self.level,
+            "capabilities": list(self.capabilities),
+            "state": self.state,
+            "requested_at": self.requested_at,
+            "not_before": self.not_before,
+            "requestor_commitment": self.requestor_commitment,
+            "opening": dict(self.opening),
+            "events": [
+                {"event_id": e, "artifact_id": a, "log_index": i} for e, a, i in self.events
+            ],
+        }
+
+
+@dataclass
+class _DueEvent:
+    event_id: str
+    request_id: str
+    artifact_id: ArtifactId
+    level: int
+    capabilities: tuple[Capability, ...]
+    event: dict[str, Any]
+    record: dict[str, JsonValue] = field(default_factory=dict)
+    receipt_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class _Executed:
+    """What one epoch executed: due events, leaves changed, leaves that were pending, and
+    receipts appended to the log."""
+
+    due: list[_DueEvent]
+    changed: Mapping[str, JsonValue]
+    pending: Mapping[str, JsonValue]
+    unlogged: list[tuple[str, bytes]]
+
+
+def _dump(value: JsonValue) -> str:
+    return canonical_json(value).decode("utf-8")
+
+
+class ForgettingService:
+    """Forget requests, epochs, legal holds, restores and Proofs of Forgetting of one node."""
+
+    def __init__(
+        self,
+        node: Node,
+        checkpoints: CheckpointService,
+        settings: ForgetSettings = ForgetSettings(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.node = node
+        self.db = node.db
+        self.checkpoints = checkpoints
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.RLock()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _targets(
+        self, tx: Transaction, artifact_id: str | None, entity_uri: str | None, scope: object
+    ) -> list[ArtifactId]:
+        if (artifact_id is None) == (entity_uri is None):
+            raise InvalidInputError("forget: name exactly one of an artifact or an entity")
+        if artifact_id is not None:
+            aid = parse_artifact_id(artifact_id)
+            if tx.fetchone("SELECT 1 FROM artifacts WHERE artifact_id = ?", (aid,)) is None:
+                raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
+            return [aid]
+        pattern = validate_scope_pattern(scope)
+        rows = tx.fetchall(
+            "SELECT artifact_id, scope FROM artifacts WHERE entity_uri = ? ORDER BY artifact_id",
+            (validate_entity_uri(entity_uri),),
+        )
+        return [
+            ArtifactId(a) for a, s in rows if s is not None and scope_pattern_covers(pattern, s)
+        ]
+
+    def _lock_epoch(self, tx: Transaction) -> None:
+        if tx.dialect == "postgresql":
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (_PG_FORGET_LOCK,))
+
+    def forget(
+        self,
+        *,
+        artifact_id: str | None = None,
+        entity_uri: str | None = None,
+        scope: object = "*",
+        level: int = 2,
+        capabilities: Sequence[str] = CAPABILITIES,
+        requestor: str = "",
+        authority: str = "unspecified",
+        reason: str = "",
+        source: str | None = None,
+        allow_empty: bool = False,
+    ) -> ForgetReceipt:
+        """Record a forget request durably (its events appended to the log) and stop reads of
+        the artifacts it names; execution follows at the next epoch commit.
+
+        Raises InvalidInputError (and its kinds) for a bad request, ArtifactNotFoundError for an
+        unknown artifact, InvalidInputError when an entity has no artifact in the scopes named
+        (unless ``allow_empty``), StorageError if the store fails: nothing is recorded then.
+        """
+        validate_level(level)
+        caps = validate_capabilities(list(capabilities))
+        now = self._clock()
+        requested_at = format_time(now)
+        not_before = format_time(now + self.settings.destruction_window)
+        salt = secrets.token_bytes(32)
+        opening_value: dict[str, JsonValue] = {"requestor": requestor, "reason": reason}
+        if entity_uri is not None:
+            opening_value |= {"entity_uri": entity_uri, "scope": _scope_json(scope)}
+        commitment = requestor_commitment(salt, opening_value)
+        request_id = new_uuid7()
+        with self._lock, self.db.transaction() as tx:
+            self._lock_epoch(tx)
+            targets = self._targets(tx, artifact_id, entity_uri, scope)
+            if not targets and not allow_empty:
+                raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
+            events = [
+                forget_event(
+                    event_id=new_uuid7(),
+                    artifacts=[aid],
+                    level=level,
+                    capabilities=caps,
+                    authority=authority,
+                    commitment=commitment,
+                    requested_at=requested_at,
+                )
+                for aid in targets
+            ]
+            appended = self.checkpoints.log.append_in(tx, [canonical_json(e) for e in events])
+            tx.execute(
+                "INSERT INTO forget_requests (id, level, capabilities, authority, "
+                "requestor_commitment, opening, source, state, requested_at, not_before) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (
+                    request_id,
+                    level,
+                    _dump(list(caps)),
+                    authority,
+                    commitment,
+                    _dump({"salt": salt.hex(), "value": opening_value}),
+                    source,
+                    requested_at,
+                    not_before,
+                ),
+            )
+            rows = [
+                (str(e["id"]), request_id, aid, appended.first_index + i, _dump(e))
+                for i, (e, aid) in enumerate(zip(events, targets, strict=True))
+            ]
+            tx.executemany(
+                "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
+                "event_json) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._mark_states(
+                tx,
+                targets=targets,
+                level=level,
+                caps=caps,
+                request_id=request_id,
+                at=requested_at,
+            )
+        self.checkpoints.log.publish(appended)
+        receipt = ForgetReceipt(
+            request_id,
+            level,
+            caps,
+            tuple((r[0], r[2], r[3]) for r in rows),
+            requested_at,
+            not_before,
+            commitment,
+            {"salt": salt.hex(), "value": opening_value},
+        )
+        if self._pending_count() >= self.settings.batch_size:
+            self.commit_due()
+        return receipt
+
+    def _mark_states(
+        self,
+        tx: Transaction,
+        *,
+        targets: Sequence[ArtifactId],
+        level: int,
+        caps: Sequence[Capability],
+        request_id: str,
+        at: str,
+    ) -> None:
+        """Stop reads at once: revoked (level 0) or suppressed until executed. An artifact
+        already forgotten stays forgotten."""
+        status = "revoked" if level == 0 else "suppressed"
+        existing = {
+            a: (s, set(parse_json(c)))
+            for a, s, c in _select_in(
+                tx, "SELECT artifact_id, status, capabilities FROM artifact_states", targets
+            )
+        }
+        fresh, changed = [], []
+        for aid in targets:
+            prior = existing.get(aid)
+            if prior is None:
+                fresh.append((aid, status, level, _dump(list(caps)), request_id, at))
+            elif prior[0] != "forgotten":
+                merged = [c for c in CAPABILITIES if c in prior[1] or c in caps]
+                changed.append((status, level, _dump(merged), request_id, at, aid))
+        tx.executemany(
+            "INSERT INTO artifact_states (artifact_id, status, level, capabilities, request_id, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            fresh,
+        )
+        tx.executemany(
+            "UPDATE artifact_states SET status = ?, level = ?, capabilities = ?, request_id = ?, "
+            "updated_at = ? WHERE artifact_id = ?",
+            changed,
+        )
+
+    def _pending_count(self) -> int:
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone("SELECT COUNT(*) FROM forget_events WHERE epoch IS NULL")
+        return int(row[0]) if row else 0
+
+    # -- epochs --------------------------------------------------------------------------------
+
+    def _due_events(self, tx: Transaction, now: str) -> list[_DueEvent]:
+        rows = tx.fetchall(
+            "SELECT e.event_id, e.request_id, e.artifact_id, r.level, r.capabilities, "
+            "e.event_json FROM forget_events e JOIN forget_requests r ON r.id = e.request_id "
+            "WHERE e.epoch IS NULL AND r.state = 'pending' AND r.not_before <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM legal_hold_artifacts h JOIN legal_holds l "
+            "ON l.id = h.hold_id WHERE h.artifact_id = e.artifact_id AND l.released_at IS NULL) "
+            "ORDER BY e.log_index",
+            (now,),
+        )
+        return [
+            _DueEvent(r[0], r[1], ArtifactId(r[2]), r[3], tuple(parse_json(r[4])), parse_json(r[5]))
+            for r in rows
+        ]
+
+    def _execute_keys(self, due: list[_DueEvent]) -> list[DestructionReceipt]:
+        """Level 1 and 2: forget the capability keys in one key-tree batch per capability set."""
+        groups: dict[tuple[Capability, ...], list[ArtifactId]] = {}
+        for event in due:
+            if event.level >= 1:
+                groups.setdefault(event.capabilities, []).append(event.artifact_id)
+        receipts: list[DestructionReceipt] = []
+        for caps, ids in groups.items():
+            batch = self.node.vault.custody.forget(ids, caps)
+            receipts.extend(batch)
+            bound = next(
+                (r for r in batch if r.key_ref.get("tree") == "wrap"), batch[0] if batch else None
+            )
+            if bound is not None:
+                for event in due:
+                    if event.level >= 1 and event.capabilities == caps:
+                        event.receipt_hash = bound.digest().hex()
+        return receipts
+
+    def _unlogged_receipts(self, tx: Transaction) -> list[tuple[str, bytes]]:
+        rows = tx.fetchall(
+            "SELECT d.receipt_hash, d.receipt FROM destruction_receipts d WHERE NOT EXISTS "
+            "(SELECT 1 FROM logged_receipts l WHERE l.receipt_hash = d.receipt_hash) "
+            "ORDER BY d.destroyed_at, d.receipt_hash"
+        )
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    def commit_due(self, now: datetime | None = None, *, force: bool = False) -> EpochCommit | None:
+        """Execute every due forget event and commit one epoch: SMT batch (new ACTIVE leaves,
+        revocations, TOMBSTONEs), destruction receipts and ``map_root`` in the log, a signed
+        checkpoint. Returns None when there was nothing to commit (and not ``force``).
+        """
+        moment = now or self._clock()
+        with self._lock:
+            with self.db.transaction(write=False) as tx:
+                due = self._due_events(tx, format_time(moment))
+            receipts = self._execute_keys(due)
+            with self.db.transaction(write=False) as tx:
+                unlogged = self._unlogged_receipts(tx)
+                pending = {
+                    a: parse_json(r)
+                    for a, r in tx.fetchall(
+                        "SELECT artifact_id, record_json FROM smt_leaves WHERE pending = 1"
+                    )
+                }
+                current = {
+                    a: parse_json(r)
+                    for a, r in _select_in(
+                        tx,
+                        "SELECT artifact_id, record_json FROM smt_leaves",
+                        [e.artifact_id for e in due],
+                    )
+                }
+            if not (due or unlogged or pending or receipts or force):
+                return None
+            leaves = dict(current) | pending
+            for event in due:
+                event.record = _next_record(leaves.get(event.artifact_id), event)
+                leaves[event.artifact_id] = event.record
+            changed = {a: r for a, r in leaves.items() if a in pending or a in current}
+            updates = {smt_key(a): record_hash(r) for a, r in changed.items()}
+            entries = [receipt for _, receipt in unlogged]
+
+            def bookkeeping(tx: Transaction, epoch: int, first_index: int) -> None:
+                self._record_epoch(
+                    tx, epoch, first_index, _Executed(due, changed, pending, unlogged)
+                )
+
+            return self.checkpoints.commit_epoch(updates, entries, now=moment, within=bookkeeping)
+
+    def _record_epoch(self, tx: Transaction, epoch: int, first_index: int, done: _Executed) -> None:
+        """Inside the epoch's transaction: what it executed, which leaves it committed."""
+        due, changed, pending, unlogged = done.due, done.changed, done.pending, done.unlogged
+        tx.executemany(
+            "INSERT INTO logged_receipts (receipt_hash, log_index) VALUES (?, ?)",
+            [(h, first_index + i) for i, (h, _) in enumerate(unlogged)],
+        )
+        tx.executemany(
+            "UPDATE forget_events SET epoch = ?, receipt_hash = ? WHERE event_id = ?",
+            [(epoch, e.receipt_hash, e.event_id) for e in due],
+        )
+        for artifact_id, record in changed.items():
+            tx.execute(
+                "UPDATE smt_leaves SET record_json = ?, pending = 0 WHERE artifact_id = ? "
+                "AND (pending = 0 OR record_json = ?)",
+                (
+                    _dump(record),
+                    artifact_id,
+                    _dump(pending[artifact_id]) if artifact_id in pending else "",
+                ),
+            )
+        executed = [e for e in due if e.level >= 1]
+        tx.executemany(
+            "UPDATE artifact_states SET status = 'forgotten' WHERE artifact_id = ? "
+            "AND request_id = ?",
+            [(e.artifact_id, e.request_id) for e in executed],
+        )
+        tx.executemany(
+            "UPDATE forget_requests SET state = 'done', committed_epoch = ? WHERE id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM forget_events WHERE request_id = ? AND epoch IS NULL)",
+            [(epoch, r, r) for r in {e.request_id for e in due}],
+        )
+
+    def run_epochs(self, stop: threading.Event) -> None:
+        """Commit due work every ``epoch_interval`` and a heartbeat epoch when idle, until
+        ``stop`` is set (a daemon thread of ``oblivio serve``). Storage errors retry next tick."""
+        interval = self.settings.epoch_interval.total_seconds()
+        while not stop.wait(interval):
+            try:
+                if self.commit_due() is None:
+                    self.checkpoints.heartbeat(self.settings.heartbeat)
+            except StorageError:
+                continue
+
+    # -- level 0 reversal, legal holds, cancellation ------------------------------------------
+
+    def restore(self, artifact_id: str, *, authority: str, reason: str = "") -> str:
+        """Reverse a level-0 revocation; logged. Raises ConflictError unless revoked (level 1
+        and 2 cannot be reversed)."""
+        aid = parse_artifact_id(artifact_id)
+        with self._lock, self.db.transaction() as tx:
+            self._lock_epoch(tx)
+            row = tx.fetchone(
+                "SELECT status, level FROM artifact_states WHERE artifact_id = ?", (aid,)
+            )
+            if row is None or row[0] != "revoked":
+                state = "not revoked" if row is None else f"{row[0]} at level {row[1]}"
+                raise ConflictError(f"artifact {aid} cannot be restored: it is {state}")
+            event_id = new_uuid7()
+            entry = {
+                "type": "restore",
+                "id": event_id,
+                "artifacts": [aid],
+                "authority": authority,
+                "requested_at": format_time(self._clock()),
+            }
+            appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
+            tx.execute("DELETE FROM artifact_states WHERE artifact_id = ?", (aid,))
+            leaf = tx.fetchone("SELECT record_json FROM smt_leaves WHERE artifact_id = ?", (aid,))
+            if leaf is not None:
+                record = parse_json(leaf[0])
+                if record.get("state") == "ACTIVE":
+                    record["policy"]["revoked"] = False
+                    tx.execute(
+                        "UPDATE smt_leaves SET record_json = ?, pending = 1 WHERE artifact_id = ?",
+                        (_dump(record), aid),
+                    )
+        self.checkpoints.log.publish(appended)
+        return event_id
+
+    def place_hold(
+        self,
+        *,
+        artifact_id: str | None = None,
+        entity_uri: str | None = None,
+        scope: object = "*",
+        authority: str,
+        reason: str,
+        source: str | None = None,
+    ) -> tuple[str, list[ArtifactId]]:
+        """Place a legal hold (seed 001): key destruction of the covered artifacts waits until
+        it is released; logged with artifact ids only. Returns (hold id, artifacts)."""
+        hold_id = new_uuid7()
+        at = format_time(self._clock())
+        with self._lock, self.db.transaction() as tx:
+            self._lock_epoch(tx)
+            targets = self._targets(tx, artifact_id, entity_uri, scope)
+            entry = {
+                "type": "legal_hold",
+                "id": hold_id,
+                "action": "place",
+                "artifacts": sorted(targets),
+                "authority": authority,
+                "at": at,
+            }
+            appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
+            tx.execute(
+                "INSERT INTO legal_holds (id, authority, reason, source, placed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (hold_id, authority, reason, source, at),
+            )
+            tx.executemany(
+                "INSERT INTO legal_hold_artifacts (hold_id, artifact_id) VALUES (?, ?)",
+                [(hold_id, a) for a in targets],
+            )
+        self.checkpoints.log.publish(appended)
+        return hold_id, targets
+
+    def release_hold(self, hold_id: str, *, authority: str) -> list[ArtifactId]:
+        """Release a hold; destruction it deferred runs at the next epoch. Logged. Raises
+        NotFoundError for an unknown hold, ConflictError if it is already released."""
+        with self._lock, self.db.transaction() as tx:
+            self._lock_epoch(tx)
+            row = tx.fetchone("SELECT released_at FROM legal_holds WHERE id = ?", (hold_id,))
+            if row is None:
+                raise NotFoundError(f"no legal hold {hold_id}")
+            if row[0] is not None:
+                raise ConflictError(f"legal hold {hold_id} was released at {row[0]}")
+            targets = [
+                ArtifactId(r[0])
+                for r in tx.fetchall(
+                    "SELECT artifact_id FROM legal_hold_artifacts WHERE hold_id = ? "
+                    "ORDER BY artifact_id",
+                    (hold_id,),
+                )
+            ]
+            at = format_time(self._clock())
+            entry = {
+                "type": "legal_hold",
+                "id": hold_id,
+                "action": "release",
+                "artifacts": targets,
+                "authority": authority,
+                "at": at,
+            }
+            appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
+            tx.execute("UPDATE legal_holds SET released_at = ? WHERE id = ?", (at, hold_id))
+        self.checkpoints.log.publish(appended)
+        return targets
+
+    def cancel_from_source(self, source: str) -> tuple[list[ArtifactId], list[ArtifactId]]:
+        """Cancel what ``source`` (a tombstone) asked for: events not yet executed are dropped
+        and their reads restored; holds it placed are released. Returns (restored, erased): the
+        artifacts already erased at level 1 or 2 stay gone."""
+        restored: list[ArtifactId] = []
+        erased: list[ArtifactId] = []
+        holds = []
+        with self._lock, self.db.transaction() as tx:
+            self._lock_epoch(tx)
+            for request_id, state in tx.fetchall(
+                "SELECT id, state FROM forget_requests WHERE source = ?", (source,)
+            ):
+                for artifact_id, epoch, level in tx.fetchall(
+                    "SELECT e.artifact_id, e.epoch, r.level FROM forget_events e JOIN "
+                    "forget_requests r ON r.id = e.request_id WHERE e.request_id = ?",
+                    (request_id,),
+                ):
+                    if epoch is not None and level >= 1:
+                        erased.append(ArtifactId(artifact_id))
+                        continue
+                    restored.append(ArtifactId(artifact_id))
+                    tx.execute(
+                        "DELETE FROM artifact_states WHERE artifact_id = ? AND request_id = ?",
+                        (artifact_id, request_id),
+                    )
+                if state == "pending":
+                    tx.execute(
+                        "UPDATE forget_requests SET state = 'cancelled' WHERE id = ?", (request_id,)
+                    )
+                    tx.execute(
+                        "UPDATE forget_events SET epoch = -1 "
+                        "WHERE request_id = ? AND epoch IS NULL",
+                        (request_id,),
+                    )
+            holds = [
+                r[0]
+                for r in tx.fetchall(
+                    "SELECT id FROM legal_holds WHERE source = ? AND released_at IS NULL",
+                    (source,),
+                )
+            ]
+        for hold_id in holds:
+            self.release_hold(hold_id, authority=f"revocation of {source}")
+        return restored, erased
+
+    # -- proofs --------------------------------------------------------------------------------
+
+    def prove(self, artifact_id: str) -> dict[str, JsonValue]:
+        """The Proof of Forgetting of a level-2 forgotten artifact under the latest checkpoint,
+        checked by the offline verifier before it is returned.
+
+        Raises ArtifactNotFoundError, or ConflictError when the artifact has no committed
+        level-2 forget (pending, level 0 or 1: proofs exist for level 2 only).
+        """
+        latest = self.checkpoints.latest_or_first_checkpoint()
+        return self._prove_at(parse_artifact_id(artifact_id), latest.epoch)
+
+    def prove_request(self, request_id: str) -> dict[str, JsonValue]:
+        """One bundle with a proof for every artifact of a request, under one checkpoint."""
+        with self.db.transaction(write=False) as tx:
+            ids = [
+                ArtifactId(r[0])
+                for r in tx.fetchall(
+                    "SELECT artifact_id FROM forget_events WHERE request_id = ? ORDER BY log_index",
+                    (request_id,),
+                )
+            ]
+        if not ids:
+            raise NotFoundError(f"no forget request {request_id}")
+        latest = self.checkpoints.latest_or_first_checkpoint()
+        return bundle([self._prove_at(aid, latest.epoch) for aid in ids])
+
+    def _prove_at(self, aid: ArtifactId, epoch: int) -> dict[str, JsonValue]:
+        with self.db.transaction(write=False) as tx:
+            if tx.fetchone("SELECT 1 FROM artifacts WHERE artifact_id = ?", (aid,)) is None:
+                raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
+            leaf = tx.fetchone(
+                "SELECT record_json, pending FROM smt_leaves WHERE artifact_id = ?", (aid,)
+            )
+            record = parse_json(leaf[0]) if leaf is not None else None
+            if leaf is None or record is None or record.get("state") != "TOMBSTONE" or leaf[1]:
+                raise ConflictError(
+                    f"artifact {aid} has no committed level-2 forget: proofs exist for level 2 "
+                    "only, once its epoch has committed"
+                )
+            events = tx.fetchall(
+                "SELECT event_json, log_index FROM forget_events WHERE artifact_id = ? "
+                "AND epoch IS NOT NULL AND epoch > 0 ORDER BY log_index DESC",
+                (aid,),
+            )
+            match = next(
+                (
+                    (parse_json(e), i)
+                    for e, i in events
+                    if entry_hash(parse_json(e)).hex() == record["forget_event_hash"]
+                ),
+                None,
+            )
+            receipt = None
+            if record["destruction_receipt_hash"] is not None:
+                row = tx.fetchone(
+                    "SELECT receipt FROM destruction_receipts WHERE receipt_hash = ?",
+                    (record["destruction_receipt_hash"],),
+                )
+                receipt = None if row is None else parse_json(bytes(row[0]))
+        if match is None or (record["destruction_receipt_hash"] is not None and receipt is None):
+            raise StorageError(f"store: the evidence of artifact {aid}'s tombstone is missing")
+        event, log_index = match
+        stored = self.checkpoints.checkpoint(epoch)
+        map_root, map_inclusion = self.checkpoints.map_root_inclusion(epoch)
+        _, _, smt_proof = self.checkpoints.smt.prove(smt_key(aid), version=epoch)
+        proof = build_proof(
+            artifact_id=aid,
+            record=record,
+            smt_proof=smt_proof,
+            checkpoint=stored.note,
+            map_root=map_root,
+            map_root_inclusion=map_inclusion,
+            forget_event=event,
+            log_inclusion=self.checkpoints.log.inclusion_proof(log_index, stored.size),
+            destruction_receipt=receipt,
+        )
+        verify_proof(proof, self.checkpoints.verifier_key)
+        return proof
+
+    def status(self, request_id: str) -> dict[str, JsonValue]:
+        """A request's state and its events' epochs."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone(
+                "SELECT level, capabilities, state, requested_at, not_before, committed_epoch "
+                "FROM forget_requests WHERE id = ?",
+                (request_id,),
+            )
+            if row is None:
+                raise NotFoundError(f"no forget request {request_id}")
+            events = tx.fetchall(
+                "SELECT event_id, artifact_id, log_index, epoch FROM forget_events "
+                "WHERE request_id = ? ORDER BY log_index",
+                (request_id,),
+            )
+        return {
+            "request_id": request_id,
+            "level": row[0],
+            "capabilities": parse_json(row[1]),
+            "state": row[2],
+            "requested_at": row[3],
+            "not_before": row[4],
+            "committed_epoch": row[5],
+            "events": [
+                {"event_id": e, "artifact_id": a, "log_index": i, "epoch": p}
+                for e, a, i, p in events
+            ],
+        }
+
+
+def _next_record(current: JsonValue, event: _DueEvent) -> dict[str, JsonValue]:
+    """The leaf record after executing ``event`` on an artifact whose leaf is ``current``."""
+    if event.level == 2:
+        receipt = None if event.receipt_hash is None else bytes.fromhex(event.receipt_hash)
+        return tombstone_record(entry_hash(event.event), receipt)
+    if not isinstance(current, dict) or current.get("state") != "ACTIVE":
+        # Already a TOMBSTONE: a later level 0 or 1 request changes nothing in the leaf.
+        return dict(current) if isinstance(current, dict) else {}
+    policy = dict(current.get("policy", {}))
+    capabilities = list(current.get("capabilities", []))
+    if event.level == 0:
+        policy["revoked"] = True
+    else:
+        capabilities = [c for c in capabilities if c not in event.capabilities]
+    key_commitment = bytes.fromhex(str(current["key_commitment"]))
+    return active_record(
+        key_commitment,
+        capabilities,
+        revoked=bool(policy.get("revoked")),
+        legal_hold=bool(policy.get("legal_hold")),
+    )
+
+
+def _scope_json(scope: object) -> JsonValue:
+    pattern = validate_scope_pattern(scope)
+    return pattern if isinstance(pattern, str) else list(pattern)
+
+
+def _select_in(tx: Transaction, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:
+    """``sql WHERE artifact_id IN (…)`` in chunks (SQLite caps bound parameters)."""
+    rows: list[tuple[Any, ...]] = []
+    id_list = list(ids)
+    for start in range(0, len(id_list), 500):
+        chunk = id_list[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows.extend(tx.fetchall(f"{sql} WHERE artifact_id IN ({marks})", chunk))
+    return rows
+
+
+def settings_from(config: Mapping[str, Any]) -> ForgetSettings:
+    """Read the ``forgetting`` section of config.json (every field optional)."""
+    defaults = ForgetSettings()
+
+    def seconds(name: str, default: timedelta) -> timedelta:
+        value = config.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise InvalidInputError(f"config forgetting.{name}: expected seconds >= 0")
+        return timedelta(seconds=value)
+
+    batch = config.get("batch_size", defaults.batch_size)
+    if type(batch) is not int or batch < 1:
+        raise InvalidInputError("config forgetting.batch_size: expected an integer >= 1")
+    return ForgetSettings(
+        batch_size=batch,
+        epoch_interval=seconds("epoch_interval_seconds", defaults.epoch_interval),
+        destruction_window=seconds("destruction_window_seconds", defaults.destruction_window),
+        heartbeat=seconds("heartbeat_seconds", defaults.heartbeat),
+        tombstone_level=validate_level(config.get("tombstone_level", defaults.tombstone_level)),
+    )

@@ -1,0 +1,80 @@
+"""Every service of an open node, wired once for the command line and the HTTP API.
+
+Tombstones drive forgetting (issue point: a tombstone forgets the entity's artifacts in the scopes
+it covers at the node's configured level; with ``legal_hold`` it suppresses only and keeps the
+keys), and a revocation cancels what has not been executed yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oblivio.core.signing import SigningKey
+from oblivio.core.tombstones import TombstoneRecord
+from oblivio.node.checkpoints import CheckpointService
+from oblivio.node.compliance import Compliance, open_compliance
+from oblivio.node.forgetting import ForgettingService, settings_from
+from oblivio.node.node import Node
+
+
+@dataclass
+class NodeServices:
+    """A node with its checkpoints, forgetting and compliance services."""
+
+    node: Node
+    checkpoints: CheckpointService
+    forgetting: ForgettingService
+    compliance: Compliance
+
+    def rotate_signing_key(self) -> SigningKey:
+        """Rotate the node's key (manifest endorsed) and sign checkpoints with the new one."""
+        key = self.compliance.rotate_signing_key()
+        self.checkpoints = CheckpointService(self.node.db, self.node.config.name, key)
+        self.forgetting.checkpoints = self.checkpoints
+        return key
+
+    def close(self) -> None:
+        """Close the node."""
+        self.node.close()
+
+    def __enter__(self) -> NodeServices:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_services(node: Node) -> NodeServices:
+    """Wire the services of ``node``."""
+    compliance = open_compliance(node)
+    checkpoints = CheckpointService(node.db, node.config.name, node.signing_key)
+    forgetting = ForgettingService(node, checkpoints, settings_from(node.config.forgetting))
+    services = NodeServices(node, checkpoints, forgetting, compliance)
+
+    def apply_tombstone(record: TombstoneRecord) -> None:
+        if record.legal_hold:
+            forgetting.place_hold(
+                entity_uri=record.entity_uri,
+                scope=record.scope,
+                authority="legal-hold tombstone",
+                reason=record.reason or "",
+                source=record.id,
+            )
+        forgetting.forget(
+            entity_uri=record.entity_uri,
+            scope=record.scope,
+            level=forgetting.settings.tombstone_level,
+            requestor=record.signed_by,
+            authority="tombstone",
+            reason=record.reason or "",
+            source=record.id,
+            allow_empty=True,
+        )
+
+    def cancel(record: TombstoneRecord) -> tuple[str, ...]:
+        _, erased = forgetting.cancel_from_source(record.id)
+        return tuple(erased)
+
+    compliance.tombstones.appliers.append(apply_tombstone)
+    compliance.tombstones.erased_artifacts = cancel
+    return services
