@@ -347,16 +347,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_hold(args: argparse.Namespace) -> int:
     """Place or release a legal hold."""
     with open_node(args.home) as node:
-        forgetting = open_services(node).forgetting
+        services = open_services(node)
         if args.action == "release":
             if not args.target:
                 raise InvalidInputError("hold release needs the hold id")
-            released = forgetting.release_hold(args.target, authority=args.authority)
+            released = services.release_hold(args.target, authority=args.authority)
             _emit(args, f"released {args.target}", {"hold_id": args.target, "artifacts": released})
             return 0
         if (args.target is None) == (args.entity is None):
             raise InvalidInputError("hold place needs an artifact ID or --entity URI (not both)")
-        hold_id, targets = forgetting.place_hold(
+        hold_id, targets = services.place_hold(
             artifact_id=args.target,
             entity_uri=args.entity,
             scope=args.scope or "*",

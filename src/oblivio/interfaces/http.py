@@ -10,12 +10,14 @@ are size-limited and unknown fields are refused.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -25,6 +27,7 @@ from oblivio.core.canonical import JsonValue, canonical_json
 from oblivio.core.encoding import b64url_decode, b64url_encode
 from oblivio.core.errors import (
     AccessDeniedError,
+    ArtifactForgottenError,
     ConflictError,
     InfrastructureError,
     InvalidEntityUriError,
@@ -36,12 +39,13 @@ from oblivio.core.errors import (
     TombstoneVerificationFailedError,
     VerificationError,
 )
-from oblivio.core.identifiers import parse_time, validate_entity_uri
-from oblivio.core.manifest import org_of_signer
+from oblivio.core.identifiers import CAPABILITIES, Capability, parse_time, validate_entity_uri
+from oblivio.core.manifest import org_of_signer, signer_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
 from oblivio.node.api_keys import ApiKey
-from oblivio.node.compliance import Compliance, open_compliance
+from oblivio.node.compliance import Compliance
 from oblivio.node.node import Node, open_node
+from oblivio.node.services import NodeServices, open_services
 
 JSON_BODY_LIMIT = 64 * 1024
 ARTIFACT_BODY_LIMIT = 48 * 1024 * 1024
@@ -65,18 +69,19 @@ def error_response(
     )
 
 
+_STATUSES: tuple[tuple[type[OblivioError], int], ...] = (
+    (ArtifactForgottenError, 410),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (AccessDeniedError, 401),
+    (InvalidInputError, 400),
+    (VerificationError, 400),
+    (InfrastructureError, 503),
+)
+
+
 def _status_of(error: OblivioError) -> int:
-    if isinstance(error, NotFoundError):
-        return 404
-    if isinstance(error, ConflictError):
-        return 409
-    if isinstance(error, AccessDeniedError):
-        return 401
-    if isinstance(error, InvalidInputError | VerificationError):
-        return 400
-    if isinstance(error, InfrastructureError):
-        return 503
-    return 500
+    return next((status for kind, status in _STATUSES if isinstance(error, kind)), 500)
 
 
 class BodyLimit:
@@ -178,13 +183,52 @@ class ArtifactUpload(_Strict):
     scope: StrictStr | None = None
 
 
+class ForgetRequest(_Strict):
+    """POST /v1/artifacts/{id}/forget and POST /v1/forget (oblivio forget)."""
+
+    level: Literal[0, 1, 2]
+    capabilities: list[Capability] = Field(default_factory=lambda: list(CAPABILITIES), min_length=1)
+    reason: StrictStr = Field(default="", max_length=2000)
+    authority: StrictStr = Field(default="unspecified", min_length=1, max_length=200)
+    requestor: StrictStr = Field(default="", max_length=600)
+    wait: StrictBool = Field(default=True, description="commit the epoch before answering")
+
+
+class EntityForgetRequest(ForgetRequest):
+    """POST /v1/forget: every artifact about an entity in the scopes of a pattern."""
+
+    entity_uri: StrictStr = Field(max_length=600, examples=["user:alice"])
+    scope: StrictStr | list[StrictStr] = Field(default="*")
+
+
+class HoldRequest(_Strict):
+    """POST /v1/holds: a legal hold on an artifact or on an entity's artifacts."""
+
+    artifact_id: StrictStr | None = None
+    entity_uri: StrictStr | None = Field(default=None, max_length=600)
+    scope: StrictStr | list[StrictStr] = "*"
+    authority: StrictStr = Field(min_length=1, max_length=200)
+    reason: StrictStr = Field(default="", max_length=2000)
+
+
+class HoldRelease(_Strict):
+    """POST /v1/holds/{id}/release."""
+
+    authority: StrictStr = Field(min_length=1, max_length=200)
+
+
 # -- dependencies --------------------------------------------------------------------------------
 
 
-def compliance(request: Request) -> Compliance:
-    """The node's compliance services, opened when the app started."""
-    value: Compliance = request.app.state.compliance
+def node_services(request: Request) -> NodeServices:
+    """Every service of the node, opened when the app started."""
+    value: NodeServices = request.app.state.services
     return value
+
+
+def compliance(request: Request) -> Compliance:
+    """The node's compliance services."""
+    return node_services(request).compliance
 
 
 def the_node(request: Request) -> Node:
@@ -194,6 +238,7 @@ def the_node(request: Request) -> Node:
 
 
 Services = Annotated[Compliance, Depends(compliance)]
+AllServices = Annotated[NodeServices, Depends(node_services)]
 OpenNode = Annotated[Node, Depends(the_node)]
 
 
@@ -208,6 +253,13 @@ def admin(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
     """An admin key; any other role gets 403 tombstone_access_denied (§23.6.2)."""
     if key.role != "admin":
         raise TombstoneAccessDeniedError("admin API key required (seed 002 §23.6.2)")
+    return key
+
+
+def operator(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    """An admin key, for forgetting, holds and the audit log (403 ``forbidden`` otherwise)."""
+    if key.role != "admin":
+        raise ForbiddenError("admin API key required")
     return key
 
 
@@ -226,6 +278,7 @@ def federation_peer(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
 
 
 Admin = Annotated[ApiKey, Depends(admin)]
+Operator = Annotated[ApiKey, Depends(operator)]
 Reader = Annotated[ApiKey, Depends(reader)]
 Peer = Annotated[ApiKey, Depends(federation_peer)]
 
@@ -392,6 +445,147 @@ def get_artifact(artifact_id: str, node: OpenNode, _: Reader) -> dict[str, Any]:
     }
 
 
+# -- forgetting, proofs, checkpoints and log proofs ---------------------------------------------
+
+forgetting_routes = APIRouter()
+
+
+def _forget(
+    services: NodeServices, key: ApiKey, body: ForgetRequest, **target: Any
+) -> dict[str, Any]:
+    receipt = services.forgetting.forget(
+        level=body.level,
+        capabilities=body.capabilities,
+        requestor=body.requestor or signer_uri(services.compliance.org, key.name),
+        authority=body.authority,
+        reason=body.reason,
+        **target,
+    )
+    if body.wait:
+        services.forgetting.commit_due()
+    status = services.forgetting.status(receipt.request_id)
+    return receipt.to_dict() | {"state": status["state"], "events": status["events"]}
+
+
+@forgetting_routes.post(
+    "/v1/artifacts/{artifact_id}/forget", summary="Forget an artifact (oblivio forget)"
+)
+def post_forget_artifact(
+    artifact_id: str, body: ForgetRequest, services: AllServices, key: Operator
+) -> dict[str, Any]:
+    """Logged before it is acknowledged; with ``wait`` the epoch commits first."""
+    return _forget(services, key, body, artifact_id=artifact_id)
+
+
+@forgetting_routes.post("/v1/forget", summary="Forget an entity's artifacts in a scope pattern")
+def post_forget_entity(
+    body: EntityForgetRequest, services: AllServices, key: Operator
+) -> dict[str, Any]:
+    """One request, one event per artifact, one epoch."""
+    return _forget(services, key, body, entity_uri=body.entity_uri, scope=body.scope)
+
+
+@forgetting_routes.get("/v1/forget/{request_id}", summary="A forget request's state")
+def get_forget_status(request_id: str, services: AllServices, _: Operator) -> dict[str, Any]:
+    """State and per-artifact epochs of a forget request."""
+    return services.forgetting.status(request_id)
+
+
+@forgetting_routes.get("/v1/forget/{request_id}/proof", summary="Proof bundle of a request")
+def get_request_proof(request_id: str, services: AllServices, _: Operator) -> dict[str, Any]:
+    """One bundle, a proof per artifact, all under the latest checkpoint."""
+    return services.forgetting.prove_request(request_id)
+
+
+@forgetting_routes.get(
+    "/v1/artifacts/{artifact_id}/proof", summary="Proof of Forgetting (oblivio prove)"
+)
+def get_artifact_proof(artifact_id: str, services: AllServices, _: Reader) -> dict[str, Any]:
+    """The oblivio.pof.v1 document; 409 unless forgotten at level 2 and committed."""
+    return services.forgetting.prove(artifact_id)
+
+
+@forgetting_routes.post("/v1/holds", status_code=201, summary="Place a legal hold")
+def post_hold(body: HoldRequest, services: AllServices, key: Operator) -> dict[str, Any]:
+    """Key destruction of the covered artifacts waits until the hold is released."""
+    hold_id, targets = services.place_hold(
+        artifact_id=body.artifact_id,
+        entity_uri=body.entity_uri,
+        scope=body.scope,
+        authority=body.authority,
+        reason=body.reason,
+        actor=signer_uri(services.compliance.org, key.name),
+    )
+    return {"hold_id": hold_id, "artifacts": targets}
+
+
+@forgetting_routes.post("/v1/holds/{hold_id}/release", summary="Release a legal hold")
+def post_hold_release(
+    hold_id: str, body: HoldRelease, services: AllServices, key: Operator
+) -> dict[str, Any]:
+    """Deferred destruction runs at the next epoch."""
+    released = services.release_hold(
+        hold_id, authority=body.authority, actor=signer_uri(services.compliance.org, key.name)
+    )
+    return {"hold_id": hold_id, "artifacts": released}
+
+
+log_routes = APIRouter()
+
+
+@log_routes.get("/v1/checkpoint", summary="The latest signed checkpoint (oblivio checkpoint)")
+def get_checkpoint(services: AllServices) -> dict[str, Any]:
+    """Public: the C2SP signed note with its epoch, size and root, and the verifier key."""
+    latest = services.checkpoints.latest_or_first_checkpoint()
+    return latest.to_dict() | {"verifier_key": services.checkpoints.verifier_key}
+
+
+@log_routes.get("/v1/checkpoints", summary="Checkpoint history")
+def get_checkpoints(
+    services: AllServices,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Checkpoints after epoch ``after``, oldest first."""
+    return {
+        "checkpoints": [c.to_dict() for c in services.checkpoints.checkpoint_history(after, limit)]
+    }
+
+
+@log_routes.get("/v1/log/entries/{index}", summary="One log entry")
+def get_log_entry(
+    index: Annotated[int, PathParam(ge=0, le=2**62)], services: AllServices
+) -> dict[str, Any]:
+    """The entry's exact bytes as JSON text (hash these, not a re-serialisation)."""
+    if index >= services.checkpoints.log.size():
+        raise NotFoundError(f"no log entry {index}")
+    return {"index": index, "entry": services.checkpoints.log.entry(index).decode("utf-8")}
+
+
+@log_routes.get("/v1/log/inclusion", summary="RFC 9162 inclusion proof")
+def get_inclusion(
+    services: AllServices,
+    index: Annotated[int, Query(ge=0, le=2**62)],
+    size: Annotated[int, Query(ge=1, le=2**62)],
+) -> dict[str, Any]:
+    """Inclusion of entry ``index`` in the tree of ``size`` entries."""
+    if index >= size or size > services.checkpoints.log.size():
+        raise InvalidInputError("log inclusion: need index < size <= the log size")
+    return services.checkpoints.log.inclusion_proof(index, size).to_dict()
+
+
+@log_routes.get("/v1/log/consistency", summary="RFC 9162 consistency proof")
+def get_consistency(
+    services: AllServices,
+    first: Annotated[int, Query(ge=1, le=2**62)],
+    second: Annotated[int, Query(ge=1, le=2**62)],
+) -> dict[str, Any]:
+    """Consistency between the trees of ``first`` and ``second`` entries."""
+    if first > second or second > services.checkpoints.log.size():
+        raise InvalidInputError("log consistency: need first <= second <= the log size")
+    return services.checkpoints.log.consistency_proof(first, second).to_dict()
+
+
 # -- the application ------------------------------------------------------------------------------
 
 
@@ -430,17 +624,31 @@ async def on_http_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(error.status_code, code, str(error.detail))
 
 
-def create_app(home: Path) -> FastAPI:
-    """The ASGI application of the node at ``home``, opened when the app starts."""
+def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
+    """The ASGI application of the node at ``home``, opened when the app starts.
+
+    With ``run_epochs`` a background thread commits due forgets every epoch interval and a
+    heartbeat epoch when idle (the node's configuration sets both).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         node = open_node(home)
+        services = open_services(node)
         app.state.node = node
-        app.state.compliance = open_compliance(node)
+        app.state.services = services
+        stop = threading.Event()
+        epochs = threading.Thread(
+            target=services.forgetting.run_epochs, args=(stop,), name="oblivio-epochs", daemon=True
+        )
+        if run_epochs:
+            epochs.start()
         try:
             yield
         finally:
+            stop.set()
+            if epochs.is_alive():
+                epochs.join(timeout=30)
             node.close()
 
     app = FastAPI(
@@ -449,7 +657,14 @@ def create_app(home: Path) -> FastAPI:
         description="Verifiable forgetting: tombstones, artifacts, federation (seed 001/002).",
         lifespan=lifespan,
     )
-    for router in (node_routes, tombstone_routes, federation_routes, artifact_routes):
+    for router in (
+        node_routes,
+        tombstone_routes,
+        federation_routes,
+        artifact_routes,
+        forgetting_routes,
+        log_routes,
+    ):
         app.include_router(router)
     app.add_exception_handler(OblivioError, on_oblivio_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oblivio.core.identifiers import ArtifactId
 from oblivio.core.signing import SigningKey
 from oblivio.core.tombstones import TombstoneRecord
 from oblivio.node.checkpoints import CheckpointService
@@ -32,6 +33,45 @@ class NodeServices:
         self.checkpoints = CheckpointService(self.node.db, self.node.config.name, key)
         self.forgetting.checkpoints = self.checkpoints
         return key
+
+    def place_hold(
+        self,
+        *,
+        artifact_id: str | None = None,
+        entity_uri: str | None = None,
+        scope: object = "*",
+        authority: str,
+        reason: str,
+        actor: str | None = None,
+    ) -> tuple[str, list[ArtifactId]]:
+        """Place a legal hold and audit it (``legal_hold_placed``)."""
+        hold_id, targets = self.forgetting.place_hold(
+            artifact_id=artifact_id,
+            entity_uri=entity_uri,
+            scope=scope,
+            authority=authority,
+            reason=reason,
+        )
+        self.compliance.audit.append(
+            "legal_hold_placed",
+            actor=actor,
+            subject=hold_id,
+            details={"authority": authority, "reason": reason, "artifacts": len(targets)},
+        )
+        return hold_id, targets
+
+    def release_hold(
+        self, hold_id: str, *, authority: str, actor: str | None = None
+    ) -> list[ArtifactId]:
+        """Release a legal hold and audit it (``legal_hold_released``)."""
+        released = self.forgetting.release_hold(hold_id, authority=authority)
+        self.compliance.audit.append(
+            "legal_hold_released",
+            actor=actor,
+            subject=hold_id,
+            details={"authority": authority, "artifacts": len(released)},
+        )
+        return released
 
     def close(self) -> None:
         """Close the node."""
