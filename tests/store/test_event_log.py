@@ -71,3 +71,28 @@ def test_failed_transaction_appends_nothing(database: Database) -> None:
     assert log.size() == 3
     staged = log.append(_entries(3, 1))
     assert staged.root == root_from_leaf_hashes([leaf_hash(e) for e in _entries(0, 4)])
+
+
+def test_larger_log_proofs_cross_stored_and_rehashed_levels(database: Database) -> None:
+    log = EventLog(database)
+    entries = _entries(0, 300)
+    start = 0
+    for size in (7, 40, 1, 100, 152):
+        log.append(entries[start : start + size])
+        start += size
+    hashes = [leaf_hash(e) for e in entries]
+    fresh = EventLog(database)
+    for size in (16, 17, 33, 128, 257, 300):
+        root = root_from_leaf_hashes(hashes[:size])
+        assert fresh.root(size) == root
+        for index in range(0, size, 7):
+            fresh.inclusion_proof(index, size).verify(hashes[index], root)
+        for first in (1, 15, 16, 31, 64, 200):
+            if first <= size:
+                fresh.consistency_proof(first, size).verify(
+                    root_from_leaf_hashes(hashes[:first]), root
+                )
+    with database.transaction(write=False) as tx:
+        stored = tx.fetchone("SELECT MIN(node_level), COUNT(*) FROM log_nodes")
+    assert stored is not None
+    assert stored[0] == 4  # smaller subtrees are rehashed from their leaves

@@ -1,8 +1,9 @@
 """The Forget Event Log persisted in SQL (DESIGN.md §7; schema: migration 2).
 
 ``log_entries`` holds each entry (its JCS bytes) with its RFC 9162 leaf hash; ``log_nodes`` holds
-the hash of every *perfect* subtree of ``2**level`` leaves (level >= 1) as soon as it is complete.
-Appending n entries writes n entry rows and about n node rows; any root, inclusion proof or
+the hash of every *perfect* subtree of ``2**level`` leaves with ``level >= 4`` as soon as it is
+complete (a smaller one is rehashed from at most 8 leaf hashes read in one range query). Appending
+n entries thus writes n entry rows and about n/8 node rows; any root, inclusion proof or
 consistency proof, at any size, needs O(log n) reads (``core/merkle_log.py``). The right edge of
 the tree (its "frontier", one hash per set bit of the size) is kept in memory between appends.
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from oblivio.core.errors import NotFoundError, StorageError
+from oblivio.core.hashing import HASH_SIZE
 from oblivio.core.merkle_log import (
     EMPTY_ROOT,
     ConsistencyProof,
@@ -24,6 +26,7 @@ from oblivio.core.merkle_log import (
     leaf_hash,
     node_hash,
     root_at,
+    root_from_leaf_hashes,
 )
 from oblivio.store.database import Database, Transaction
 
@@ -39,15 +42,39 @@ def _frontier_root(frontier: Sequence[bytes]) -> bytes:
 
 
 _SUBTREE_CACHE_SIZE = 1 << 20
+STORED_MIN_LEVEL = 4
+"""Perfect subtrees below this level are not stored but rehashed from their leaf hashes."""
+
+
+_BLOCK = 1 << STORED_MIN_LEVEL
+
+
+def _read_block(tx: Transaction, block: int) -> bytes:
+    """The leaf hashes of the 16-leaf block ``block``, concatenated (fewer at the right edge)."""
+    start = block * _BLOCK
+    rows = tx.fetchall(
+        "SELECT leaf_hash FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+        (start, start + _BLOCK),
+    )
+    return b"".join(bytes(r[0]) for r in rows)
+
+
+def _small_subtree(block_hashes: bytes, level: int, index: int) -> bytes:
+    """A perfect subtree below ``STORED_MIN_LEVEL``, rehashed from its block's leaf hashes."""
+    offset = (index << level) % _BLOCK
+    count = 1 << level
+    leaves = [
+        block_hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(offset, offset + count)
+    ]
+    if len(leaves[-1]) != HASH_SIZE:
+        raise StorageError(f"store: log leaves of subtree ({level}, {index}) are missing")
+    return root_from_leaf_hashes(leaves)
 
 
 def _read_subtree(tx: Transaction, level: int, index: int) -> bytes:
-    if level == 0:
-        row = tx.fetchone("SELECT leaf_hash FROM log_entries WHERE idx = ?", (index,))
-    else:
-        row = tx.fetchone(
-            "SELECT hash FROM log_nodes WHERE node_level = ? AND idx = ?", (level, index)
-        )
+    if level < STORED_MIN_LEVEL:
+        return _small_subtree(_read_block(tx, (index << level) // _BLOCK), level, index)
+    row = tx.fetchone("SELECT hash FROM log_nodes WHERE node_level = ? AND idx = ?", (level, index))
     if row is None:
         raise StorageError(f"store: log subtree ({level}, {index}) is missing")
     return bytes(row[0])
@@ -94,16 +121,30 @@ class EventLog:
         return subtree
 
     def _cached_reader(self, tx: Transaction) -> SubtreeHash:
-        """``subtree_reader`` through the cache of committed subtree hashes (read paths only)."""
+        """``subtree_reader`` through the cache of committed subtree hashes (read paths only).
+
+        Small subtrees are rehashed from their 16-leaf block, which is cached whole (only full
+        blocks: a partial one at the right edge still grows)."""
         cache = self._subtrees
 
+        def remember(key: tuple[int, int], value: bytes) -> None:
+            if len(cache) >= _SUBTREE_CACHE_SIZE:
+                cache.clear()
+            cache[key] = value
+
         def subtree(level: int, index: int) -> bytes:
+            if level < STORED_MIN_LEVEL:
+                block = (index << level) // _BLOCK
+                hashes = cache.get((-1, block))
+                if hashes is None:
+                    hashes = _read_block(tx, block)
+                    if len(hashes) == _BLOCK * HASH_SIZE:
+                        remember((-1, block), hashes)
+                return _small_subtree(hashes, level, index)
             value = cache.get((level, index))
             if value is None:
                 value = _read_subtree(tx, level, index)
-                if len(cache) >= _SUBTREE_CACHE_SIZE:
-                    cache.clear()
-                cache[(level, index)] = value
+                remember((level, index), value)
             return value
 
         return subtree
@@ -139,7 +180,8 @@ class EventLog:
                 node = node_hash(stack.pop(), node)
                 level += 1
                 index >>= 1
-                node_rows.append((level, index, node))
+                if level >= STORED_MIN_LEVEL:
+                    node_rows.append((level, index, node))
             stack.append(node)
             size += 1
         tx.executemany(
