@@ -83,7 +83,47 @@ def _sqlite_uri(directory: str, name: str) -> str:
     return "sqlite:///" + str(Path(directory) / name).lstrip("/")
 
 
-def smt_updates(n: int, batch: int, updates: int, peer_fill: int, workdir: str) -> dict[str, Any]:
+def _stored_rate(
+    uri: str, initial: dict[bytes, bytes], batches: list[dict[bytes, bytes | None]], root: bytes
+) -> tuple[float, float]:
+    """(initial fill seconds, updates per second) committing the batches to the store at
+    ``uri``, each batch one durable transaction."""
+    with open_database(uri) as db:
+        migrate(db)
+        store = SmtNodeStore(db)
+        fill_s = _timed(lambda: store.commit_batch(initial))
+        stored_s = 0.0
+        for b in batches:
+            start = time.perf_counter()
+            store.commit_batch(b)
+            stored_s += time.perf_counter() - start
+        if store.tree().root != root:
+            raise AssertionError("store and memory disagree")
+    return fill_s, sum(len(b) for b in batches) / stored_s
+
+
+def _fresh_postgres_schema(url: str) -> str:
+    """A URI of a new, empty schema on the server at ``url`` (dropped by ``_drop_schema``)."""
+    import psycopg
+
+    schema = f"oblivio_bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-c%20search_path%3D{schema}"
+
+
+def _drop_schema(url: str, uri: str) -> None:
+    import psycopg
+
+    schema = uri.rsplit("%3D", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def smt_updates(
+    n: int, batch: int, updates: int, peer_fill: int, workdir: str, *, postgres: str | None
+) -> dict[str, Any]:
     rng = _rng(n)
     initial = {rng.randbytes(32): rng.randbytes(32) for _ in range(n)}
     keys = list(initial)
@@ -99,18 +139,18 @@ def smt_updates(n: int, batch: int, updates: int, peer_fill: int, workdir: str) 
         tree, _ = tree.apply(b, version)
         memory_s += time.perf_counter() - start
 
-    # Committed to SQLite: the same batches, each one durable transaction.
-    with open_database(_sqlite_uri(workdir, f"smt-{n}.db")) as db:
-        migrate(db)
-        store = SmtNodeStore(db)
-        fill_s = _timed(lambda: store.commit_batch(initial))
-        stored_s = 0.0
-        for b in batches:
-            start = time.perf_counter()
-            store.commit_batch(b)
-            stored_s += time.perf_counter() - start
-        assert store.tree().root == tree.root, "store and memory disagree"
-        db_bytes = sum(p.stat().st_size for p in Path(workdir).glob(f"smt-{n}.db*") if p.is_file())
+    # Committed to SQLite (synchronous=FULL): the same batches, each one durable transaction.
+    fill_s, sqlite_rate = _stored_rate(
+        _sqlite_uri(workdir, f"smt-{n}.db"), initial, batches, tree.root
+    )
+    db_bytes = sum(p.stat().st_size for p in Path(workdir).glob(f"smt-{n}.db*") if p.is_file())
+    postgres_rate = None
+    if postgres:
+        uri = _fresh_postgres_schema(postgres)
+        try:
+            postgres_rate = _stored_rate(uri, initial, batches, tree.root)[1]
+        finally:
+            _drop_schema(postgres, uri)
 
     peer = pytrie_updates(rng, min(n, peer_fill), min(updates, 2000))
     ours = updates / memory_s
@@ -120,14 +160,15 @@ def smt_updates(n: int, batch: int, updates: int, peer_fill: int, workdir: str) 
         "batch": batch,
         "updates": updates,
         "memory_updates_per_s": round(ours),
-        "sqlite_updates_per_s": round(updates / stored_s),
+        "sqlite_updates_per_s": round(sqlite_rate),
+        "postgresql_updates_per_s": None if postgres_rate is None else round(postgres_rate),
         "sqlite_initial_fill_s": round(fill_s, 2),
         "sqlite_bytes": db_bytes,
         "peer": "py-trie trie.smt.SparseMerkleTree (in memory)",
         "peer_filled_with": peer["filled"],
         "peer_updates_per_s": round(peer["per_s"]),
         "ratio_memory_vs_peer": round(ours / peer["per_s"], 1),
-        "ratio_sqlite_vs_peer": round(updates / stored_s / peer["per_s"], 1),
+        "ratio_sqlite_vs_peer": round(sqlite_rate / peer["per_s"], 1),
     }
 
 
@@ -269,6 +310,9 @@ def main() -> int:
     parser.add_argument("--log-batch", type=int, default=1_000)
     parser.add_argument("--log-proofs", type=int, default=2_000)
     parser.add_argument("--skip", default="", help="comma-separated: smt, proofs, log")
+    parser.add_argument(
+        "--postgres", help="also commit the SMT batches to this PostgreSQL server (a new schema)"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -277,7 +321,16 @@ def main() -> int:
         if "smt" not in skip:
             for n in sizes:
                 batch = args.batch or max(1_000, n // 10)
-                results.append(smt_updates(n, batch, batch * args.batches, args.peer_fill, workdir))
+                results.append(
+                    smt_updates(
+                        n,
+                        batch,
+                        batch * args.batches,
+                        args.peer_fill,
+                        workdir,
+                        postgres=args.postgres,
+                    )
+                )
                 print(json.dumps(results[-1]), flush=True)
         if "proofs" not in skip:
             results.append(smt_proofs(max(sizes), args.proof_samples))
