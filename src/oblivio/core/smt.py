@@ -170,7 +170,9 @@ def gc_paused() -> Iterator[None]:
     nodes: a collection pass in the middle, or one triggered right after, would walk the whole
     tree for nothing (the tree has no reference cycles and is freed by reference counting).
     ``gc.freeze`` moves the surviving objects out of the collector's generations, so later
-    passes never rescan them; objects that die are still freed at once.
+    passes never rescan them; objects that die are still freed at once by reference counting.
+    The cost of the trade: cyclic garbage that happens to be pending at that moment (anywhere in
+    the process) is never collected; a node process makes little, and it is bounded per batch.
     """
     enabled = gc.isenabled()
     gc.disable()
