@@ -1,5 +1,6 @@
-"""Child process for the crash test: commits epochs forever, printing ``ACK epoch`` after each
-commit returns. The parent kills it with SIGKILL at random moments."""
+"""Child process for the crash test: commits epochs forever, printing ``BEGIN`` before each
+commit and ``ACK epoch root`` after it returns. The parent kills it with SIGKILL at random
+moments inside a commit."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def main() -> None:
         updates: dict[bytes, bytes | None] = {
             rng.randbytes(32): rng.randbytes(32) for _ in range(batch)
         }
+        print("BEGIN", flush=True)
         commit = service.commit_epoch(updates, [b'{"type":"forget","seed":%d}' % seed])
         print(f"ACK {commit.epoch} {commit.smt_root.hex()}", flush=True)
 
