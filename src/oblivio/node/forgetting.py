@@ -42,6 +42,7 @@ from oblivio.core.forgetting import (
     tombstone_record,
     validate_level,
 )
+from oblivio.core.hashing import sha256
 from oblivio.core.identifiers import (
     CAPABILITIES,
     ArtifactId,
@@ -53,9 +54,10 @@ from oblivio.core.identifiers import (
     validate_entity_uri,
     validate_scope_pattern,
 )
+from oblivio.core.merkle_log import InclusionProof
 from oblivio.core.pof import build_proof, bundle, verify_proof
 from oblivio.core.receipts import DestructionReceipt
-from oblivio.core.smt import record_hash, smt_key
+from oblivio.core.smt import smt_key
 from oblivio.node.checkpoints import CheckpointService, EpochCommit
 from oblivio.node.ids import new_uuid7
 from oblivio.node.node import Node
@@ -114,9 +116,21 @@ class _DueEvent:
     artifact_id: ArtifactId
     level: int
     capabilities: tuple[Capability, ...]
-    event: dict[str, Any]
+    event_bytes: bytes
+    """The event's JCS bytes exactly as logged."""
     record: dict[str, JsonValue] = field(default_factory=dict)
     receipt_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class _CheckpointContext:
+    """What every proof under one checkpoint shares."""
+
+    epoch: int
+    note: str
+    size: int
+    map_root: Mapping[str, JsonValue]
+    map_root_inclusion: InclusionProof
 
 
 @dataclass(frozen=True)
@@ -125,8 +139,10 @@ class _Executed:
     receipts appended to the log."""
 
     due: list[_DueEvent]
-    changed: Mapping[str, JsonValue]
-    pending: Mapping[str, JsonValue]
+    changed: Mapping[str, bytes]
+    """Leaf records committed, as their JCS bytes."""
+    pending_json: Mapping[str, str]
+    """The pending leaves' record text as read, to update only rows nobody changed since."""
     unlogged: list[tuple[str, bytes]]
 
 
@@ -225,7 +241,8 @@ class ForgettingService:
                 )
                 for aid in targets
             ]
-            appended = self.checkpoints.log.append_in(tx, [canonical_json(e) for e in events])
+            encoded = [canonical_json(e) for e in events]
+            appended = self.checkpoints.log.append_in(tx, encoded)
             tx.execute(
                 "INSERT INTO forget_requests (id, level, capabilities, authority, "
                 "requestor_commitment, opening, source, state, requested_at, not_before) "
@@ -243,8 +260,8 @@ class ForgettingService:
                 ),
             )
             rows = [
-                (str(e["id"]), request_id, aid, appended.first_index + i, _dump(e))
-                for i, (e, aid) in enumerate(zip(events, targets, strict=True))
+                (str(e["id"]), request_id, aid, appended.first_index + i, raw.decode("utf-8"))
+                for i, (e, raw, aid) in enumerate(zip(events, encoded, targets, strict=True))
             ]
             tx.executemany(
                 "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
@@ -294,10 +311,11 @@ class ForgettingService:
             )
         }
         fresh, changed = [], []
+        caps_json = _dump(list(caps))
         for aid in targets:
             prior = existing.get(aid)
             if prior is None:
-                fresh.append((aid, status, level, _dump(list(caps)), request_id, at))
+                fresh.append((aid, status, level, caps_json, request_id, at))
             elif prior[0] != "forgotten":
                 merged = [c for c in CAPABILITIES if c in prior[1] or c in caps]
                 changed.append((status, level, _dump(merged), request_id, at, aid))
@@ -329,8 +347,16 @@ class ForgettingService:
             "ORDER BY e.log_index",
             (now,),
         )
+        capabilities: dict[str, tuple[Capability, ...]] = {}
         return [
-            _DueEvent(r[0], r[1], ArtifactId(r[2]), r[3], tuple(parse_json(r[4])), parse_json(r[5]))
+            _DueEvent(
+                r[0],
+                r[1],
+                ArtifactId(r[2]),
+                r[3],
+                capabilities.setdefault(r[4], tuple(parse_json(r[4]))),
+                r[5].encode("utf-8"),
+            )
             for r in rows
         ]
 
@@ -373,12 +399,13 @@ class ForgettingService:
             receipts = self._execute_keys(due)
             with self.db.transaction(write=False) as tx:
                 unlogged = self._unlogged_receipts(tx)
-                pending = {
-                    a: parse_json(r)
-                    for a, r in tx.fetchall(
+                pending_json: dict[str, str] = {
+                    r[0]: r[1]
+                    for r in tx.fetchall(
                         "SELECT artifact_id, record_json FROM smt_leaves WHERE pending = 1"
                     )
                 }
+                pending = {a: parse_json(r) for a, r in pending_json.items()}
                 current = {
                     a: parse_json(r)
                     for a, r in _select_in(
@@ -393,20 +420,23 @@ class ForgettingService:
             for event in due:
                 event.record = _next_record(leaves.get(event.artifact_id), event)
                 leaves[event.artifact_id] = event.record
-            changed = {a: r for a, r in leaves.items() if a in pending or a in current}
-            updates = {smt_key(a): record_hash(r) for a, r in changed.items()}
+            changed = {
+                a: canonical_json(r) for a, r in leaves.items() if a in pending or a in current
+            }
+            updates = {smt_key(a): sha256(r) for a, r in changed.items()}
             entries = [receipt for _, receipt in unlogged]
 
             def bookkeeping(tx: Transaction, epoch: int, first_index: int) -> None:
                 self._record_epoch(
-                    tx, epoch, first_index, _Executed(due, changed, pending, unlogged)
+                    tx, epoch, first_index, _Executed(due, changed, pending_json, unlogged)
                 )
 
             return self.checkpoints.commit_epoch(updates, entries, now=moment, within=bookkeeping)
 
     def _record_epoch(self, tx: Transaction, epoch: int, first_index: int, done: _Executed) -> None:
         """Inside the epoch's transaction: what it executed, which leaves it committed."""
-        due, changed, pending, unlogged = done.due, done.changed, done.pending, done.unlogged
+        due, changed, unlogged = done.due, done.changed, done.unlogged
+        pending_json = done.pending_json
         tx.executemany(
             "INSERT INTO logged_receipts (receipt_hash, log_index) VALUES (?, ?)",
             [(h, first_index + i) for i, (h, _) in enumerate(unlogged)],
@@ -415,16 +445,18 @@ class ForgettingService:
             "UPDATE forget_events SET epoch = ?, receipt_hash = ? WHERE event_id = ?",
             [(epoch, e.receipt_hash, e.event_id) for e in due],
         )
-        for artifact_id, record in changed.items():
-            tx.execute(
-                "UPDATE smt_leaves SET record_json = ?, pending = 0 WHERE artifact_id = ? "
-                "AND (pending = 0 OR record_json = ?)",
+        tx.executemany(
+            "UPDATE smt_leaves SET record_json = ?, pending = 0 WHERE artifact_id = ? "
+            "AND (pending = 0 OR record_json = ?)",
+            [
                 (
-                    _dump(record),
+                    record.decode("utf-8"),
                     artifact_id,
-                    _dump(pending[artifact_id]) if artifact_id in pending else "",
-                ),
-            )
+                    pending_json.get(artifact_id, ""),
+                )
+                for artifact_id, record in changed.items()
+            ],
+        )
         executed = [e for e in due if e.level >= 1]
         tx.executemany(
             "UPDATE artifact_states SET status = 'forgotten' WHERE artifact_id = ? "
@@ -609,7 +641,14 @@ class ForgettingService:
         level-2 forget (pending, level 0 or 1: proofs exist for level 2 only).
         """
         latest = self.checkpoints.latest_or_first_checkpoint()
-        return self._prove_at(parse_artifact_id(artifact_id), latest.epoch)
+        return self._prove_at(
+            parse_artifact_id(artifact_id), self._checkpoint_context(latest.epoch)
+        )
+
+    def _checkpoint_context(self, epoch: int) -> _CheckpointContext:
+        stored = self.checkpoints.checkpoint(epoch)
+        map_root, inclusion = self.checkpoints.map_root_inclusion(epoch)
+        return _CheckpointContext(epoch, stored.note, stored.size, map_root, inclusion)
 
     def prove_request(self, request_id: str) -> dict[str, JsonValue]:
         """One bundle with a proof for every artifact of a request, under one checkpoint."""
@@ -623,10 +662,10 @@ class ForgettingService:
             ]
         if not ids:
             raise NotFoundError(f"no forget request {request_id}")
-        latest = self.checkpoints.latest_or_first_checkpoint()
-        return bundle([self._prove_at(aid, latest.epoch) for aid in ids])
+        at = self._checkpoint_context(self.checkpoints.latest_or_first_checkpoint().epoch)
+        return bundle([self._prove_at(aid, at) for aid in ids])
 
-    def _prove_at(self, aid: ArtifactId, epoch: int) -> dict[str, JsonValue]:
+    def _prove_at(self, aid: ArtifactId, at: _CheckpointContext) -> dict[str, JsonValue]:
         with self.db.transaction(write=False) as tx:
             if tx.fetchone("SELECT 1 FROM artifacts WHERE artifact_id = ?", (aid,)) is None:
                 raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
@@ -662,18 +701,16 @@ class ForgettingService:
         if match is None or (record["destruction_receipt_hash"] is not None and receipt is None):
             raise StorageError(f"store: the evidence of artifact {aid}'s tombstone is missing")
         event, log_index = match
-        stored = self.checkpoints.checkpoint(epoch)
-        map_root, map_inclusion = self.checkpoints.map_root_inclusion(epoch)
-        _, _, smt_proof = self.checkpoints.smt.prove(smt_key(aid), version=epoch)
+        _, _, smt_proof = self.checkpoints.smt.prove(smt_key(aid), version=at.epoch)
         proof = build_proof(
             artifact_id=aid,
             record=record,
             smt_proof=smt_proof,
-            checkpoint=stored.note,
-            map_root=map_root,
-            map_root_inclusion=map_inclusion,
+            checkpoint=at.note,
+            map_root=at.map_root,
+            map_root_inclusion=at.map_root_inclusion,
             forget_event=event,
-            log_inclusion=self.checkpoints.log.inclusion_proof(log_index, stored.size),
+            log_inclusion=self.checkpoints.log.inclusion_proof(log_index, at.size),
             destruction_receipt=receipt,
         )
         verify_proof(proof, self.checkpoints.verifier_key)
@@ -713,7 +750,7 @@ def _next_record(current: JsonValue, event: _DueEvent) -> dict[str, JsonValue]:
     """The leaf record after executing ``event`` on an artifact whose leaf is ``current``."""
     if event.level == 2:
         receipt = None if event.receipt_hash is None else bytes.fromhex(event.receipt_hash)
-        return tombstone_record(entry_hash(event.event), receipt)
+        return tombstone_record(sha256(event.event_bytes), receipt)
     if not isinstance(current, dict) or current.get("state") != "ACTIVE":
         # Already a TOMBSTONE: a later level 0 or 1 request changes nothing in the leaf.
         return dict(current) if isinstance(current, dict) else {}
