@@ -42,7 +42,7 @@ def test_division_inverts_multiplication() -> None:
 
 
 def _rng(seed: int) -> random.Random:
-    return random.Random(seed)
+    return random.Random(seed)  # noqa: S311 - reproducible test coefficients, not key material
 
 
 @settings(max_examples=60, deadline=None)
@@ -97,5 +97,5 @@ def test_bad_shares_are_refused() -> None:
         combine_shares([Share(1, b"a"), Share(1, b"b")])
     with pytest.raises(ValueError, match="lengths"):
         combine_shares([Share(1, b"a"), Share(2, b"bc")])
-    with pytest.raises(ValueError, match="1..255"):
+    with pytest.raises(ValueError, match=r"1\.\.255"):
         Share(0, b"a")

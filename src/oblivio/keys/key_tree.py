@@ -545,26 +545,29 @@ class KeyTree:
         new[(head.height, 0)] = _Key(head.generation + 1, None)
         for slot in forgotten:
             path.children[(1, slot // b)].pop(slot % b, None)
+        prefix = KEY_TREE_CONTEXT + self.tree.encode()
+        pack = _POSITION.pack
         for (level, index), new_key in new.items():
             old_key = old[(level, index)]
             entries = path.children[(level, index)]
-            fresh = [o for o in entries if (level - 1, index * b + o) in new]
-            kept = [o for o in entries if (level - 1, index * b + o) not in new]
+            child, base = level - 1, index * b
+            if level == 1:  # leaf keys: never re-keyed themselves, only re-wrapped
+                kept, fresh = list(entries), []
+            else:
+                fresh = [o for o in entries if (child, base + o) in new]
+                kept = [o for o in entries if (child, base + o) not in new]
             plain = self._unwrap(
                 head.root_ref,
                 old_key,
-                [
-                    (entries[o], node_context(self.tree, level - 1, index * b + o, old_key.version))
-                    for o in kept
-                ],
+                [(entries[o], prefix + pack(child, base + o, old_key.version)) for o in kept],
             )
-            plain += [_clear(new[(level - 1, index * b + o)]) for o in fresh]
+            plain += [_clear(new[(child, base + o)]) for o in fresh]
             offsets = kept + fresh
             wrapped = self._wrap(
                 new_root,
                 new_key,
                 [
-                    (k, node_context(self.tree, level - 1, index * b + o, new_key.version))
+                    (k, prefix + pack(child, base + o, new_key.version))
                     for k, o in zip(plain, offsets, strict=True)
                 ],
             )
