@@ -170,15 +170,24 @@ class ForgettingService:
     # -- requests ------------------------------------------------------------------------------
 
     def _targets(
-        self, tx: Transaction, artifact_id: str | None, entity_uri: str | None, scope: object
+        self,
+        tx: Transaction,
+        artifact_id: str | Sequence[str] | None,
+        entity_uri: str | None,
+        scope: object,
     ) -> list[ArtifactId]:
         if (artifact_id is None) == (entity_uri is None):
             raise InvalidInputError("forget: name exactly one of an artifact or an entity")
         if artifact_id is not None:
-            aid = parse_artifact_id(artifact_id)
-            if tx.fetchone("SELECT 1 FROM artifacts WHERE artifact_id = ?", (aid,)) is None:
-                raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
-            return [aid]
+            wanted = [artifact_id] if isinstance(artifact_id, str) else list(artifact_id)
+            ids = sorted({parse_artifact_id(a) for a in wanted})
+            found = {r[0] for r in _select_in(tx, "SELECT artifact_id FROM artifacts", ids)}
+            missing = [a for a in ids if a not in found]
+            if missing or not ids:
+                raise ArtifactNotFoundError(
+                    f"artifact {missing[0] if missing else '(none)'} is not stored on this node"
+                )
+            return ids
         pattern = validate_scope_pattern(scope)
         rows = tx.fetchall(
             "SELECT artifact_id, scope FROM artifacts WHERE entity_uri = ? ORDER BY artifact_id",
@@ -195,7 +204,7 @@ class ForgettingService:
     def forget(
         self,
         *,
-        artifact_id: str | None = None,
+        artifact_id: str | Sequence[str] | None = None,
         entity_uri: str | None = None,
         scope: object = "*",
         level: int = 2,
@@ -207,7 +216,8 @@ class ForgettingService:
         allow_empty: bool = False,
     ) -> ForgetReceipt:
         """Record a forget request durably (its events appended to the log) and stop reads of
-        the artifacts it names; execution follows at the next epoch commit.
+        the artifacts it names (one id, a list of ids, or an entity's artifacts in the scopes
+        of a pattern); execution follows at the next epoch commit.
 
         Raises InvalidInputError (and its kinds) for a bad request, ArtifactNotFoundError for an
         unknown artifact, InvalidInputError when an entity has no artifact in the scopes named
