@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates ./.venv with oblivio and its pinned dependencies (constraints.txt).
 # On a fresh Debian machine, installs the system packages it needs through apt-get when run as root.
-# Usage: source-free; call as `bash scripts/bootstrap.sh [extra]` where extra is "dev" for the test tools.
+# Usage: `bash scripts/bootstrap.sh [EXTRAS]`: EXTRAS is "dev" for the test tools, "dev,bench" adds
+# the peers the benchmarks measure against.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
