@@ -31,7 +31,7 @@ fi
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_install python3-venv
 fi
-if [ "$extra" = dev ] && ! command -v softhsm2-util >/dev/null 2>&1; then
+if [[ ",$extra," == *",dev,"* ]] && ! command -v softhsm2-util >/dev/null 2>&1; then
     # SoftHSM2 is the PKCS#11 token the HSM backend tests run against.
     apt_install softhsm2 || echo "oblivio setup: SoftHSM2 not installed; its tests will skip" >&2
 fi
