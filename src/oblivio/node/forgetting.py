@@ -424,7 +424,11 @@ class ForgettingService:
                         [e.artifact_id for e in due],
                     )
                 }
-            if not (due or unlogged or pending or receipts or force):
+                # Holds, releases, restores and cancellations are logged outside an epoch:
+                # they are due for a checkpoint too.
+                signed = tx.fetchone("SELECT MAX(tree_size) FROM checkpoints")
+                uncovered = self.checkpoints.log.size_in(tx) > int((signed or (0,))[0] or 0)
+            if not (due or unlogged or pending or receipts or uncovered or force):
                 return None
             leaves = dict(current) | pending
             for event in due:
