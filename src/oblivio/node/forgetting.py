@@ -62,6 +62,7 @@ from oblivio.node.checkpoints import CheckpointService, EpochCommit
 from oblivio.node.ids import new_uuid7
 from oblivio.node.node import Node
 from oblivio.store.database import Transaction
+from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
 _PG_FORGET_LOCK = 0x0B11_7E90  # the epoch lock: forget appends and epoch commits serialise
 
@@ -383,11 +384,33 @@ class ForgettingService:
             bound = next(
                 (r for r in batch if r.key_ref.get("tree") == "wrap"), batch[0] if batch else None
             )
-            if bound is not None:
-                for event in due:
-                    if event.level >= 1 and event.capabilities == caps:
-                        event.receipt_hash = bound.digest().hex()
+            group = [e for e in due if e.level >= 1 and e.capabilities == caps]
+            if bound is None:
+                # Nothing was left to forget: an earlier batch did it (a crash fell between
+                # it and its epoch commit, or a level-1 forget came first). Bind its receipt.
+                earlier = self._earlier_receipts(ids, caps)
+                for event in group:
+                    event.receipt_hash = earlier.get(event.artifact_id)
+            else:
+                for event in group:
+                    event.receipt_hash = bound.digest().hex()
         return receipts
+
+    def _earlier_receipts(
+        self, ids: Sequence[ArtifactId], caps: Sequence[Capability]
+    ) -> dict[ArtifactId, str]:
+        """Per artifact, the receipt of the key-tree batch that already forgot these keys
+        (the ``wrap`` tree's when there is one, as for a fresh batch)."""
+        wanted = {(a, c) for a in ids for c in caps}
+        with self.db.transaction(write=False) as tx:
+            entries = SqlKeyTreeNodes(tx).journal(["destroyed"])
+        found: dict[ArtifactId, str] = {}
+        for entry in sorted(entries, key=lambda e: e.tree == "wrap"):
+            if entry.receipt_hash is not None:
+                for artifact_id, capability in entry.leaves:
+                    if (artifact_id, capability) in wanted:
+                        found[artifact_id] = entry.receipt_hash
+        return found
 
     def _unlogged_receipts(self, tx: Transaction) -> list[tuple[str, bytes]]:
         rows = tx.fetchall(
