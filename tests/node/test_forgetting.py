@@ -205,6 +205,26 @@ def test_level_1_is_not_reversible(node: Node, services: NodeServices) -> None:
     assert receipts, "a level-1 forget logs the destruction receipt of the old root"
 
 
+def test_level_2_after_level_1_binds_the_receipt_of_the_earlier_destruction(
+    node: Node, services: NodeServices
+) -> None:
+    # The keys are already gone when the level-2 request executes, so its epoch destroys
+    # nothing new; the tombstone must still bind the receipt of the destruction that erased
+    # them, not claim level 2 without evidence.
+    artifact_id = node.vault.put(b"first level 1, then a proof", {})
+    services.forgetting.forget(artifact_id=artifact_id, level=1)
+    services.forgetting.commit_due()
+    with node.db.transaction(write=False) as tx:
+        hashes = {r[0] for r in tx.fetchall("SELECT receipt_hash FROM destruction_receipts")}
+    services.forgetting.forget(artifact_id=artifact_id, level=2)
+    services.forgetting.commit_due()
+    proof = services.forgetting.prove(artifact_id)
+    record = proof["record"]
+    assert isinstance(record, dict)
+    assert record["destruction_receipt_hash"] in hashes
+    assert _verified(services, artifact_id).destruction_backend == "software"
+
+
 def test_proofs_exist_for_forgotten_level_2_artifacts_only(
     node: Node, services: NodeServices
 ) -> None:
