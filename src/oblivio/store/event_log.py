@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from oblivio.core.errors import NotFoundError, StorageError
@@ -149,6 +149,32 @@ class EventLog:
 
         return subtree
 
+    def _prefetch(self, tx: Transaction, proof: Callable[[SubtreeHash], object]) -> None:
+        """Read every stored subtree hash a proof will need, missing from the cache, in one
+        query. Which subtrees a proof reads depends only on the sizes and index, so a dry run
+        with a recording accessor lists them."""
+        needed: list[tuple[int, int]] = []
+
+        def record(level: int, index: int) -> bytes:
+            needed.append((level, index))
+            return bytes(HASH_SIZE)
+
+        proof(record)
+        missing = [
+            (level, index)
+            for level, index in needed
+            if level >= STORED_MIN_LEVEL and (level, index) not in self._subtrees
+        ]
+        if not missing:
+            return
+        where = " OR ".join(["(node_level = ? AND idx = ?)"] * len(missing))
+        params = [value for pair in missing for value in pair]
+        rows = tx.fetchall(f"SELECT node_level, idx, hash FROM log_nodes WHERE {where}", params)  # noqa: S608 - only placeholders are interpolated
+        if len(self._subtrees) + len(rows) >= _SUBTREE_CACHE_SIZE:
+            self._subtrees.clear()
+        for level, index, value in rows:
+            self._subtrees[(int(level), int(index))] = bytes(value)
+
     def _frontier_in(self, tx: Transaction, size: int) -> tuple[bytes, ...]:
         with self._lock:
             cached = self._frontier
@@ -235,6 +261,7 @@ class EventLog:
             self._check_size(tx, size)
             if not 0 <= index < size:
                 raise NotFoundError(f"log: no entry {index} in a log of size {size}")
+            self._prefetch(tx, lambda reader: inclusion_proof(index, size, reader))
             path = inclusion_proof(index, size, self._cached_reader(tx))
         return InclusionProof(index, size, tuple(path))
 
@@ -247,5 +274,6 @@ class EventLog:
                     f"log: no consistency proof from size {first} to {second} "
                     "(need 0 < first <= second)"
                 )
+            self._prefetch(tx, lambda reader: consistency_proof(first, second, reader))
             path = consistency_proof(first, second, self._cached_reader(tx))
         return ConsistencyProof(first, second, tuple(path))
