@@ -402,12 +402,12 @@ class SparseMerkleTree:
         """
         if version <= self.version:
             raise ValueError(f"SMT batch: version {version} is not above {self.version}")
-        items: list[tuple[int, bytes, bytes | None]] = []
-        for key, value in updates.items():
-            _check_key(key, "leaf key")
-            if value is not None:
-                _check_key(value, "value hash")
-            items.append((int.from_bytes(key, "big"), bytes(key), value))
+        from_bytes = int.from_bytes
+        items = [(from_bytes(key, "big"), bytes(key), value) for key, value in updates.items()]
+        for _, key, value in items:
+            if len(key) != HASH_SIZE or (value is not None and len(value) != HASH_SIZE):
+                _check_key(key, "leaf key")
+                _check_key(value or b"", "value hash")
         items.sort()
         batch = _Batch(items, version)
         with gc_paused():
