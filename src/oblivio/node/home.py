@@ -90,12 +90,29 @@ def default_store_uri(home: Path) -> str:
     return "sqlite:///" + str((home / DEFAULT_DB_FILE).resolve()).lstrip("/")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write an owner-only (0600) file and fsync it; refuse an existing one unless
+    ``overwrite``."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a directory's entries (a new or renamed file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def signing_key_file_bytes(key: SigningKey) -> bytes:
+    """How a signing key is kept on disk: its seed, base64url, one line."""
+    return (b64url_encode(key.seed) + "\n").encode("ascii")
 
 
 def new_signing_key() -> SigningKey:
@@ -118,9 +135,9 @@ def write_home(home: Path, config: NodeConfig, signing_key: SigningKey) -> None:
     """Write the signing key and then the configuration (which marks the home complete)."""
     ensure_uninitialised(home)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_private(home / SIGNING_KEY_FILE, (b64url_encode(signing_key.seed) + "\n").encode())
+    write_private_file(home / SIGNING_KEY_FILE, signing_key_file_bytes(signing_key))
     config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
-    _write_private(home / CONFIG_FILE, config_text.encode("utf-8"))
+    write_private_file(home / CONFIG_FILE, config_text.encode("utf-8"))
 
 
 def load_config(home: Path) -> NodeConfig:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from oblivio.core.canonical import canonical_json, parse_json
-from oblivio.core.encoding import b64url_decode, b64url_encode
+from oblivio.core.encoding import b64url_decode
 from oblivio.core.errors import InvalidInputError, NotFoundError, VerificationError
 from oblivio.core.identifiers import format_time
 from oblivio.core.manifest import (
@@ -26,26 +26,17 @@ from oblivio.core.manifest import (
 )
 from oblivio.core.signing import SigningKey
 from oblivio.node.audit import AuditLog
-from oblivio.node.home import SIGNING_KEY_FILE, load_signing_key, new_signing_key
+from oblivio.node.home import (
+    SIGNING_KEY_FILE,
+    fsync_directory,
+    load_signing_key,
+    new_signing_key,
+    signing_key_file_bytes,
+    write_private_file,
+)
 from oblivio.store.database import Database, Transaction
 
 NEXT_KEY_FILE = SIGNING_KEY_FILE + ".next"
-
-
-def _write_key_file(path: Path, key: SigningKey) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write((b64url_encode(key.seed) + "\n").encode("ascii"))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ManifestRegistry:
@@ -148,7 +139,7 @@ def finish_key_rotation(home: Path, registry: ManifestRegistry, org: str) -> Sig
     manifest = registry.find(org)
     if manifest is not None and manifest.current_key_id == candidate.key_id:
         os.replace(next_path, home / SIGNING_KEY_FILE)
-        _fsync_dir(home)
+        fsync_directory(home)
         return candidate
     next_path.unlink()
     return current
@@ -168,8 +159,8 @@ def rotate_signing_key(
     manifest = registry.own(org, current)
     successor = new_signing_key()
     next_path = home / NEXT_KEY_FILE
-    _write_key_file(next_path, successor)
-    _fsync_dir(home)
+    write_private_file(next_path, signing_key_file_bytes(successor), overwrite=True)
+    fsync_directory(home)
     rotated = verify_manifest(
         rotate_manifest(manifest.raw, current, successor, format_time(now)),
         anchor_key_id=manifest.keys[0].key_id,
@@ -183,5 +174,5 @@ def rotate_signing_key(
             details={"from": current.key_id, "to": successor.key_id},
         )
     os.replace(next_path, home / SIGNING_KEY_FILE)
-    _fsync_dir(home)
+    fsync_directory(home)
     return successor
