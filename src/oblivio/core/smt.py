@@ -133,7 +133,9 @@ as an integer; ``version`` is the batch that wrote it. Interior rows name their 
 versions (``None`` = empty child) and no key; leaf rows carry the key and value hash."""
 
 StaleNode = tuple[int, int, int]
-"""``(depth, prefix, version)`` of a stored node that a batch replaced."""
+"""``(depth, path, version)`` of a stored node that a batch replaced: ``path`` is a 256-bit
+integer (a key) whose first ``depth`` bits are the node's position, so the prefix is
+``path >> (256 - depth)`` (left to the consumer: most batches never need it)."""
 
 
 class BatchResult:
@@ -184,10 +186,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _prefix(kint: int, depth: int) -> int:
-    return kint >> (KEY_BITS - depth)
-
-
 class _Batch:
     """One batch update: recursion state shared by its steps."""
 
@@ -214,7 +212,7 @@ class _Batch:
         right = self.update(old_right, depth + 1, mid, hi) if hi > mid else old_right
         if left is old_left and right is old_right:
             return node
-        self.stale.append((depth, kints[lo] >> (shift + 1), node.version))
+        self.stale.append((depth, kints[lo], node.version))
         if left is not None and right is not None:
             return SmtInner(
                 _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, self.version
@@ -238,7 +236,7 @@ class _Batch:
         stale = self.stale
         for inner in reversed(path):
             d -= 1
-            stale.append((d, kint >> (KEY_BITS - d), inner.version))
+            stale.append((d, kint, inner.version))
             if (kint >> (KEY_BITS - 1 - d)) & 1:
                 left, right = inner.left, new
             else:
@@ -275,7 +273,7 @@ class _Batch:
         if leaf.version == self.version:
             leaf.depth = depth  # made in this batch, not yet stored anywhere
             return leaf
-        self.stale.append((leaf.depth, _prefix(leaf.kint, leaf.depth), leaf.version))
+        self.stale.append((leaf.depth, leaf.kint, leaf.version))
         return SmtLeaf(leaf.key, leaf.value_hash, self.version, depth)
 
     def build(self, old: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
@@ -304,7 +302,7 @@ class _Batch:
             entries = [e for e in entries if e[2] is not None]
         result = self.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
         if type(old) is SmtLeaf and result is not old:
-            self.stale.append((old.depth, _prefix(old.kint, old.depth), old.version))
+            self.stale.append((old.depth, old.kint, old.version))
         return result
 
     def build_one(self, old: SmtNode | None, depth: int, index: int) -> SmtNode | None:
@@ -318,12 +316,12 @@ class _Batch:
         if old.kint == kint:
             if value == old.value_hash:
                 return old
-            self.stale.append((old.depth, _prefix(old.kint, old.depth), old.version))
+            self.stale.append((old.depth, old.kint, old.version))
             return None if value is None else SmtLeaf(key, value, version, depth, kint)
         if value is None:
             return old  # removing a key that is not there
         # Two leaves: they split at their first differing bit, below a chain of one-child nodes.
-        self.stale.append((old.depth, _prefix(old.kint, old.depth), old.version))
+        self.stale.append((old.depth, old.kint, old.version))
         split = KEY_BITS - (kint ^ old.kint).bit_length()
         new = SmtLeaf(key, value, version, split + 1, kint)
         moved = SmtLeaf(old.key, old.value_hash, version, split + 1, old.kint)

@@ -69,12 +69,14 @@ def group_key(depth: int, prefix: int) -> bytes:
 
 
 def _encode_stale(stale: list[StaleNode]) -> bytes:
+    """``node_key || version`` of each stale node, concatenated."""
     pack = _VERSION.pack
-    return b"".join(
-        ((d << (((d + 7) >> 3) << 3)) | (p << (-d % 8))).to_bytes(((d + 7) >> 3) + 2, "big")
-        + pack(v)
-        for d, p, v in stale
-    )
+    out = []
+    for d, path, v in stale:
+        size = (d + 7) >> 3
+        prefix = path >> (KEY_BITS - d)
+        out.append(((d << (size << 3)) | (prefix << (-d % 8))).to_bytes(size + 2, "big") + pack(v))
+    return b"".join(out)
 
 
 def _decode_stale(blob: bytes) -> list[tuple[bytes, int]]:
