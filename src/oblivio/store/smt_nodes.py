@@ -183,67 +183,62 @@ class SmtNodeStore:
             if root != EMPTY:
                 raise _corrupt(f"version {version} has no root node but root {root.hex()}")
             return SparseMerkleTree(None, version)
-        groups: dict[bytes, dict[bytes, _Record]] = {TOP_GROUP: self._group_all(tx, TOP_GROUP)}
-        node = self._materialise(tx, groups, 0, 0, int(root_version))
+        with gc_paused():
+            node = self._materialise(tx, self._group_all(tx, TOP_GROUP), 0, 0, int(root_version))
         if node.hash != root:
             raise _corrupt(f"version {version}: expected root {root.hex()}, got {node.hash.hex()}")
         return SparseMerkleTree(node, version)
 
     @staticmethod
-    def _group_all(tx: Transaction, group: bytes) -> dict[bytes, _Record]:
-        """Every record of every version of one group, keyed by node key + version."""
-        out: dict[bytes, _Record] = {}
-        for version, blob in tx.iterate(
-            "SELECT version, nodes FROM smt_nodes WHERE group_key = ?", (group,)
-        ):
-            suffix = _VERSION.pack(int(version))
-            for key, record in _decode_group(bytes(blob)).items():
-                out[key + suffix] = record
-        return out
+    def _group_all(tx: Transaction, group: bytes) -> dict[int, dict[bytes, _Record]]:
+        """Every record of every version of one group: version → node key → record."""
+        return {
+            int(version): _decode_group(bytes(blob))
+            for version, blob in tx.iterate(
+                "SELECT version, nodes FROM smt_nodes WHERE group_key = ?", (group,)
+            )
+        }
 
     def _materialise(
         self,
         tx: Transaction,
-        groups: dict[bytes, dict[bytes, _Record]],
+        records: dict[int, dict[bytes, _Record]],
         depth: int,
         prefix: int,
         version: int,
     ) -> SmtNode:
-        group = group_key(depth, prefix)
-        entering = depth == GROUP_DEPTH
-        if entering:
-            groups[group] = self._group_all(tx, group)
-        try:
-            record = groups[group].get(node_key(depth, prefix) + _VERSION.pack(version))
-            if record is None:
-                raise _corrupt(f"node at depth {depth} of version {version} is missing")
-            kind, first, second, right_version = record
-            if kind == _LEAF:
-                assert isinstance(second, bytes)  # noqa: S101 - decoded leaf records hold bytes
-                leaf = SmtLeaf(first, second, version, depth)
-                if leaf.kint >> (KEY_BITS - depth) != prefix:
-                    raise _corrupt(f"leaf {first.hex()} stored off its path")
-                return leaf
-            assert isinstance(second, int)  # noqa: S101 - decoded inner records hold versions
-            left = (
-                None
-                if second < 0
-                else self._materialise(tx, groups, depth + 1, prefix << 1, second)
-            )
-            right = (
-                None
-                if right_version < 0
-                else self._materialise(tx, groups, depth + 1, (prefix << 1) | 1, right_version)
-            )
-            computed = node_hash(
-                EMPTY if left is None else left.hash, EMPTY if right is None else right.hash
-            )
-            if computed != first:
-                raise _corrupt(f"node at depth {depth} of version {version} does not hash")
-            return SmtInner(first, left, right, version)
-        finally:
-            if entering:
-                del groups[group]
+        """Rebuild the stored subtree at ``(depth, prefix)`` of ``version``, checking every
+        hash. ``records`` are the current group's; entering a group reads its rows."""
+        if depth == GROUP_DEPTH:
+            records = self._group_all(tx, group_key(depth, prefix))
+        size = (depth + 7) >> 3
+        key = ((depth << (size << 3)) | (prefix << (-depth % 8))).to_bytes(size + 2, "big")
+        by_version = records.get(version)
+        record = None if by_version is None else by_version.get(key)
+        if record is None:
+            raise _corrupt(f"node at depth {depth} of version {version} is missing")
+        kind, first, second, right_version = record
+        if kind == _LEAF:
+            assert isinstance(second, bytes)  # noqa: S101 - decoded leaf records hold bytes
+            leaf = SmtLeaf(first, second, version, depth)
+            if leaf.kint >> (KEY_BITS - depth) != prefix:
+                raise _corrupt(f"leaf {first.hex()} stored off its path")
+            return leaf
+        assert isinstance(second, int)  # noqa: S101 - decoded inner records hold versions
+        left = (
+            None if second < 0 else self._materialise(tx, records, depth + 1, prefix << 1, second)
+        )
+        right = (
+            None
+            if right_version < 0
+            else self._materialise(tx, records, depth + 1, (prefix << 1) | 1, right_version)
+        )
+        computed = node_hash(
+            EMPTY if left is None else left.hash, EMPTY if right is None else right.hash
+        )
+        if computed != first:
+            raise _corrupt(f"node at depth {depth} of version {version} does not hash")
+        return SmtInner(first, left, right, version)
 
     def root(self, version: int | None = None) -> bytes:
         """The root of ``version`` (default: the latest). Raises NotFoundError for a version
