@@ -199,6 +199,8 @@ class _Batch:
         self.has_deletes = any(item[2] is None for item in items)
 
     def update(self, node: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
+        """The new subtree at ``depth`` (on the path of updates ``[lo, hi)``) replacing
+        ``node``; unchanged subtrees are returned as they are."""
         if hi - lo == 1:
             return self.update_one(node, depth, lo)
         if type(node) is not SmtInner:
@@ -250,6 +252,8 @@ class _Batch:
         return new
 
     def join(self, depth: int, left: SmtNode | None, right: SmtNode | None) -> SmtNode | None:
+        """The node at ``depth`` over two new halves, applying the compaction rule: nothing
+        over two empty halves, a lone leaf moves up, anything else is hashed once."""
         if left is None:
             if right is None:
                 return None
@@ -353,6 +357,7 @@ class _Batch:
         lo: int,
         hi: int,
     ) -> SmtNode | None:
+        """The subtree at ``depth`` holding exactly ``entries[lo:hi]`` (none deleted)."""
         n = hi - lo
         if n == 0:
             return None
