@@ -10,7 +10,7 @@ signed and stored (two SQLite commits with synchronous=FULL, two key-file fsyncs
 Prints one JSON object per line, then a summary table. Usage:
 
     .venv/bin/python benchmarks/key_tree_forget.py [--keys N] [--fanouts 16,64,256]
-        [--singles 20] [--batch 1000] [--backends software,pkcs11] [--no-flat]
+        [--singles 20] [--batch 1000] [--backends software,pkcs11] [--no-flat] [--dir DIR]
 
 ``pkcs11`` runs against a SoftHSM2 token made for the run (needs softhsm2-util).
 """
@@ -218,10 +218,13 @@ def main() -> None:
     parser.add_argument("--backends", default="software")
     parser.add_argument("--flat-singles", type=int, default=2)
     parser.add_argument("--no-flat", action="store_true")
+    parser.add_argument(
+        "--dir", default=None, help="where the stores live (e.g. /dev/shm to leave out the disk)"
+    )
     args = parser.parse_args()
     rng = random.Random(4)  # noqa: S311 - which leaves to forget, not cryptography
     rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="oblivio-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="oblivio-bench-", dir=args.dir) as tmp:
         work = Path(tmp)
         for name in args.backends.split(","):
             if name == "software":
