@@ -120,7 +120,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--postgres",
-        default=os.environ.get("OBLIVIO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "OBLIVIO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
     )
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     args = parser.parse_args()
@@ -135,7 +137,8 @@ def main() -> int:
         for backend, uri in stores:
             with init_node(Path(tmp) / backend, name="bench", store_uri=uri) as node:
                 for size, count, batch in plan:
-                    results.append({"kind": "vault", **vault_figures(node, backend, size, count, batch)})
+                    figures = vault_figures(node, backend, size, count, batch)
+                    results.append({"kind": "vault", **figures})
     for result in results:
         print(json.dumps(result))
     print("\n# summary (operations per second)")
@@ -146,7 +149,8 @@ def main() -> int:
         peer = peers[r["size"]]
         batched = r["puts_per_s_batched"]
         print(
-            f"{r['backend']:>10} {int(r['size']) // KIB:>5} KiB  put {r['puts_per_s_single']:>9.0f}/s"
+            f"{r['backend']:>10} {int(r['size']) // KIB:>5} KiB"
+            f"  put {r['puts_per_s_single']:>9.0f}/s"
             f"  put batched {batched if batched is None else format(batched, '9.0f')}/s"
             f"  get {r['gets_per_s']:>9.0f}/s   raw AES-GCM enc {peer['encrypt_per_s']:>9.0f}/s"
             f" dec {peer['decrypt_per_s']:>9.0f}/s"

@@ -394,7 +394,7 @@ def test_malformed_inbound_record_is_400(api: Api) -> None:
     assert state(api) == (0, 0)
 
 
-# -- seed 001 deletion requests ---------------------------------------------------------------------
+# -- seed 001 deletion requests -----------------------------------------------------------------
 
 
 def test_federation_delete_and_belief_status(api: Api) -> None:

@@ -144,7 +144,8 @@ def test_orphan_chunks_of_a_crashed_upload_are_swept(tmp_path: Path) -> None:
     with open_node(home) as node:
         with node.db.transaction(write=False) as tx:
             orphaned = tx.fetchone("SELECT COUNT(*) FROM artifact_chunks")
-        assert orphaned is not None and orphaned[0] >= 16
+        assert orphaned is not None
+        assert orphaned[0] >= 16
         assert node.vault.count() == 0
         kept = node.vault.put(b"kept", {})
         assert node.vault.sweep_orphan_chunks(datetime.now(UTC) - timedelta(hours=1)) == 0

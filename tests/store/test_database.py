@@ -28,11 +28,15 @@ def test_newer_schema_is_refused(database: Database) -> None:
 
 
 def test_failed_transaction_rolls_back(database: Database) -> None:
-    with pytest.raises(RuntimeError), database.transaction() as tx:
-        tx.execute(
-            "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", ("b", 0, b"x")
-        )
-        raise RuntimeError("abort")
+    def write_then_fail() -> None:
+        with database.transaction() as tx:
+            tx.execute(
+                "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", ("b", 0, b"x")
+            )
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
     with database.transaction(write=False) as tx:
         assert tx.fetchone("SELECT COUNT(*) FROM artifact_chunks") == (0,)
 
