@@ -80,3 +80,15 @@ def test_missing_sqlite_directory_is_a_storage_error(tmp_path: object) -> None:
 def test_unreachable_postgres_is_a_storage_error() -> None:
     with pytest.raises(StorageError, match="cannot connect"):
         open_database("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+
+
+def test_a_migration_missing_below_the_latest_is_applied(database: Database) -> None:
+    """Regression: migrate() applied only versions above the highest recorded one, so a
+    migration that landed later with a lower number never reached existing databases."""
+    with database.transaction() as tx:
+        tx.execute("DROP TABLE fact_retractions")
+        tx.execute("DELETE FROM schema_migrations WHERE version = 6")
+    applied = migrate(database)
+    assert [m.version for m in applied] == [6]
+    with database.transaction(write=False) as tx:
+        assert tx.fetchone("SELECT COUNT(*) FROM fact_retractions") == (0,)

@@ -373,7 +373,10 @@ def migrate(db: Database, now: datetime | None = None) -> list[Migration]:
                 f"store: database schema is at version {current}, newer than this oblivio "
                 f"knows ({LATEST_VERSION}); upgrade oblivio"
             )
-        pending = [m for m in MIGRATIONS if m.version > current]
+        # Every known version not yet recorded, in order: a migration that landed after later
+        # versions were applied somewhere is still applied there.
+        applied = {int(r[0]) for r in tx.fetchall("SELECT version FROM schema_migrations")}
+        pending = [m for m in MIGRATIONS if m.version not in applied]
         for migration in pending:
             for statement in migration.statements:
                 tx.execute(db.ddl(statement))
