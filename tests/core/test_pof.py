@@ -116,24 +116,24 @@ def _changed_string(text: str) -> list[str]:
 
 
 MutationPath = tuple[str | int, ...]
-_REMOVE = object()
+REMOVE = object()
 
 
-def _mutations(value: Any, path: MutationPath = ()) -> Iterator[tuple[MutationPath, str, Any]]:
+def mutations(value: Any, path: MutationPath = ()) -> Iterator[tuple[MutationPath, str, Any]]:
     """(path of the changed value, what changed, the new value or a marker) for every single
-    mutation of ``value``'s tree. ``_REMOVE`` removes a field or list element."""
+    mutation of ``value``'s tree. ``REMOVE`` removes a field or list element."""
     if isinstance(value, dict):
         yield path, "add unknown field", {**value, "unexpected": "x"}
         for key, item in value.items():
-            yield (*path, key), "remove field", _REMOVE
-            yield from _mutations(item, (*path, key))
+            yield (*path, key), "remove field", REMOVE
+            yield from mutations(item, (*path, key))
     elif isinstance(value, list):
         for index in range(len(value)):
-            yield (*path, index), "drop list element", _REMOVE
+            yield (*path, index), "drop list element", REMOVE
         if value:
             yield path, "null instead of list", None
         for index, item in enumerate(value):
-            yield from _mutations(item, (*path, index))
+            yield from mutations(item, (*path, index))
     elif value is None:
         yield path, "value instead of null", "00" * 32
         yield path, "object instead of null", {}
@@ -150,7 +150,8 @@ def _mutations(value: Any, path: MutationPath = ()) -> Iterator[tuple[MutationPa
         raise AssertionError(f"unexpected value {value!r} at {path}")
 
 
-def _apply(document: dict[str, Any], path: MutationPath, new: Any) -> dict[str, Any]:
+def apply_mutation(document: dict[str, Any], path: MutationPath, new: Any) -> dict[str, Any]:
+    """A copy of ``document`` with the value at ``path`` replaced by ``new`` (or removed)."""
     mutated = copy.deepcopy(document)
     if not path:
         assert isinstance(new, dict)
@@ -159,14 +160,14 @@ def _apply(document: dict[str, Any], path: MutationPath, new: Any) -> dict[str, 
     for step in path[:-1]:
         parent = parent[step]
     last = path[-1]
-    if new is _REMOVE:
+    if new is REMOVE:
         del parent[last]
     else:
         parent[last] = new
     return mutated
 
 
-def _note_mutations(note: str) -> Iterator[str]:
+def note_mutations(note: str) -> Iterator[str]:
     """The note with each character in turn changed (its low bit flipped)."""
     for index, char in enumerate(note):
         flipped = chr(ord(char) ^ 1)
@@ -209,8 +210,8 @@ def test_every_single_mutation_fails_verification_naming_the_link(proofs: Proofs
     document = _round_trip(proofs.proof)
     links: dict[str, set[str]] = {}
     count = 0
-    for path, what, new in _mutations(document):
-        mutated = _apply(document, path, new)
+    for path, what, new in mutations(document):
+        mutated = apply_mutation(document, path, new)
         if mutated == document:
             continue
         area = str(path[0]) if path else None
@@ -230,7 +231,7 @@ def test_every_character_of_the_checkpoint_note_matters(proofs: Proofs) -> None:
     document = _round_trip(proofs.proof)
     note = document["checkpoint"]
     assert isinstance(note, str)
-    for index, mutated_note in enumerate(_note_mutations(note)):
+    for index, mutated_note in enumerate(note_mutations(note)):
         mutated = {**document, "checkpoint": mutated_note}
         link = _assert_rejected(mutated, proofs.key, "checkpoint", f"note character {index}")
         assert link == "checkpoint"

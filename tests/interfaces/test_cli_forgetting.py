@@ -15,7 +15,9 @@ import pytest
 
 from oblivio.core.errors import IntegrityError
 from oblivio.core.identifiers import Capability, parse_artifact_id
+from oblivio.interfaces.cli import main
 from oblivio.node.node import open_node
+from tests.core.test_pof import ALLOWED_LINKS, apply_mutation, mutations, note_mutations
 from tests.interfaces.test_cli import oblivio, one_error_line
 
 EXIT_FORGOTTEN = 7
@@ -161,6 +163,54 @@ def test_verify_names_the_failing_link_and_exits_8(home: Path, tmp_path: Path) -
             "link": link,
             "error": json.loads(as_json.stdout)["error"],
         }
+
+
+def test_every_single_mutation_of_a_served_proof_fails_verify(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The proof comes from this backend's node through `oblivio prove`; `oblivio verify` runs
+    # in process (hundreds of mutations) and must exit 8 naming the link of the changed field,
+    # or 2 when the document's own shape is broken.
+    for i in range(6):  # non-empty proof paths
+        _put(home, b"padding %d" % i)
+    artifact_id = _put(home, b"secret")
+    _forget(home, artifact_id, "--level", "2")
+    proof = _prove(home, artifact_id, tmp_path / "pof.json")
+    key = _verifier_key(home)
+    target = tmp_path / "mutated.json"
+
+    def verify(document: dict[str, Any]) -> tuple[int, str]:
+        target.write_text(json.dumps(document), "utf-8")
+        status = main(["verify", str(target), "--key", key])
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        return status, captured.err.strip()
+
+    assert main(["verify", str(tmp_path / "pof.json"), "--key", key]) == 0
+    capsys.readouterr()
+    cases = [(path, what, apply_mutation(proof, path, new)) for path, what, new in mutations(proof)]
+    cases += [
+        (("checkpoint",), "note byte", {**proof, "checkpoint": n})
+        for n in note_mutations(proof["checkpoint"])
+    ]
+    checked = 0
+    for path, what, mutated in cases:
+        if mutated == proof:
+            continue
+        status, error = verify(mutated)
+        where = f"{what} at {'.'.join(map(str, path)) or '(document)'}"
+        if status == EXIT_USAGE:
+            # Only a broken top-level shape makes the document unusable.
+            assert len(path) <= 1, f"{where}: {error}"
+            assert error.startswith("oblivio verify: error: input"), f"{where}: {error}"
+            continue
+        assert status == EXIT_PROOF_INVALID, f"{where}: exit {status}"
+        prefix = "oblivio verify: proof invalid: failed link "
+        assert error.startswith(prefix), f"{where}: {error}"
+        link = error[len(prefix) :].partition(":")[0]
+        assert link in ALLOWED_LINKS[str(path[0])], f"{where}: link {link}"
+        checked += 1
+    assert checked > 300, checked
 
 
 def test_verify_exits_2_when_the_input_is_unusable(home: Path, tmp_path: Path) -> None:
