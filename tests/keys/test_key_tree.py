@@ -228,3 +228,17 @@ def test_any_altered_node_byte_fails_closed(database: Database, tmp_path: Path) 
 def test_malformed_children_are_integrity_errors(blob: bytes) -> None:
     with pytest.raises(IntegrityError):
         unpack_children(blob)
+
+
+def test_a_tree_keeps_its_fanout_when_the_configuration_changes(
+    database: Database, tmp_path: Path
+) -> None:
+    custody = _custody(database, tmp_path, 4)
+    ids = artifact_ids(0, 30)
+    add_artifacts(database, custody, ids[:20])
+    reconfigured = _custody(database, tmp_path, 64)
+    add_artifacts(database, reconfigured, ids[20:])
+    reconfigured.forget([ids[3], ids[25]])
+    for aid in ids:
+        assert _readable(reconfigured, aid) == (aid not in (ids[3], ids[25]))
+    assert all(tree.fanout == 4 for tree in reconfigured.trees.values())

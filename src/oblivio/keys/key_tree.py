@@ -61,7 +61,9 @@ from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import RootKeyPurpose, WrappingKeyBackend
 
 KEY_TREE_CONTEXT: Final = b"oblivio/key-tree/v1"
-DEFAULT_FANOUT: Final = 64
+DEFAULT_FANOUT: Final = 16
+"""Cheapest forgets at 10^6 keys (docs/benchmarks/key-tree-forget.md); reads pay one more unwrap
+than at 64."""
 MIN_FANOUT: Final = 2
 TREES: Final[tuple[RootKeyPurpose, ...]] = ("wrap", "escrow")
 JournalState = Literal["intent", "destroyed"]
@@ -285,6 +287,13 @@ class KeyTree:
             )
             nodes.save_nodes(self.tree, [TreeNode(1, 0, 0, b"")])
             nodes.save_head(head)
+        return self._adopt(head)
+
+    def _adopt(self, head: TreeHead) -> TreeHead:
+        """A tree keeps the fan-out it was made with; the configured one applies to new trees."""
+        if head.fanout < MIN_FANOUT:
+            raise IntegrityError()
+        self.fanout = head.fanout
         return head
 
     # -- wrapping helpers --------------------------------------------------------------------
@@ -475,6 +484,7 @@ class KeyTree:
         head = nodes.head(self.tree)
         if head is None or not 0 <= leaf.slot < head.next_slot:
             raise IntegrityError()
+        head = self._adopt(head)
         path = self._path(nodes, head, [leaf.slot], create=False)
         position = (1, leaf.slot // self.fanout)
         entry = path.children[position].get(leaf.slot - position[1] * self.fanout)
@@ -596,7 +606,7 @@ class KeyTree:
     # -- recovery ----------------------------------------------------------------------------
 
     def destroy_due(self) -> list[DestructionReceipt]:
-        """Destroy the old roots of applied batches whose destruction window has elapsed."""
+        """Destroy the old roots of committed batches whose destruction window has elapsed."""
         now = self._clock()
         with self.store.transaction(write=False) as nodes:
             due = [
