@@ -365,7 +365,8 @@ class KeyTree:
                         raise IntegrityError()
                     path.keys[(level, i)] = _Key(path.versions[(level, i)], key)
                 missing = [i for i in indices if i - parent_index * b not in siblings]
-                if missing and not create:
+                # A node row whose parent does not list it was tampered with: never overwrite it.
+                if missing and (not create or any((level, i) in path.versions for i in missing)):
                     raise IntegrityError()
                 fresh = [self._random(KEY_SIZE) for _ in missing]
                 wrapped = self._wrap(
@@ -401,7 +402,10 @@ class KeyTree:
     def _grow(self, nodes: KeyTreeNodes, head: TreeHead) -> TreeHead:
         """Add a level on top: the old root node gets a key of its own, under a new root."""
         level = head.height
-        [old_root] = nodes.nodes_at(self.tree, [(level, 0)])
+        found = nodes.nodes_at(self.tree, [(level, 0)])
+        if len(found) != 1 or found[0].version != head.generation:
+            raise IntegrityError()
+        old_root = found[0]
         key = _Key(0, self._random(KEY_SIZE))
         root = _Key(head.generation, None)
         entries = unpack_children(old_root.children)
