@@ -64,10 +64,11 @@ class WrappingKeyBackend(Protocol):
         absence. Raises KeyBackendError if destruction cannot be confirmed."""
 
     def has_root_key(self, key_ref: str) -> bool:
-        """Whether ``key_ref`` names a root key of which anything is left in the backend."""
+        """Whether ``key_ref`` names a usable root key (for threshold: ``t`` shares reachable)."""
 
     def live_root_keys(self) -> set[str]:
-        """References of every root key of this node of which anything is left."""
+        """References of every root key of this node of which anything is left (for threshold:
+        any share), so that recovery can destroy what the database does not account for."""
 
     def close(self) -> None:
         """Release the backend's resources (files, sessions)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -57,7 +57,7 @@ class RecoveryReport:
 
     receipts: tuple[DestructionReceipt, ...] = ()
     orphan_roots_destroyed: tuple[str, ...] = ()
-    resurrected_roots_destroyed: tuple[str, ...] = field(default_factory=tuple)
+    resurrected_roots_destroyed: tuple[str, ...] = ()
 
 
 class KeyTreeCustody:
