@@ -138,10 +138,11 @@ def test_sigkill_at_every_step_of_a_forget_batch(keys_uri: str, tmp_path: Path) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(8))
-def test_sigkill_at_random_moments(tmp_path: Path, seed: int) -> None:
+def test_sigkill_at_random_moments(tmp_path: Path, store_uri: str, seed: int) -> None:
+    """On SQLite and PostgreSQL: a killed writer's transaction is rolled back by the server."""
     rng = random.Random(seed)  # noqa: S311 - seeded kill timing, not cryptography
     home = tmp_path / "home"
-    with init_node(home, name="killed") as node:
+    with init_node(home, name="killed", store_uri=store_uri) as node:
         payloads = {}
         ids = []
         for i in range(30):
