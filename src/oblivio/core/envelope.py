@@ -151,12 +151,12 @@ def wrap_keys(
     if len(nonces) != NONCE_SIZE * len(items):
         raise ValueError(f"wrap_keys: expected {NONCE_SIZE * len(items)} nonce bytes")
     _check_key_and_nonce(wrapping_key, nonces[:NONCE_SIZE] or bytes(NONCE_SIZE))
-    cipher = AESGCM(wrapping_key)
-    wrapped = []
-    for i, (key, context) in enumerate(items):
-        nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
-        wrapped.append(nonce + cipher.encrypt(nonce, key, key_wrap_aad(context)))
-    return wrapped
+    encrypt = AESGCM(wrapping_key).encrypt
+    split = [nonces[at : at + NONCE_SIZE] for at in range(0, len(nonces), NONCE_SIZE)]
+    return [
+        nonce + encrypt(nonce, key, KEY_WRAP_AAD_PREFIX + context)
+        for nonce, (key, context) in zip(split, items, strict=True)
+    ]
 
 
 def unwrap_keys(wrapping_key: bytes, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
@@ -164,18 +164,16 @@ def unwrap_keys(wrapping_key: bytes, items: Sequence[tuple[bytes, bytes]]) -> li
     IntegrityError if any of them fails."""
     if len(wrapping_key) != KEY_SIZE:
         raise IntegrityError()
-    cipher = AESGCM(wrapping_key)
-    keys = []
-    for wrapped, context in items:
-        if len(wrapped) < NONCE_SIZE + TAG_SIZE:
-            raise IntegrityError()
-        try:
-            keys.append(
-                cipher.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], key_wrap_aad(context))
-            )
-        except (InvalidTag, ValueError) as e:
-            raise IntegrityError() from e
-    return keys
+    decrypt = AESGCM(wrapping_key).decrypt
+    if any(len(wrapped) < NONCE_SIZE + TAG_SIZE for wrapped, _ in items):
+        raise IntegrityError()
+    try:
+        return [
+            decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], KEY_WRAP_AAD_PREFIX + context)
+            for wrapped, context in items
+        ]
+    except (InvalidTag, ValueError) as e:
+        raise IntegrityError() from e
 
 
 def digests_equal(a: bytes, b: bytes) -> bool:

@@ -209,12 +209,12 @@ def unpack_children(blob: bytes) -> dict[int, bytes]:
     """Inverse of ``pack_children``; IntegrityError if the bytes are not such a list."""
     if len(blob) % _ENTRY_SIZE:
         raise IntegrityError()
-    entries: dict[int, bytes] = {}
-    for at in range(0, len(blob), _ENTRY_SIZE):
-        offset = int.from_bytes(blob[at : at + 4], "big")
-        if offset in entries:
-            raise IntegrityError()
-        entries[offset] = blob[at + 4 : at + _ENTRY_SIZE]
+    entries = {
+        int.from_bytes(blob[at : at + 4], "big"): blob[at + 4 : at + _ENTRY_SIZE]
+        for at in range(0, len(blob), _ENTRY_SIZE)
+    }
+    if len(entries) * _ENTRY_SIZE != len(blob):
+        raise IntegrityError()  # an offset listed twice
     return entries
 
 
