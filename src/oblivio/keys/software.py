@@ -10,13 +10,13 @@ old blocks of an overwritten key; a node that needs strong level-1 claims uses a
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from oblivio.core.envelope import KEY_SIZE, NONCE_SIZE, unwrap_key, unwrap_keys, wrap_key
-from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
+from oblivio.core.envelope import KEY_SIZE
+from oblivio.core.errors import InvalidKeysUriError, KeyBackendError
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+from oblivio.keys.in_process import InProcessRootWrapping
 from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile
 
 MAGIC = b"OBLVSWK1"
@@ -44,7 +44,7 @@ def _reference(key_ref: str) -> bytes | None:
     return reference if len(reference) == REFERENCE_SIZE else None
 
 
-class SoftwareBackend:
+class SoftwareBackend(InProcessRootWrapping):
     """Root keys in a local key file; safe to share between threads and processes."""
 
     scheme = "software"
@@ -62,40 +62,16 @@ class SoftwareBackend:
         self._file.add(reference, _PURPOSES[purpose], secrets.token_bytes(KEY_SIZE))
         return _REF_PREFIX + reference.hex()
 
+    def _missing_root(self, key_ref: str) -> str:
+        return f"software keys: no live root key {key_ref}"
+
     def _root_key(self, key_ref: str) -> bytes | None:
         reference = _reference(key_ref)
         slot = None if reference is None else self._file.get(reference)
         return None if slot is None else slot.secret
 
-    def has_root_key(self, key_ref: str) -> bool:
-        return self._root_key(key_ref) is not None
-
     def live_root_keys(self) -> set[str]:
         return {_REF_PREFIX + reference.hex() for reference in self._file.live()}
-
-    def wrap(self, key_ref: str, key: bytes, context: bytes) -> bytes:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise KeyBackendError(f"software keys: no live root key {key_ref}")
-        return wrap_key(root, secrets.token_bytes(NONCE_SIZE), key, context)
-
-    def wrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise KeyBackendError(f"software keys: no live root key {key_ref}")
-        return [wrap_key(root, secrets.token_bytes(NONCE_SIZE), k, c) for k, c in items]
-
-    def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise IntegrityError()
-        return unwrap_key(root, wrapped, context)
-
-    def unwrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise IntegrityError()
-        return unwrap_keys(root, items)
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Overwrite the key's slot with zeros in place and fsync; then confirm it is gone."""

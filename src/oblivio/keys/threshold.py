@@ -25,16 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from oblivio.core.canonical import JsonValue
 from oblivio.core.encoding import b64url_decode, b64url_encode
-from oblivio.core.envelope import (
-    KEY_SIZE,
-    NONCE_SIZE,
-    unwrap_key,
-    unwrap_keys,
-    wrap_key,
-    wrap_keys,
-)
+from oblivio.core.envelope import KEY_SIZE
 from oblivio.core.errors import (
-    IntegrityError,
     InvalidKeysUriError,
     KeyBackendError,
     OblivioError,
@@ -44,6 +36,7 @@ from oblivio.core.receipts import sign_share_deletion
 from oblivio.core.shamir import Share, combine_shares, split_secret
 from oblivio.core.signing import SEED_SIZE, SigningKey, VerifyKey
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+from oblivio.keys.in_process import InProcessRootWrapping
 from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile
 
 SHARE_MAGIC = b"OBLVSHR1"
@@ -154,7 +147,7 @@ def _reference(key_ref: str) -> bytes | None:
     return reference if len(reference) == REFERENCE_SIZE else None
 
 
-class ThresholdBackend:
+class ThresholdBackend(InProcessRootWrapping):
     """Root keys as Shamir shares held by custodians; ``t`` of ``n`` are needed to use one."""
 
     scheme = "threshold"
@@ -204,6 +197,9 @@ class ThresholdBackend:
             custodian.store_share(reference, share)
         return _REF_PREFIX + reference.hex()
 
+    def _missing_root(self, key_ref: str) -> str:
+        return f"threshold keys: fewer than t shares of {key_ref} reachable"
+
     def _root_key(self, key_ref: str) -> bytes | None:
         reference = _reference(key_ref)
         if reference is None:
@@ -220,10 +216,6 @@ class ThresholdBackend:
                 return combine_shares(shares)
         return None
 
-    def has_root_key(self, key_ref: str) -> bool:
-        """Whether ``t`` custodians still hold shares of ``key_ref``."""
-        return self._root_key(key_ref) is not None
-
     def live_root_keys(self) -> set[str]:
         """Roots of which any custodian still holds a share."""
         refs: set[str] = set()
@@ -233,30 +225,6 @@ class ThresholdBackend:
             except OblivioError:
                 continue
         return refs
-
-    def wrap(self, key_ref: str, key: bytes, context: bytes) -> bytes:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise KeyBackendError(f"threshold keys: fewer than t shares of {key_ref} reachable")
-        return wrap_key(root, secrets.token_bytes(NONCE_SIZE), key, context)
-
-    def wrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise KeyBackendError(f"threshold keys: fewer than t shares of {key_ref} reachable")
-        return wrap_keys(root, secrets.token_bytes(NONCE_SIZE * len(items)), items)
-
-    def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise IntegrityError()
-        return unwrap_key(root, wrapped, context)
-
-    def unwrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        root = self._root_key(key_ref)
-        if root is None:
-            raise IntegrityError()
-        return unwrap_keys(root, items)
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Ask every custodian to delete its share; proven with ``n - t + 1`` signed statements.
