@@ -28,6 +28,20 @@ HEADER_SIZE = 16
 SLOT_SIZE = 64
 SECRET_SIZE = 32
 REFERENCE_SIZE = 16
+
+
+def parse_key_reference(key_ref: str, prefix: str) -> bytes | None:
+    """The 16-byte reference in ``prefix`` + hex, as backends name their root keys; None for
+    anything else (a reference of another backend, or malformed)."""
+    if not key_ref.startswith(prefix):
+        return None
+    try:
+        reference = bytes.fromhex(key_ref.removeprefix(prefix))
+    except ValueError:
+        return None
+    return reference if len(reference) == REFERENCE_SIZE else None
+
+
 _LIVE = 1
 _DESTROYED = 0
 

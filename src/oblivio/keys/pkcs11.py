@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from oblivio.core.envelope import NONCE_SIZE, TAG_SIZE, key_wrap_aad
 from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+from oblivio.keys.key_file import parse_key_reference
 
 if TYPE_CHECKING:
     from pkcs11 import SecretKey, Session
@@ -96,13 +97,7 @@ def parse_pkcs11_uri(uri: str) -> Pkcs11Config:
 
 
 def _reference(key_ref: str) -> bytes | None:
-    if not key_ref.startswith(_REF_PREFIX):
-        return None
-    try:
-        reference = bytes.fromhex(key_ref.removeprefix(_REF_PREFIX))
-    except ValueError:
-        return None
-    return reference if len(reference) == 16 else None
+    return parse_key_reference(key_ref, _REF_PREFIX)
 
 
 class Pkcs11Backend:

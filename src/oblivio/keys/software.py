@@ -17,7 +17,7 @@ from oblivio.core.envelope import KEY_SIZE
 from oblivio.core.errors import InvalidKeysUriError, KeyBackendError
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
 from oblivio.keys.in_process import InProcessRootWrapping
-from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile
+from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile, parse_key_reference
 
 MAGIC = b"OBLVSWK1"
 _PURPOSES: dict[RootKeyPurpose, int] = {"wrap": 1, "escrow": 2}
@@ -35,13 +35,7 @@ def software_key_file(uri: str, home: Path) -> Path:
 
 
 def _reference(key_ref: str) -> bytes | None:
-    if not key_ref.startswith(_REF_PREFIX):
-        return None
-    try:
-        reference = bytes.fromhex(key_ref.removeprefix(_REF_PREFIX))
-    except ValueError:
-        return None
-    return reference if len(reference) == REFERENCE_SIZE else None
+    return parse_key_reference(key_ref, _REF_PREFIX)
 
 
 class SoftwareBackend(InProcessRootWrapping):

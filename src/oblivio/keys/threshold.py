@@ -37,7 +37,7 @@ from oblivio.core.shamir import Share, combine_shares, split_secret
 from oblivio.core.signing import SEED_SIZE, SigningKey, VerifyKey
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
 from oblivio.keys.in_process import InProcessRootWrapping
-from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile
+from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile, parse_key_reference
 
 SHARE_MAGIC = b"OBLVSHR1"
 _REF_PREFIX = "th-"
@@ -138,13 +138,7 @@ class FileCustodian:
 
 
 def _reference(key_ref: str) -> bytes | None:
-    if not key_ref.startswith(_REF_PREFIX):
-        return None
-    try:
-        reference = bytes.fromhex(key_ref.removeprefix(_REF_PREFIX))
-    except ValueError:
-        return None
-    return reference if len(reference) == REFERENCE_SIZE else None
+    return parse_key_reference(key_ref, _REF_PREFIX)
 
 
 class ThresholdBackend(InProcessRootWrapping):
