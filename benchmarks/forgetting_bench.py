@@ -172,7 +172,7 @@ def main() -> int:
                 forgotten = [
                     r[0]
                     for r in tx.fetchall(
-                        "SELECT artifact_id FROM smt_leaves WHERE record_json LIKE ? LIMIT 500",
+                        "SELECT artifact_id FROM artifacts WHERE leaf_record LIKE ? LIMIT 500",
                         ('%"TOMBSTONE"%',),
                     )
                 ]

@@ -67,7 +67,7 @@ def _readable(node: Node, artifact_id: str) -> bool:
 def _leaf(db: Database, artifact_id: str) -> tuple[dict[str, Any], bool]:
     with db.transaction(write=False) as tx:
         row = tx.fetchone(
-            "SELECT record_json, pending FROM smt_leaves WHERE artifact_id = ?", (artifact_id,)
+            "SELECT leaf_record, leaf_pending FROM artifacts WHERE artifact_id = ?", (artifact_id,)
         )
     assert row is not None
     return parse_json(row[0]), bool(row[1])
@@ -409,7 +409,7 @@ def _public_bytes(db: Database) -> bytes:
     queries = [
         "SELECT entry FROM log_entries",
         "SELECT hash FROM log_nodes",
-        "SELECT record_json FROM smt_leaves",
+        "SELECT leaf_record FROM artifacts",
         "SELECT nodes FROM smt_nodes",
         "SELECT root FROM smt_versions",
         "SELECT note FROM checkpoints",

@@ -92,3 +92,42 @@ def test_a_migration_missing_below_the_latest_is_applied(database: Database) -> 
     assert [m.version for m in applied] == [6]
     with database.transaction(write=False) as tx:
         assert tx.fetchone("SELECT COUNT(*) FROM fact_retractions") == (0,)
+
+
+def test_smt_leaves_move_into_their_artifacts_rows(store_uri: str) -> None:
+    """Migration 9 carries every leaf record and its pending flag into the artifact's row."""
+    with open_database(store_uri) as db:
+        with db.transaction() as tx:
+            tx.execute(
+                "CREATE TABLE schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            for migration in MIGRATIONS:
+                if migration.version < 9:
+                    for statement in migration.statements:
+                        tx.execute(db.ddl(statement))
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) "
+                        "VALUES (?, ?, ?)",
+                        (migration.version, migration.name, "2026-11-22T00:00:00.000Z"),
+                    )
+            for n, (record, pending) in enumerate([('{"state":"ACTIVE"}', 1), ("{}", 0)]):
+                aid = f"{n:064x}"
+                tx.execute(
+                    "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, "
+                    "plaintext_size, ciphertext_size, chunk_count, created_at) "
+                    "VALUES (?, ?, ?, ?, 0, 16, 0, '2026-11-22T00:00:00.000Z')",
+                    (aid, aid, b"{}", b"\0" * 12),
+                )
+                tx.execute(
+                    "INSERT INTO smt_leaves (artifact_id, record_json, pending) VALUES (?, ?, ?)",
+                    (aid, record, pending),
+                )
+        assert 9 in [m.version for m in migrate(db)]
+        with db.transaction(write=False) as tx:
+            rows = tx.fetchall(
+                "SELECT artifact_id, leaf_record, leaf_pending FROM artifacts ORDER BY artifact_id"
+            )
+            pending = tx.fetchall("SELECT artifact_id FROM artifacts WHERE leaf_pending = 1")
+        assert rows == [(f"{0:064x}", '{"state":"ACTIVE"}', 1), (f"{1:064x}", "{}", 0)]
+        assert pending == [(f"{0:064x}",)]

@@ -100,6 +100,26 @@ def active_record(
     }
 
 
+_NEW_LEAF_PLACEHOLDER: Final = "0" * 64
+_NEW_LEAF_HEAD, _NEW_LEAF_TAIL = (
+    canonical_json(active_record(bytes(32), CAPABILITIES))
+    .decode("ascii")
+    .split(_NEW_LEAF_PLACEHOLDER)
+)
+
+
+def new_artifact_leaf_json(key_commitment: bytes) -> str:
+    """The JCS text of a new artifact's ACTIVE leaf (every capability, no revocation, no hold).
+
+    Equal to ``canonical_json(active_record(key_commitment, CAPABILITIES))`` (a property test
+    holds them equal): the JCS bytes are made once and only the hex commitment, which needs no
+    escaping and moves no key, is put in. A put makes one per artifact.
+    """
+    if len(key_commitment) != 32:
+        raise InvalidInputError(f"key commitment: expected 32 bytes, got {len(key_commitment)}")
+    return _NEW_LEAF_HEAD + key_commitment.hex() + _NEW_LEAF_TAIL
+
+
 def tombstone_record(
     forget_event_hash: bytes, destruction_receipt_hash: bytes | None
 ) -> dict[str, JsonValue]:

@@ -435,7 +435,7 @@ class ForgettingService:
                 pending_json: dict[str, str] = {
                     r[0]: r[1]
                     for r in tx.fetchall(
-                        "SELECT artifact_id, record_json FROM smt_leaves WHERE pending = 1"
+                        "SELECT artifact_id, leaf_record FROM artifacts WHERE leaf_pending = 1"
                     )
                 }
                 pending = {a: parse_json(r) for a, r in pending_json.items()}
@@ -443,9 +443,10 @@ class ForgettingService:
                     a: parse_json(r)
                     for a, r in _select_in(
                         tx,
-                        "SELECT artifact_id, record_json FROM smt_leaves",
+                        "SELECT artifact_id, leaf_record FROM artifacts",
                         [e.artifact_id for e in due],
                     )
+                    if r is not None
                 }
                 # Holds, releases, restores and cancellations are logged outside an epoch:
                 # they are due for a checkpoint too.
@@ -483,8 +484,8 @@ class ForgettingService:
             [(epoch, e.receipt_hash, e.event_id) for e in due],
         )
         tx.executemany(
-            "UPDATE smt_leaves SET record_json = ?, pending = 0 WHERE artifact_id = ? "
-            "AND (pending = 0 OR record_json = ?)",
+            "UPDATE artifacts SET leaf_record = ?, leaf_pending = 0 WHERE artifact_id = ? "
+            "AND (leaf_pending = 0 OR leaf_record = ?)",
             [
                 (
                     record.decode("utf-8"),
@@ -541,13 +542,14 @@ class ForgettingService:
             }
             appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
             tx.execute("DELETE FROM artifact_states WHERE artifact_id = ?", (aid,))
-            leaf = tx.fetchone("SELECT record_json FROM smt_leaves WHERE artifact_id = ?", (aid,))
+            leaf = tx.fetchone("SELECT leaf_record FROM artifacts WHERE artifact_id = ?", (aid,))
             if leaf is not None:
                 record = parse_json(leaf[0])
                 if record.get("state") == "ACTIVE":
                     record["policy"]["revoked"] = False
                     tx.execute(
-                        "UPDATE smt_leaves SET record_json = ?, pending = 1 WHERE artifact_id = ?",
+                        "UPDATE artifacts SET leaf_record = ?, leaf_pending = 1 "
+                        "WHERE artifact_id = ?",
                         (_dump(record), aid),
                     )
         self.checkpoints.log.publish(appended)
@@ -707,7 +709,7 @@ class ForgettingService:
             if tx.fetchone("SELECT 1 FROM artifacts WHERE artifact_id = ?", (aid,)) is None:
                 raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
             leaf = tx.fetchone(
-                "SELECT record_json, pending FROM smt_leaves WHERE artifact_id = ?", (aid,)
+                "SELECT leaf_record, leaf_pending FROM artifacts WHERE artifact_id = ?", (aid,)
             )
             record = parse_json(leaf[0]) if leaf is not None else None
             if leaf is None or record is None or record.get("state") != "TOMBSTONE" or leaf[1]:

@@ -35,10 +35,9 @@ from oblivio.core.errors import (
     IntegrityError,
     InvalidMetadataError,
 )
-from oblivio.core.forgetting import active_record
+from oblivio.core.forgetting import new_artifact_leaf_json
 from oblivio.core.hashing import sha256
 from oblivio.core.identifiers import (
-    CAPABILITIES,
     ArtifactId,
     Capability,
     format_time,
@@ -189,7 +188,8 @@ class ArtifactVault:
             nonce = self._random(NONCE_SIZE)
             ciphertext = seal_artifact(data_key, nonce, item.plaintext, metadata_digest)
             artifact_id = compute_artifact_id(ciphertext, metadata_digest)
-            blob_id = artifact_id  # unique, and an in-memory put writes its chunks atomically
+            # Time-ordered blob ids append chunks in key order instead of scattering them.
+            blob_id = new_uuid7()
             chunks = [ciphertext[i : i + CHUNK_SIZE] for i in range(0, len(ciphertext), CHUNK_SIZE)]
             chunk_rows.extend((blob_id, seq, chunk) for seq, chunk in enumerate(chunks))
             artifact_rows.append(
@@ -204,6 +204,7 @@ class ArtifactVault:
                     entity_uri,
                     scope,
                     created_at,
+                    new_artifact_leaf_json(key_commitment(artifact_id, data_key)),
                 )
             )
             to_wrap.append((artifact_id, keys))
@@ -213,7 +214,6 @@ class ArtifactVault:
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", chunk_rows
             )
             _insert_artifacts(tx, artifact_rows)
-            _queue_active_leaves(tx, to_wrap)
             # The key tree's leaves go in with the artifacts, in the same transaction.
             self.custody.store_capability_keys(SqlKeyTreeNodes(tx), to_wrap)
         return ids
@@ -280,13 +280,13 @@ class ArtifactVault:
             entity_uri,
             scope,
             format_time(self._clock()),
+            new_artifact_leaf_json(key_commitment(artifact_id, data_key)),
         )
         with self.db.transaction() as tx:
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
             )
             _insert_artifacts(tx, [row])
-            _queue_active_leaves(tx, [(artifact_id, keys)])
             self.custody.store_capability_keys(SqlKeyTreeNodes(tx), [(artifact_id, keys)])
         return artifact_id
 
@@ -301,7 +301,8 @@ class ArtifactVault:
             )
             removed = 0
             for (blob_id,) in orphans:
-                # Only streamed uploads (UUIDv7 blob ids) can leave orphans behind.
+                # Only streamed uploads can leave orphans behind: an in-memory put commits its
+                # chunks with its row (blob ids are UUIDv7; older in-memory puts used the id).
                 if "-" in blob_id and uuid7_unix_ms(blob_id) < cutoff_ms:
                     removed += tx.execute(
                         "DELETE FROM artifact_chunks WHERE blob_id = ?", (blob_id,)
@@ -422,24 +423,6 @@ class ArtifactVault:
         return int(row[0]) if row else 0
 
 
-def _queue_active_leaves(
-    tx: Transaction, items: Sequence[tuple[ArtifactId, Mapping[Capability, bytes]]]
-) -> None:
-    """Record each new artifact's ACTIVE leaf (DESIGN.md §6) for the next epoch commit."""
-    tx.executemany(
-        "INSERT INTO smt_leaves (artifact_id, record_json, pending) VALUES (?, ?, 1)",
-        [
-            (
-                artifact_id,
-                canonical_json(
-                    active_record(key_commitment(artifact_id, keys["decrypt"]), CAPABILITIES)
-                ).decode("ascii"),
-            )
-            for artifact_id, keys in items
-        ],
-    )
-
-
 def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
     """Raise ArtifactForgottenError if the decrypt capability was revoked, is suppressed by a
     pending forget or a hold, or was forgotten."""
@@ -469,7 +452,7 @@ def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
 def _insert_artifacts(tx: Transaction, artifact_rows: list[tuple[object, ...]]) -> None:
     tx.executemany(
         "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, plaintext_size, "
-        "ciphertext_size, chunk_count, entity_uri, scope, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "ciphertext_size, chunk_count, entity_uri, scope, created_at, leaf_record, leaf_pending) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         artifact_rows,
     )

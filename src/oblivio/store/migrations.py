@@ -333,6 +333,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        9,
+        "smt_leaves_in_artifacts",
+        (
+            # Each artifact's SMT leaf record lives in its own row (docs/adr/0010): a put then
+            # writes one randomly keyed index entry (the artifact id) instead of two, which
+            # halves what a batch of puts dirties in the store. ``leaf_pending`` = the record
+            # still has to enter the SMT at the next epoch commit (a partial index finds them).
+            "ALTER TABLE artifacts ADD COLUMN leaf_record TEXT",
+            "ALTER TABLE artifacts ADD COLUMN leaf_pending INTEGER NOT NULL DEFAULT 0",
+            """UPDATE artifacts SET
+                leaf_record = (SELECT s.record_json FROM smt_leaves s
+                               WHERE s.artifact_id = artifacts.artifact_id),
+                leaf_pending = COALESCE((SELECT s.pending FROM smt_leaves s
+                                         WHERE s.artifact_id = artifacts.artifact_id), 0)""",
+            "DROP TABLE smt_leaves",
+            """CREATE INDEX idx_artifacts_leaf_pending ON artifacts(leaf_pending)
+                WHERE leaf_pending = 1""",
+        ),
+    ),
 )
 
 

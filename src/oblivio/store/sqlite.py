@@ -18,6 +18,10 @@ from oblivio.core.errors import InvalidStoreUriError, StorageError
 from oblivio.store.database import ConstraintViolationError, Database, Dialect, Params, Row
 
 BUSY_TIMEOUT_MS = 60_000
+CACHE_KIB = 64 * 1024
+"""Page cache per connection."""
+WAL_CHECKPOINT_PAGES = 16_384
+"""Pages the WAL may hold before a commit copies them back (SQLite's default: 1,000)."""
 
 
 def sqlite_path_from_uri(uri: str) -> Path:
@@ -88,6 +92,12 @@ class SqliteDatabase(Database):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Batches of puts and epoch commits touch index pages all over the store: a larger
+            # page cache keeps them in memory, and a larger WAL between checkpoints writes a page
+            # that several commits dirtied back to the database once.
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_PAGES * 4096}")
         except sqlite3.Error as e:
             raise StorageError(f"store: cannot open SQLite database {self.path}: {e}") from e
         self._local.conn = conn
