@@ -100,6 +100,59 @@ def active_record(
     }
 
 
+_EVENT_ID_PLACEHOLDER: Final = "00000000-0000-0000-0000-000000000000"
+_ARTIFACT_PLACEHOLDER: Final = "0" * 64
+_EVENT_HEAD: Final = '{"artifacts":["'
+_UUID_CHARS: Final = frozenset("0123456789abcdef-")
+
+
+def forget_event_entries(
+    *,
+    event_ids: Sequence[str],
+    artifacts: Sequence[str],
+    level: int,
+    capabilities: Sequence[Capability],
+    authority: str,
+    commitment: str,
+    requested_at: str,
+) -> list[bytes]:
+    """The JCS bytes of one forget event per artifact (``event_ids[i]`` names the event of
+    ``artifacts[i]``), equal to ``canonical_json(forget_event(...))`` of each (a property test
+    holds them equal).
+
+    The events of a request differ only in their id and artifact, so the JCS text is made once
+    by ``canonical_json`` and each event puts in its two values: a lower-case UUID and an
+    artifact id need no escaping, and in JCS the key order does not depend on values. Raises
+    InvalidInputError as ``forget_event`` does, or for an event id that is not a lower-case UUID.
+    """
+    if len(event_ids) != len(artifacts):
+        raise ValueError("forget events: one event id per artifact")
+    template = canonical_json(
+        forget_event(
+            event_id=_EVENT_ID_PLACEHOLDER,
+            artifacts=[_ARTIFACT_PLACEHOLDER],
+            level=level,
+            capabilities=capabilities,
+            authority=authority,
+            commitment=commitment,
+            requested_at=requested_at,
+        )
+    ).decode("utf-8")
+    # Outside strings a quote is never escaped, inside them always: this marker is the key.
+    id_marker = f',"id":"{_EVENT_ID_PLACEHOLDER}"'
+    start = len(_EVENT_HEAD) + len(_ARTIFACT_PLACEHOLDER)
+    at = template.index(id_marker)
+    middle = template[start:at] + ',"id":"'
+    tail = '"' + template[at + len(id_marker) :]
+    entries = []
+    for event_id, artifact_id in zip(event_ids, artifacts, strict=True):
+        if len(event_id) != 36 or not _UUID_CHARS.issuperset(event_id):
+            raise InvalidInputError(f"forget event id: expected a lowercase UUID, got {event_id!r}")
+        aid = parse_artifact_id(artifact_id)
+        entries.append((_EVENT_HEAD + aid + middle + event_id + tail).encode("utf-8"))
+    return entries
+
+
 _NEW_LEAF_PLACEHOLDER: Final = "0" * 64
 _NEW_LEAF_HEAD, _NEW_LEAF_TAIL = (
     canonical_json(active_record(bytes(32), CAPABILITIES))

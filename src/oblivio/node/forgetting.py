@@ -37,7 +37,7 @@ from oblivio.core.errors import (
 from oblivio.core.forgetting import (
     active_record,
     entry_hash,
-    forget_event,
+    forget_event_entries,
     requestor_commitment,
     tombstone_record,
     validate_level,
@@ -240,19 +240,16 @@ class ForgettingService:
             targets = self._targets(tx, artifact_id, entity_uri, scope)
             if not targets and not allow_empty:
                 raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
-            events = [
-                forget_event(
-                    event_id=new_uuid7(),
-                    artifacts=[aid],
-                    level=level,
-                    capabilities=caps,
-                    authority=authority,
-                    commitment=commitment,
-                    requested_at=requested_at,
-                )
-                for aid in targets
-            ]
-            encoded = [canonical_json(e) for e in events]
+            event_ids = [new_uuid7() for _ in targets]
+            encoded = forget_event_entries(
+                event_ids=event_ids,
+                artifacts=targets,
+                level=level,
+                capabilities=caps,
+                authority=authority,
+                commitment=commitment,
+                requested_at=requested_at,
+            )
             appended = self.checkpoints.log.append_in(tx, encoded)
             tx.execute(
                 "INSERT INTO forget_requests (id, level, capabilities, authority, "
@@ -271,8 +268,10 @@ class ForgettingService:
                 ),
             )
             rows = [
-                (str(e["id"]), request_id, aid, appended.first_index + i, raw.decode("utf-8"))
-                for i, (e, raw, aid) in enumerate(zip(events, encoded, targets, strict=True))
+                (event_id, request_id, aid, appended.first_index + i, raw.decode("utf-8"))
+                for i, (event_id, raw, aid) in enumerate(
+                    zip(event_ids, encoded, targets, strict=True)
+                )
             ]
             tx.executemany(
                 "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
@@ -444,7 +443,8 @@ class ForgettingService:
                     for a, r in _select_in(
                         tx,
                         "SELECT artifact_id, leaf_record FROM artifacts",
-                        [e.artifact_id for e in due],
+                        # A TOMBSTONE does not depend on the leaf it replaces.
+                        [e.artifact_id for e in due if e.level < 2],
                     )
                     if r is not None
                 }
@@ -458,9 +458,8 @@ class ForgettingService:
             for event in due:
                 event.record = _next_record(leaves.get(event.artifact_id), event)
                 leaves[event.artifact_id] = event.record
-            changed = {
-                a: canonical_json(r) for a, r in leaves.items() if a in pending or a in current
-            }
+            touched = set(pending) | set(current) | {e.artifact_id for e in due if e.level == 2}
+            changed = {a: canonical_json(r) for a, r in leaves.items() if a in touched}
             updates = {smt_key(a): sha256(r) for a, r in changed.items()}
             entries = [receipt for _, receipt in unlogged]
 
