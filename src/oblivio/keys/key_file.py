@@ -2,7 +2,7 @@
 
 The software backend keeps its root keys here and each threshold custodian its shares. The file
 is a 16-byte header and fixed 64-byte slots, so that destroying a secret overwrites its own bytes
-in place and fsyncs, without rewriting the file::
+in place (``pwrite`` over the same bytes, never a new file) and fsyncs::
 
     header = magic (8) | generation (8, big-endian, bumped by every change)
     slot = state (1) | tag (1) | reserved (14) | reference (16) | secret (32)
@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from oblivio.core.errors import KeyBackendError
 
@@ -55,7 +54,11 @@ class Slot:
 
 
 class KeyFile:
-    """Secret slots in a local file, guarded by an advisory lock between processes."""
+    """Secret slots in a local file, guarded by an advisory lock between processes.
+
+    One descriptor stays open for the file's life: reads and writes are ``pread``/``pwrite``
+    under ``flock`` (shared to read, exclusive to change), so an operation costs its system
+    calls and, for a change, one fsync."""
 
     def __init__(self, path: Path, magic: bytes) -> None:
         if len(magic) != 8:
@@ -68,11 +71,11 @@ class KeyFile:
         if not path.exists():
             self._create_file()
         try:
-            self._reader = os.open(self.path, os.O_RDONLY)
+            self._fd = os.open(self.path, os.O_RDWR)
         except OSError as e:
-            raise KeyBackendError(f"key file: cannot read {self.path}: {e}") from e
-        if os.pread(self._reader, len(magic), 0) != magic:
-            os.close(self._reader)
+            raise KeyBackendError(f"key file: cannot open {self.path}: {e}") from e
+        if os.pread(self._fd, len(magic), 0) != magic:
+            os.close(self._fd)
             raise KeyBackendError(f"key file: {self.path} is not an oblivio key file")
 
     def _create_file(self) -> None:
@@ -90,29 +93,39 @@ class KeyFile:
         _fsync_dir(self.path.parent)
 
     @contextmanager
-    def _locked(self, *, write: bool) -> Iterator[BinaryIO]:
-        try:
-            f = open(self.path, "r+b" if write else "rb")  # noqa: SIM115 - closed below
-        except OSError as e:
-            raise KeyBackendError(f"key file: cannot open {self.path}: {e}") from e
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX if write else fcntl.LOCK_SH)
-            yield f
-        finally:
-            f.close()
+    def _locked(self, *, write: bool) -> Iterator[int]:
+        """The open descriptor under this process's lock and the file lock."""
+        with self._lock:
+            if self._fd < 0:
+                raise KeyBackendError(f"key file: {self.path} is closed")
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            except OSError as e:
+                raise KeyBackendError(f"key file: cannot lock {self.path}: {e}") from e
+            try:
+                yield self._fd
+            except OSError as e:
+                raise KeyBackendError(f"key file: {self.path}: {e}") from e
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _read(self, fd: int) -> bytes:
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        self._cache = self._parse(data)
+        self._cache_generation = data[len(self.magic) : HEADER_SIZE]
+        return data
 
     def live(self) -> dict[bytes, Slot]:
         """Live slots by reference; re-read when any process has changed the file, as the
         header's generation counter shows."""
         with self._lock:
-            if self._reader < 0:
+            if self._fd < 0:
                 raise KeyBackendError(f"key file: {self.path} is closed")
-            generation = os.pread(self._reader, 8, len(self.magic))
-            if generation != self._cache_generation:
-                with self._locked(write=False) as f:
-                    data = f.read()
-                self._cache = self._parse(data)
-                self._cache_generation = data[len(self.magic) : HEADER_SIZE]
+            generation = os.pread(self._fd, 8, len(self.magic))
+            if generation == self._cache_generation:
+                return self._cache
+        with self._locked(write=False) as fd:
+            self._read(fd)
             return self._cache
 
     def get(self, reference: bytes) -> Slot | None:
@@ -122,50 +135,65 @@ class KeyFile:
     def add(self, reference: bytes, tag: int, secret: bytes) -> None:
         """Write a live slot, reusing a destroyed one if any (so the file stays as small as the
         live set), and fsync before returning."""
-        if len(reference) != REFERENCE_SIZE or len(secret) != SECRET_SIZE or not 0 <= tag < 256:
-            raise ValueError("key file slot: expected a 16-byte reference and a 32-byte secret")
-        slot = bytes([_LIVE, tag]) + bytes(14) + reference + secret
-        with self._lock, self._locked(write=True) as f:
-            data = f.read()
-            free = next(
-                (
-                    offset
-                    for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE)
-                    if data[offset] == _DESTROYED
-                ),
-                None,
-            )
-            f.seek(
-                free if free is not None else 0, os.SEEK_SET if free is not None else os.SEEK_END
-            )
-            f.write(slot)
-            self._bump_generation(f)
-            f.flush()
-            os.fsync(f.fileno())
+        self.replace(None, reference, tag, secret)
 
     def destroy(self, reference: bytes) -> None:
         """Overwrite every slot of ``reference`` with zeros in place and fsync; then confirm by
         reading the file again that no live slot names it. Raises KeyBackendError otherwise."""
-        with self._lock, self._locked(write=True) as f:
-            data = f.read()
-            changed = False
-            for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE):
-                if data[offset + 16 : offset + 32] == reference and data[offset] == _LIVE:
-                    f.seek(offset)
-                    f.write(bytes([_DESTROYED, 0]) + bytes(14) + reference + bytes(SECRET_SIZE))
-                    changed = True
-            if changed:
-                self._bump_generation(f)
-                f.flush()
-                os.fsync(f.fileno())
-        if self.get(reference) is not None:
-            raise KeyBackendError(f"key file: slot {reference.hex()} still live after destruction")
+        self.replace(reference, None)
 
-    def _bump_generation(self, f: BinaryIO) -> None:
-        f.seek(len(self.magic))
-        generation = int.from_bytes(f.read(8), "big") + 1
-        f.seek(len(self.magic))
-        f.write(generation.to_bytes(8, "big"))
+    def replace(
+        self,
+        destroyed: bytes | None,
+        reference: bytes | None,
+        tag: int = 0,
+        secret: bytes = b"",
+    ) -> None:
+        """Destroy ``destroyed`` (as ``destroy``) and add ``reference`` (as ``add``) with one
+        write and one fsync: the new secret takes the first destroyed slot, so it overwrites
+        the old secret in place. The destruction is confirmed by reading the file again;
+        KeyBackendError if any slot of ``destroyed`` is still live."""
+        if reference is not None and (
+            len(reference) != REFERENCE_SIZE or len(secret) != SECRET_SIZE or not 0 <= tag < 256
+        ):
+            raise ValueError("key file slot: expected a 16-byte reference and a 32-byte secret")
+        with self._locked(write=True) as fd:
+            data = bytearray(os.pread(fd, os.fstat(fd).st_size, 0))
+            if not data.startswith(self.magic):
+                raise KeyBackendError(f"key file: header of {self.path} is damaged")
+            writes: list[tuple[int, bytes]] = []
+            for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE):
+                if (
+                    destroyed is not None
+                    and data[offset] == _LIVE
+                    and data[offset + 16 : offset + 32] == destroyed
+                ):
+                    writes.append((offset, _slot(_DESTROYED, 0, destroyed, None)))
+                    data[offset] = _DESTROYED
+            if reference is not None:
+                free = next(
+                    (
+                        offset
+                        for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE)
+                        if data[offset] == _DESTROYED
+                    ),
+                    len(data) - (len(data) - HEADER_SIZE) % SLOT_SIZE,
+                )
+                # The first destroyed slot (the one just destroyed, if no older one is free):
+                # the new slot is written over it instead of its zeros.
+                writes = [(o, b) for o, b in writes if o != free]
+                writes.append((free, _slot(_LIVE, tag, reference, secret)))
+            if writes:
+                generation = int.from_bytes(data[len(self.magic) : HEADER_SIZE], "big") + 1
+                writes.append((len(self.magic), generation.to_bytes(8, "big")))
+                for offset, content in writes:
+                    os.pwrite(fd, content, offset)
+                os.fsync(fd)
+            self._read(fd)
+            if destroyed is not None and destroyed in self._cache:
+                raise KeyBackendError(
+                    f"key file: slot {destroyed.hex()} still live after destruction"
+                )
 
     def _parse(self, data: bytes) -> dict[bytes, Slot]:
         if not data.startswith(self.magic):
@@ -178,11 +206,17 @@ class KeyFile:
         return slots
 
     def close(self) -> None:
-        """Release the file descriptor kept for generation checks."""
+        """Release the file descriptor."""
         with self._lock:
-            if self._reader >= 0:
-                os.close(self._reader)
-                self._reader = -1
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def _slot(state: int, tag: int, reference: bytes, secret: bytes | None) -> bytes:
+    """``state (1) | tag (1) | reserved (14) | reference (16) | secret (32)``; a destroyed slot
+    keeps its reference (so a confirmation can name it) and zeros for the secret."""
+    return bytes([state, tag]) + bytes(14) + reference + (secret or bytes(SECRET_SIZE))
 
 
 def _fsync_dir(path: Path) -> None:

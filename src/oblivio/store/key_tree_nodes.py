@@ -88,19 +88,36 @@ class SqlKeyTreeNodes:
     def nodes_at(
         self, tree: RootKeyPurpose, positions: Sequence[tuple[int, int]]
     ) -> list[TreeNode]:
+        """One statement per ``_CHUNK`` positions: a forget's path (a node per level) is one
+        ``UNION ALL`` of per-level lookups, each on the primary key (an ``OR`` across levels
+        would scan the tree's rows)."""
         by_level: dict[int, list[int]] = {}
         for level, index in positions:
             by_level.setdefault(level, []).append(index)
-        found: list[TreeNode] = []
+        statements: list[list[tuple[int, list[int]]]] = [[]]
+        size = 0
         for level, indices in by_level.items():
-            for start in range(0, len(indices), _CHUNK):
-                chunk = indices[start : start + _CHUNK]
-                rows = self.tx.fetchall(
-                    "SELECT tree_level, idx, version, children FROM key_tree_nodes "  # noqa: S608
-                    f"WHERE tree = ? AND tree_level = ? AND idx IN ({', '.join('?' * len(chunk))})",
-                    [tree, level, *chunk],
-                )
-                found += [TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+            for at in range(0, len(indices), _CHUNK):
+                chunk = indices[at : at + _CHUNK]
+                if size + len(chunk) > _CHUNK:
+                    statements.append([])
+                    size = 0
+                statements[-1].append((level, chunk))
+                size += len(chunk)
+        found: list[TreeNode] = []
+        for statement in filter(None, statements):
+            sql = " UNION ALL ".join(
+                "SELECT tree_level, idx, version, children FROM key_tree_nodes "  # noqa: S608
+                f"WHERE tree = ? AND tree_level = ? AND idx IN ({', '.join('?' * len(ids))})"
+                for _, ids in statement
+            )
+            params: list[object] = []
+            for level, ids in statement:
+                params += [tree, level, *ids]
+            found += [
+                TreeNode(int(r[0]), int(r[1]), int(r[2]), bytes(r[3]))
+                for r in self.tx.fetchall(sql, params)
+            ]
         return found
 
     def save_nodes(self, tree: RootKeyPurpose, nodes: Sequence[TreeNode]) -> None:
@@ -174,30 +191,28 @@ class SqlKeyTreeNodes:
         ]
 
     def save_journal(self, entry: JournalEntry) -> None:
-        values = (
-            entry.tree,
-            entry.state,
-            entry.old_generation,
-            entry.old_root,
-            entry.new_root,
-            _encode_leaves(entry.leaves),
-            entry.created_at,
-            entry.destroy_after,
-            entry.receipt_hash,
+        self.tx.execute(
+            "INSERT INTO key_tree_journal (batch_id, tree, state, old_generation, old_root, "
+            "new_root, leaves, created_at, destroy_after, receipt_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE SET "
+            "tree = excluded.tree, state = excluded.state, "
+            "old_generation = excluded.old_generation, old_root = excluded.old_root, "
+            "new_root = excluded.new_root, leaves = excluded.leaves, "
+            "created_at = excluded.created_at, destroy_after = excluded.destroy_after, "
+            "receipt_hash = excluded.receipt_hash",
+            (
+                entry.batch_id,
+                entry.tree,
+                entry.state,
+                entry.old_generation,
+                entry.old_root,
+                entry.new_root,
+                _encode_leaves(entry.leaves),
+                entry.created_at,
+                entry.destroy_after,
+                entry.receipt_hash,
+            ),
         )
-        changed = self.tx.execute(
-            "UPDATE key_tree_journal SET tree = ?, state = ?, old_generation = ?, old_root = ?, "
-            "new_root = ?, leaves = ?, created_at = ?, destroy_after = ?, receipt_hash = ? "
-            "WHERE batch_id = ?",
-            (*values, entry.batch_id),
-        )
-        if changed == 0:
-            self.tx.execute(
-                "INSERT INTO key_tree_journal (tree, state, old_generation, old_root, new_root, "
-                "leaves, created_at, destroy_after, receipt_hash, batch_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, entry.batch_id),
-            )
 
     def save_receipt(self, entry: JournalEntry, receipt: DestructionReceipt) -> None:
         self.tx.execute(
