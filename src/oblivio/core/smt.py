@@ -20,7 +20,7 @@ import gc
 import hashlib
 import hmac
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +123,36 @@ class SmtInner:
         self.version = version
 
 
-SmtNode = SmtLeaf | SmtInner
+class SmtStub:
+    """A stored subtree that is not in memory yet: its hash and version (all a parent needs)
+    and its position; ``load`` materialises it (through the store that made the stub).
+
+    Stubs let a store open a large tree without reading it: every traversal in this module
+    loads a stub when it has to look below it, and a stub and its loaded subtree stand for the
+    same nodes (same hash, same version), so replacing one by the other changes nothing."""
+
+    __slots__ = ("depth", "hash", "loader", "prefix", "version")
+
+    def __init__(
+        self,
+        hash_: bytes,
+        version: int,
+        depth: int,
+        prefix: int,
+        loader: Callable[[SmtStub], SmtLeaf | SmtInner],
+    ) -> None:
+        self.hash = hash_
+        self.version = version
+        self.depth = depth
+        self.prefix = prefix
+        self.loader = loader
+
+    def load(self) -> SmtLeaf | SmtInner:
+        """The stored subtree (its hashes checked by the loader)."""
+        return self.loader(self)
+
+
+SmtNode = SmtLeaf | SmtInner | SmtStub
 
 
 NodeRow = tuple[int, int, int, bytes, int | None, int | None, bytes | None, bytes | None]
@@ -200,55 +229,108 @@ class _Batch:
 
     def update(self, node: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
         """The new subtree at ``depth`` (on the path of updates ``[lo, hi)``) replacing
-        ``node``; unchanged subtrees are returned as they are."""
+        ``node``; unchanged subtrees are returned as they are.
+
+        The updates share their first ``split`` bits (the first bit where the smallest and the
+        largest key differ), so the walk goes down to depth ``split`` in a loop, divides the
+        updates there, and rehashes the path it walked on the way back."""
         if hi - lo == 1:
             return self.update_one(node, depth, lo)
-        if type(node) is not SmtInner:
-            return self.build(node, depth, lo, hi)
         kints = self.kints
-        shift = KEY_BITS - 1 - depth
-        mid = bisect_left(kints, ((kints[lo] >> shift) | 1) << shift, lo, hi)
-        old_left = node.left
-        old_right = node.right
-        left = self.update(old_left, depth + 1, lo, mid) if mid > lo else old_left
-        right = self.update(old_right, depth + 1, mid, hi) if hi > mid else old_right
-        if left is old_left and right is old_right:
-            return node
-        self.stale.append((depth, kints[lo], node.version))
-        if left is not None and right is not None:
-            return SmtInner(
-                _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, self.version
-            )
-        return self.join(depth, left, right)
-
-    def update_one(self, node: SmtNode | None, depth: int, index: int) -> SmtNode | None:
-        """``update`` for a subtree that receives one update: walk down its path in a loop,
-        rebuild the bottom with ``build_one``, and rehash the path on the way up."""
-        kint = self.items[index][0]
+        first = kints[lo]
+        split = KEY_BITS - (first ^ kints[hi - 1]).bit_length()
+        start = node
         path: list[SmtInner] = []
+        push = path.append
         d = depth
-        while type(node) is SmtInner:
-            path.append(node)
-            node = node.right if (kint >> (KEY_BITS - 1 - d)) & 1 else node.left
-            d += 1
-        new = self.build_one(node, d, index)
-        if new is node:
-            return path[0] if path else node
-        version = self.version
-        stale = self.stale
-        for inner in reversed(path):
-            d -= 1
-            stale.append((d, kint, inner.version))
-            if (kint >> (KEY_BITS - 1 - d)) & 1:
-                left, right = inner.left, new
-            else:
-                left, right = new, inner.right
+        while True:
+            while type(node) is SmtInner and d < split:
+                push(node)
+                node = node.right if (first >> (KEY_BITS - 1 - d)) & 1 else node.left
+                d += 1
+            if type(node) is not SmtStub:
+                break
+            node = node.load()
+        new: SmtNode | None
+        if type(node) is SmtInner:
+            shift = KEY_BITS - 1 - d
+            mid = bisect_left(kints, ((first >> shift) | 1) << shift, lo, hi)
+            old_left = node.left
+            old_right = node.right
+            left = self.update(old_left, d + 1, lo, mid)
+            right = self.update(old_right, d + 1, mid, hi)
+            if left is old_left and right is old_right:
+                return start
+            self.stale.append((d, first, node.version))
             if left is not None and right is not None:
                 new = SmtInner(
-                    _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, version
+                    _sha256(NODE_PREFIX + left.hash + right.hash).digest(),
+                    left,
+                    right,
+                    self.version,
                 )
             else:
                 new = self.join(d, left, right)
+        else:
+            new = self.build(node, d, lo, hi)
+            if new is node:
+                return start
+        return self.rehash(path, d, first, new) if path else new
+
+    def update_one(self, node: SmtNode | None, depth: int, index: int) -> SmtNode | None:
+        """``update`` for a subtree that receives one update: walk down its path in a loop,
+        rebuild the bottom with ``build_one``, and rehash the path on the way up (below the top
+        levels of a large batch every update is alone in its subtree)."""
+        kint = self.items[index][0]
+        start = node
+        path: list[SmtInner] = []
+        push = path.append
+        d = depth
+        while True:
+            while type(node) is SmtInner:
+                push(node)
+                node = node.right if (kint >> (KEY_BITS - 1 - d)) & 1 else node.left
+                d += 1
+            if type(node) is not SmtStub:
+                break
+            node = node.load()
+        new = self.build_one(node, d, index)
+        if new is node:
+            return start
+        return self.rehash(path, d, kint, new) if path else new
+
+    def rehash(
+        self, path: list[SmtInner], depth: int, kint: int, new: SmtNode | None
+    ) -> SmtNode | None:
+        """Replace the nodes of ``path`` (from ``depth - len(path)`` down to ``depth - 1``, on
+        the path of ``kint``) over the new subtree ``new`` at ``depth``: the hot loop of a large
+        batch, hence the local names."""
+        version = self.version
+        stale = self.stale.append
+        sha = _sha256
+        prefix = NODE_PREFIX
+        d = depth
+        for inner in reversed(path):
+            d -= 1
+            stale((d, kint, inner.version))
+            if (kint >> (KEY_BITS - 1 - d)) & 1:
+                left = inner.left
+                if left is not None and new is not None:
+                    new = SmtInner(sha(prefix + left.hash + new.hash).digest(), left, new, version)
+                elif type(new) is SmtInner:
+                    new = SmtInner(sha(prefix + EMPTY + new.hash).digest(), None, new, version)
+                else:
+                    new = self.join(d, left, new)
+            else:
+                right = inner.right
+                if right is not None and new is not None:
+                    new = SmtInner(
+                        sha(prefix + new.hash + right.hash).digest(), new, right, version
+                    )
+                elif type(new) is SmtInner:
+                    new = SmtInner(sha(prefix + new.hash + EMPTY).digest(), new, None, version)
+                else:
+                    new = self.join(d, new, right)
         return new
 
     def join(self, depth: int, left: SmtNode | None, right: SmtNode | None) -> SmtNode | None:
@@ -257,12 +339,16 @@ class _Batch:
         if left is None:
             if right is None:
                 return None
+            if type(right) is SmtStub:
+                right = right.load()
             if type(right) is SmtLeaf:
                 return self.hoist(right, depth)
             return SmtInner(
                 _sha256(NODE_PREFIX + EMPTY + right.hash).digest(), None, right, self.version
             )
         if right is None:
+            if type(left) is SmtStub:
+                left = left.load()
             if type(left) is SmtLeaf:
                 return self.hoist(left, depth)
             return SmtInner(
@@ -423,10 +509,14 @@ class SparseMerkleTree:
         kint = int.from_bytes(key, "big")
         node = self._root
         depth = 0
-        while isinstance(node, SmtInner):
+        while node is not None and type(node) is not SmtLeaf:
+            if type(node) is SmtStub:
+                node = node.load()
+                continue
+            assert type(node) is SmtInner  # noqa: S101 - a tree holds leaves, inners, stubs
             node = node.right if (kint >> (KEY_BITS - 1 - depth)) & 1 else node.left
             depth += 1
-        if isinstance(node, SmtLeaf) and node.key == key:
+        if node is not None and node.key == key:
             return node.value_hash
         return None
 
@@ -438,7 +528,11 @@ class SparseMerkleTree:
         depth = 0
         bits = 0
         siblings: list[bytes] = []
-        while isinstance(node, SmtInner):
+        while node is not None and type(node) is not SmtLeaf:
+            if type(node) is SmtStub:
+                node = node.load()
+                continue
+            assert type(node) is SmtInner  # noqa: S101 - a tree holds leaves, inners, stubs
             inner = node
             if (kint >> (KEY_BITS - 1 - depth)) & 1:
                 node, sibling = inner.right, inner.left
@@ -450,7 +544,7 @@ class SparseMerkleTree:
                 siblings.append(sibling.hash)
             depth += 1
         bitmap = (bits << (-depth % 8)).to_bytes((depth + 7) // 8, "big")
-        if isinstance(node, SmtLeaf):
+        if node is not None:
             return SmtProof(depth, bitmap, tuple(siblings), node.key, node.value_hash)
         return SmtProof(depth, bitmap, tuple(siblings), None, None)
 
@@ -461,9 +555,12 @@ class SparseMerkleTree:
             node = stack.pop()
             if node is None:
                 continue
-            if isinstance(node, SmtLeaf):
+            if type(node) is SmtStub:
+                stack.append(node.load())
+            elif type(node) is SmtLeaf:
                 yield node.key, node.value_hash
             else:
+                assert type(node) is SmtInner  # noqa: S101 - a tree holds leaves, inners, stubs
                 stack.append(node.right)
                 stack.append(node.left)
 
@@ -488,6 +585,7 @@ def _new_rows(root: SmtNode | None, version: int) -> Iterator[NodeRow]:
                 node.value_hash,
             )
             continue
+        assert type(node) is SmtInner  # noqa: S101 - a batch makes no stubs
         left, right = node.left, node.right
         yield (
             depth,
