@@ -177,3 +177,15 @@ def test_secret_files_are_owner_only(tmp_path: Path) -> None:
     assert oblivio("init", home=home).returncode == 0
     for name in ("signing.key", "config.json", "oblivio.db", "keys/software-root-keys"):
         assert (home / name).stat().st_mode & 0o077 == 0, name
+
+
+def test_init_fanout(tmp_path: Path) -> None:
+    done = oblivio("init", "--fanout", "1", home=tmp_path / "bad")
+    assert done.returncode == 2
+    assert "fan-out" in one_error_line(done)
+    assert not (tmp_path / "bad").exists()
+    home = tmp_path / "home"
+    assert oblivio("init", "--fanout", "64", home=home).returncode == 0
+    assert json.loads((home / "config.json").read_text())["key_tree"] == {"fanout": 64}
+    artifact_id = oblivio("put", "-", home=home, stdin=b"wide tree").stdout.decode().strip()
+    assert oblivio("get", artifact_id, home=home).stdout == b"wide tree"

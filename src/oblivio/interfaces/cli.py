@@ -69,7 +69,9 @@ def _node_summary(node: Node) -> dict[str, Any]:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Create a node in --home."""
-    with init_node(args.home, name=args.name, store_uri=args.store, keys_uri=args.keys) as node:
+    with init_node(
+        args.home, name=args.name, store_uri=args.store, keys_uri=args.keys, fanout=args.fanout
+    ) as node:
         summary = _node_summary(node)
     human = "\n".join(f"{k}: {v}" for k, v in summary.items())
     _emit(args, f"initialised oblivio node\n{human}", summary)
@@ -433,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--name", help="node name (the checkpoint origin)")
     init.add_argument("--store", help="store URI (default sqlite:///HOME/oblivio.db)")
     init.add_argument("--keys", help="wrapping-key backend URI (default software:)")
+    init.add_argument(
+        "--fanout", type=int, help="children per key-tree node (default 16; DESIGN.md §5)"
+    )
     init.set_defaults(run=cmd_init)
 
     put = commands.add_parser("put", parents=[common], help="store an artifact")

@@ -13,18 +13,22 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from oblivio.core.canonical import parse_json
 from oblivio.core.encoding import b64url_decode, b64url_encode
 from oblivio.core.errors import InvalidInputError, OblivioError
 from oblivio.core.signing import SEED_SIZE, SigningKey
+from oblivio.keys.key_tree import DEFAULT_FANOUT, MIN_FANOUT
 
 CONFIG_FILE = "config.json"
 SIGNING_KEY_FILE = "signing.key"
 DEFAULT_DB_FILE = "oblivio.db"
 DEFAULT_KEYS_URI = "software:"
+MAX_FANOUT: Final = 4096
+"""A node of 4,096 children re-wraps 4,096 keys per forget: beyond that a tree is a flat epoch."""
 
 
 class NodeHomeError(OblivioError):
@@ -39,19 +43,24 @@ class NodeConfig:
 
     ``forgetting`` holds optional settings (``batch_size``, ``epoch_interval_seconds``,
     ``destruction_window_seconds``, ``heartbeat_seconds``, ``tombstone_level``); absent ones
-    take their defaults (node/forgetting.py).
+    take their defaults (node/forgetting.py). ``key_tree`` likewise (``fanout``, for trees
+    made from then on, and ``destruction_window_seconds``: how long an old root outlives its
+    batch; ``key_tree_settings``).
     """
 
     name: str
     store_uri: str
     keys_uri: str
     forgetting: Mapping[str, Any] = field(default_factory=dict)
+    key_tree: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form kept in config.json."""
         data: dict[str, Any] = {"name": self.name, "store": self.store_uri, "keys": self.keys_uri}
         if self.forgetting:
             data["forgetting"] = dict(self.forgetting)
+        if self.key_tree:
+            data["key_tree"] = dict(self.key_tree)
         return data
 
     @classmethod
@@ -65,10 +74,41 @@ class NodeConfig:
             if not isinstance(value, str) or not value:
                 raise NodeHomeError(f"config.json: field {name!r} must be a non-empty string")
             values[name] = value
-        forgetting = data.get("forgetting", {})
-        if not isinstance(forgetting, dict):
-            raise NodeHomeError("config.json: field 'forgetting' must be an object")
-        return cls(values["name"], values["store"], values["keys"], forgetting)
+        sections = {}
+        for name in ("forgetting", "key_tree"):
+            section = data.get(name, {})
+            if not isinstance(section, dict):
+                raise NodeHomeError(f"config.json: field {name!r} must be an object")
+            sections[name] = section
+        config = cls(values["name"], values["store"], values["keys"], **sections)
+        key_tree_settings(config.key_tree)
+        return config
+
+
+@dataclass(frozen=True)
+class KeyTreeSettings:
+    """How the node's key trees are made and how long old roots outlive a forget batch."""
+
+    fanout: int = DEFAULT_FANOUT
+    destruction_window: timedelta = timedelta(0)
+
+
+def key_tree_settings(section: Mapping[str, Any]) -> KeyTreeSettings:
+    """Read the ``key_tree`` section of config.json (every field optional); NodeHomeError
+    names a field of the wrong type or out of range."""
+    fanout = section.get("fanout", DEFAULT_FANOUT)
+    if type(fanout) is not int or not MIN_FANOUT <= fanout <= MAX_FANOUT:
+        raise NodeHomeError(
+            f"config.json: key_tree.fanout: expected an integer from {MIN_FANOUT} to "
+            f"{MAX_FANOUT}, got {fanout!r}"
+        )
+    window = section.get("destruction_window_seconds", 0)
+    if not isinstance(window, int | float) or isinstance(window, bool) or not window >= 0:
+        raise NodeHomeError(
+            "config.json: key_tree.destruction_window_seconds: expected seconds >= 0, "
+            f"got {window!r}"
+        )
+    return KeyTreeSettings(fanout, timedelta(seconds=window))
 
 
 def validate_node_name(name: str) -> str:

@@ -6,16 +6,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from oblivio.core.errors import OblivioError
+from oblivio.core.errors import InvalidInputError, OblivioError
 from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import WrappingKeyBackend, check_keys_uri, open_key_backend
 from oblivio.keys.custody import KeyTreeCustody
+from oblivio.keys.key_tree import MIN_FANOUT
 from oblivio.node.home import (
     DEFAULT_KEYS_URI,
+    MAX_FANOUT,
     NodeConfig,
     default_node_name,
     default_store_uri,
     ensure_uninitialised,
+    key_tree_settings,
     load_config,
     load_signing_key,
     new_signing_key,
@@ -52,9 +55,14 @@ class Node:
 
 
 def init_node(
-    home: Path, name: str | None = None, store_uri: str | None = None, keys_uri: str | None = None
+    home: Path,
+    name: str | None = None,
+    store_uri: str | None = None,
+    keys_uri: str | None = None,
+    fanout: int | None = None,
 ) -> Node:
-    """Create a node in ``home``: signing key, database schema, wrapping-key backend.
+    """Create a node in ``home``: signing key, database schema, wrapping-key backend, and key
+    trees of ``fanout`` (default 16, DESIGN.md §5).
 
     Both URIs are checked, and the database reached, before anything is written, so a bad URI
     or an unreachable database leaves no half-made home. Raises InvalidInputError (node name),
@@ -66,6 +74,11 @@ def init_node(
     check_keys_uri(keys_uri)
     if store_uri is not None:
         check_store_uri(store_uri)
+    if fanout is not None and not MIN_FANOUT <= fanout <= MAX_FANOUT:
+        raise InvalidInputError(
+            f"key-tree fan-out: expected {MIN_FANOUT} to {MAX_FANOUT}, got {fanout}"
+        )
+    key_tree = {} if fanout is None else {"fanout": fanout}
     signing_key = new_signing_key()
     name = validate_node_name(name) if name is not None else default_node_name(signing_key)
     created_home = not home.exists()
@@ -74,7 +87,7 @@ def init_node(
         store_uri = store_uri or default_store_uri(home)
         with open_database(store_uri) as db:
             migrate(db)
-        write_home(home, NodeConfig(name, store_uri, keys_uri), signing_key)
+        write_home(home, NodeConfig(name, store_uri, keys_uri, key_tree=key_tree), signing_key)
     except OblivioError:
         if created_home:
             shutil.rmtree(home, ignore_errors=True)
@@ -99,7 +112,14 @@ def open_node(home: Path) -> Node:
     except OblivioError:
         db.close()
         raise
-    custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key)
+    settings = key_tree_settings(config.key_tree)
+    custody = KeyTreeCustody(
+        backend,
+        SqlKeyTreeStore(db),
+        signing_key,
+        fanout=settings.fanout,
+        destruction_window=settings.destruction_window,
+    )
     try:
         custody.initialise()
         custody.recover()

@@ -1,0 +1,79 @@
+"""A node's key trees follow its configuration (DESIGN.md §5): fan-out and destruction window."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from oblivio.core.errors import InvalidInputError
+from oblivio.node.home import NodeHomeError
+from oblivio.node.node import init_node, open_node
+from oblivio.store.key_tree_nodes import SqlKeyTreeStore
+
+
+def _fanouts(home: Path) -> dict[str, int]:
+    with open_node(home) as node, SqlKeyTreeStore(node.db).transaction(write=False) as nodes:
+        heads = {tree: nodes.head(tree) for tree in ("wrap", "escrow")}
+    return {tree: head.fanout for tree, head in heads.items() if head is not None}
+
+
+def test_init_makes_trees_of_the_fanout_asked_for(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with init_node(home, fanout=64) as node:
+        artifact = node.vault.put(b"kept", {})
+        assert node.vault.get(artifact) == b"kept"
+    assert json.loads((home / "config.json").read_text())["key_tree"] == {"fanout": 64}
+    assert _fanouts(home) == {"wrap": 64, "escrow": 64}
+
+
+def test_the_default_fanout_is_16(tmp_path: Path) -> None:
+    with init_node(tmp_path / "home"):
+        pass
+    assert _fanouts(tmp_path / "home") == {"wrap": 16, "escrow": 16}
+
+
+@pytest.mark.parametrize("fanout", [0, 1, 4097])
+def test_init_refuses_a_fanout_out_of_range(tmp_path: Path, fanout: int) -> None:
+    with pytest.raises(InvalidInputError, match="fan-out"):
+        init_node(tmp_path / "home", fanout=fanout)
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"fanout": 1}, "key_tree.fanout"),
+        ({"fanout": "16"}, "key_tree.fanout"),
+        ({"fanout": True}, "key_tree.fanout"),
+        ({"destruction_window_seconds": -1}, "destruction_window_seconds"),
+        ({"destruction_window_seconds": "1"}, "destruction_window_seconds"),
+        ([], "'key_tree' must be an object"),
+    ],
+)
+def test_a_bad_key_tree_section_is_named(tmp_path: Path, section: object, message: str) -> None:
+    home = tmp_path / "home"
+    with init_node(home):
+        pass
+    config = json.loads((home / "config.json").read_text())
+    config["key_tree"] = section
+    (home / "config.json").write_text(json.dumps(config))
+    with pytest.raises(NodeHomeError, match=message):
+        open_node(home)
+
+
+def test_the_configured_destruction_window_keeps_the_old_root_alive(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with init_node(home):
+        pass
+    config = json.loads((home / "config.json").read_text())
+    config["key_tree"] = {"destruction_window_seconds": 3600}
+    (home / "config.json").write_text(json.dumps(config))
+    with open_node(home) as node:
+        forgotten = node.vault.put(b"forget me", {})
+        before = node.backend.live_root_keys()
+        receipts = node.vault.custody.forget([forgotten])
+        # Within the window no root is destroyed: the old roots live beside the new ones.
+        assert receipts == []
+        assert before < node.backend.live_root_keys()
