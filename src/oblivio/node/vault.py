@@ -110,10 +110,11 @@ def encode_metadata(metadata: object) -> bytes:
         raise InvalidMetadataError(
             f"metadata: expected a JSON object, got {type(metadata).__name__}"
         )
-    if _depth(dict(metadata), METADATA_MAX_DEPTH + 1) > METADATA_MAX_DEPTH:
+    value = dict(metadata)
+    if _depth(value, METADATA_MAX_DEPTH + 1) > METADATA_MAX_DEPTH:
         raise InvalidMetadataError(f"metadata: nested deeper than {METADATA_MAX_DEPTH} levels")
     try:
-        encoded = canonical_json(dict(metadata))
+        encoded = canonical_json(value)
     except Exception as e:
         raise InvalidMetadataError(f"metadata: {e}") from e
     if len(encoded) > METADATA_MAX_BYTES:
@@ -149,14 +150,16 @@ class ArtifactVault:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _fresh_keys(self) -> tuple[bytes, dict[Capability, bytes]]:
-        data_key = self._random(KEY_SIZE)
-        keys: dict[Capability, bytes] = {
-            "decrypt": data_key,
-            "prove": self._random(KEY_SIZE),
-            "recover": data_key,
-        }
-        return data_key, keys
+    def _fresh_secrets(self, count: int) -> Iterator[tuple[bytes, dict[Capability, bytes], bytes]]:
+        """Per artifact: ``K_data``, the capability keys (§4: ``recover`` holds a copy of
+        ``K_data``) and a nonce, all from one call to the random source."""
+        size = 2 * KEY_SIZE + NONCE_SIZE
+        material = self._random(count * size)
+        for at in range(0, count * size, size):
+            data_key = material[at : at + KEY_SIZE]
+            prove_key = material[at + KEY_SIZE : at + 2 * KEY_SIZE]
+            nonce = material[at + 2 * KEY_SIZE : at + size]
+            yield data_key, {"decrypt": data_key, "prove": prove_key, "recover": data_key}, nonce
 
     def put(
         self,
@@ -180,12 +183,12 @@ class ArtifactVault:
         chunk_rows: list[tuple[object, ...]] = []
         to_wrap: list[tuple[ArtifactId, Mapping[Capability, bytes]]] = []
         ids: list[ArtifactId] = []
-        for item in items:
+        for item, (data_key, keys, nonce) in zip(
+            items, self._fresh_secrets(len(items)), strict=True
+        ):
             metadata_bytes = encode_metadata(item.metadata)
             entity_uri, scope = _validate_placement(item.entity_uri, item.scope)
             metadata_digest = sha256(metadata_bytes)
-            data_key, keys = self._fresh_keys()
-            nonce = self._random(NONCE_SIZE)
             ciphertext = seal_artifact(data_key, nonce, item.plaintext, metadata_digest)
             artifact_id = compute_artifact_id(ciphertext, metadata_digest)
             # Time-ordered blob ids append chunks in key order instead of scattering them.
@@ -234,8 +237,7 @@ class ArtifactVault:
         metadata_bytes = encode_metadata(metadata)
         entity_uri, scope = _validate_placement(entity_uri, scope)
         metadata_digest = sha256(metadata_bytes)
-        data_key, keys = self._fresh_keys()
-        nonce = self._random(NONCE_SIZE)
+        [(data_key, keys, nonce)] = self._fresh_secrets(1)
         sealer = ArtifactSealer(data_key, nonce, metadata_digest)
         blob_id = new_uuid7()
         pending = bytearray()
