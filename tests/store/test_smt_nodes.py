@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from oblivio.core.errors import NotFoundError, VerificationError
+from oblivio.core.errors import NotFoundError, StorageError, VerificationError
 from oblivio.core.smt import EMPTY, root_from_leaves, verify_inclusion, verify_non_inclusion
 from oblivio.store.database import Database
 from oblivio.store.smt_nodes import GROUP_DEPTH, RetentionPolicy, SmtNodeStore
@@ -104,19 +104,50 @@ def test_deep_groups_are_written_and_read(database: Database) -> None:
     verify_non_inclusion(store.root(), keys[0], gone)
 
 
-def test_each_batch_writes_only_changed_nodes(database: Database) -> None:
+def test_each_batch_writes_only_its_changed_leaves(database: Database) -> None:
     store = SmtNodeStore(database)
     rng = _rng(5)
-    store.commit_batch({rng.randbytes(32): rng.randbytes(32) for _ in range(2000)})
-    staged = store.commit_batch({rng.randbytes(32): rng.randbytes(32)})
-    rows = staged.result.rows()
-    # One new leaf: its path is rewritten (about log2(2000) nodes), nothing else.
-    assert len(rows) <= 2 * 16
+    first = {rng.randbytes(32): rng.randbytes(32) for _ in range(2000)}
+    store.commit_batch(first)
+    # A new key in the group (first 12 bits) of an existing one.
+    staged = store.commit_batch({next(iter(first))[:2] + rng.randbytes(30): rng.randbytes(32)})
+    # In memory, one new leaf rewrites its path (about log2(2000) nodes), nothing else.
+    assert len(staged.result.rows()) <= 2 * 16
+    # In the store: one delta row for the leaf's group (the leaf) and one for the top (that
+    # group's summary); no interior node is written.
     with database.transaction(write=False) as tx:
-        row = tx.fetchone("SELECT COUNT(*), SUM(node_count) FROM smt_nodes WHERE version = 2")
-    assert row is not None
-    assert int(row[1]) == len(rows)
-    assert int(row[0]) <= 3  # the top group and at most the two leaves' groups
+        rows = tx.fetchall(
+            "SELECT group_key, node_count, nodes FROM smt_nodes WHERE version = 2 "
+            "ORDER BY group_key"
+        )
+    assert [(bytes(g), int(n)) for g, n, _ in rows] == [
+        (b"", 1),
+        (bytes(rows[1][0]), 1),
+    ]
+    assert len(bytes(rows[1][2])) == 1 + 4 + 64
+    assert len(bytes(rows[0][2])) < 200
+
+
+def test_group_snapshot_bounds_what_a_read_replays(database: Database) -> None:
+    # Many batches into one group: once the deltas outgrow the group's snapshot, a new
+    # snapshot is written, so a fresh reader replays at most one snapshot and a short chain.
+    rng = _rng(11)
+    keys = [bytes([0xAB, 0xC0 | i]) + rng.randbytes(30) for i in range(16)]
+    store = SmtNodeStore(database)
+    for _ in range(12):
+        store.commit_batch({k: rng.randbytes(32) for k in rng.sample(keys, 8)})
+    with database.transaction(write=False) as tx:
+        rows = tx.fetchall(
+            "SELECT version, nodes FROM smt_nodes WHERE group_key = ? ORDER BY version",
+            (bytes([0x0A, 0xBC]),),
+        )
+    snapshots = [int(v) for v, blob in rows if bytes(blob)[0] == 1]
+    assert len(snapshots) >= 2
+    fresh = SmtNodeStore(database)
+    leaves = dict(store.tree().leaves())
+    for key in keys:
+        _, root, proof = fresh.prove(key)
+        verify_inclusion(root, key, leaves[key], proof)
 
 
 def test_pruning_keeps_retained_versions_provable(database: Database) -> None:
@@ -155,21 +186,44 @@ def test_pruning_keeps_retained_versions_provable(database: Database) -> None:
     assert SmtNodeStore(database).tree().root == store.tree().root
 
 
-def test_corrupted_node_is_detected_on_load(database: Database) -> None:
+def _flip_last_byte(database: Database, group_key: bytes, version: int) -> None:
+    with database.transaction() as tx:
+        row = tx.fetchone(
+            "SELECT nodes FROM smt_nodes WHERE group_key = ? AND version = ?", (group_key, version)
+        )
+        assert row is not None
+        blob = bytearray(bytes(row[0]))
+        blob[-1] ^= 1
+        tx.execute(
+            "UPDATE smt_nodes SET nodes = ? WHERE group_key = ? AND version = ?",
+            (bytes(blob), group_key, version),
+        )
+
+
+def test_corrupted_top_is_detected_on_load(database: Database) -> None:
     store = SmtNodeStore(database)
     rng = _rng(8)
     store.commit_batch({rng.randbytes(32): rng.randbytes(32) for _ in range(50)})
-    with database.transaction() as tx:
-        row = tx.fetchone("SELECT group_key, nodes FROM smt_nodes WHERE version = 1")
-        assert row is not None
-        blob = bytearray(bytes(row[1]))
-        blob[-1] ^= 1
-        tx.execute(
-            "UPDATE smt_nodes SET nodes = ? WHERE group_key = ? AND version = 1",
-            (bytes(blob), bytes(row[0])),
-        )
-    with pytest.raises(Exception, match="inconsistent"):
+    _flip_last_byte(database, b"", 1)
+    with pytest.raises(StorageError, match="inconsistent"):
         SmtNodeStore(database).tree()
+
+
+def test_corrupted_group_is_detected_when_loaded_and_only_then(database: Database) -> None:
+    # Opening reads the top only; a group is read, rebuilt and checked when first reached.
+    store = SmtNodeStore(database)
+    rng = _rng(9)
+    leaves = {rng.randbytes(32): rng.randbytes(32) for _ in range(20_000)}
+    store.commit_batch(leaves)
+    victim, other = sorted(leaves)[0], sorted(leaves)[-1]
+    group = int.from_bytes(victim[:2], "big") >> 4  # its first 12 bits
+    _flip_last_byte(database, group.to_bytes(2, "big"), 1)
+    fresh = SmtNodeStore(database)
+    assert fresh.tree().root == store.tree().root
+    _, root, proof = fresh.prove(other)
+    verify_inclusion(root, other, leaves[other], proof)
+    with pytest.raises(StorageError, match="inconsistent"):
+        fresh.prove(victim)
 
 
 def test_wrong_version_is_refused(database: Database) -> None:

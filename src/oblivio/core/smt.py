@@ -565,6 +565,24 @@ class SparseMerkleTree:
                 stack.append(node.left)
 
 
+def subtree_from_leaves(
+    leaves: list[tuple[bytes, bytes]], depth: int, version: int
+) -> SmtLeaf | SmtInner | None:
+    """The subtree at ``depth`` holding exactly ``leaves`` ((key, value hash) pairs sorted by
+    key, all sharing their first ``depth`` bits), every node hashed once and marked
+    ``version``. A store rebuilds a stored group with it."""
+    from_bytes = int.from_bytes
+    entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]] = [
+        (from_bytes(key, "big"), key, value, None) for key, value in leaves
+    ]
+    batch = _Batch([], version)
+    node = batch.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
+    if type(node) is SmtStub:  # never: the subtree is made of new leaves and inner nodes
+        raise TypeError("SMT: a subtree built from leaves holds no stub")
+    assert node is None or type(node) is SmtLeaf or type(node) is SmtInner  # noqa: S101
+    return node
+
+
 def _new_rows(root: SmtNode | None, version: int) -> Iterator[NodeRow]:
     """The rows of every node written by the batch ``version`` (they hang under changed nodes)."""
     if root is None or root.version != version:

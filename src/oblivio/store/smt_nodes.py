@@ -1,31 +1,46 @@
-"""The key-store SMT persisted and versioned in SQL (DESIGN.md §6; schema: migration 2).
+"""The key-store SMT persisted and versioned in SQL (DESIGN.md §6; schema: migration 2; layout:
+ADR 0009, which replaces the node rows of ADR 0007).
 
-Layout. A node's position is ``(depth, prefix)``; its key is ``depth`` as two bytes followed by
-the ``depth`` prefix bits, left-aligned in ``ceil(depth / 8)`` bytes. Every batch (= epoch,
-= SMT version ``v``) writes only the nodes it changed, and writes them packed: one
-``smt_nodes`` row per *group* and version, where a group is the subtree under a depth-12
-position (and group ``b""`` holds depths 0-11). A batch of ``n`` updates at 10^6 leaves thus
-writes at most ``min(n, 4096) + 1`` rows instead of one row per node, which is what makes
-batched updates fast in SQL. Interior records name their children's versions, so any retained
-version is walked from its root by exact ``(group, version)`` reads.
+Layout. The tree is cut at depth 12 into 4096 *groups*: group ``g`` holds the leaves whose keys
+start with the 12 bits ``g``. A batch (= epoch = SMT version ``v``) writes what it changed as
+leaves, not as nodes:
 
-``smt_versions`` keeps, per version, the root, the root node's version and the list of stored
-nodes the batch replaced ("stale"). Pruning (``prune``) applies the stale lists of versions at or
-below the oldest retained one: a row whose nodes are all stale is unreachable from any retained
-root and is deleted; versions older than the oldest retained one are marked pruned.
+- for each group it touched, one ``smt_nodes`` row ``(g as 2 bytes, v)`` holding either the
+  batch's updates to that group (a *delta*: the (key, value hash) pairs set and the keys
+  removed) or, once the deltas since the group's last *snapshot* outgrow that snapshot, the
+  group's whole leaf set (a new snapshot);
+- one *top* row ``(b"", v)`` holding a *summary* of each group it touched (the version that last
+  touched it, its snapshot's version and size, the delta records written since, and its
+  content: empty, one leaf, or the hash of its subtree), again as a delta of summaries or, now
+  and then, a snapshot of all of them.
 
-The latest version is kept in memory (``SparseMerkleTree``, loaded once and checked against the
-stored hashes), so batches read nothing from the database and proofs against the latest root are
-served from memory; proofs against older retained roots read the store.
+Group ``g`` (or the top) as of version ``v`` is its snapshot row followed by its delta rows up to
+``v``, read in one range query; each is at most about twice the size of the group itself.
+Interior hashes are not stored: the batch hashes each changed node once in memory, a group read
+back is rebuilt from its leaves and checked against the hash in its summary, and the top 12
+levels are rebuilt from the summaries and checked against the version's stored root.
+
+``smt_versions`` keeps per version the root and, in ``root_version``, the version of the top
+snapshot it is read from. Pruning (``prune``) to the newest N versions deletes, for the top and
+for each group, the rows older than its snapshot as of the oldest retained version (no retained
+version reads them) and marks older versions pruned.
+
+Opening is lazy: the latest version is the top with a stub (``SmtStub``) per group of two or
+more leaves, and a stub is loaded (read, rebuilt, checked) when a batch or a proof reaches it.
+Groups a batch changed stay in memory with the latest tree; groups loaded only to serve proofs
+sit in a bounded cache.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from oblivio.core.errors import NotFoundError, StorageError
 from oblivio.core.smt import (
@@ -36,83 +51,142 @@ from oblivio.core.smt import (
     SmtLeaf,
     SmtNode,
     SmtProof,
+    SmtStub,
     SparseMerkleTree,
-    StaleNode,
     gc_paused,
-    leaf_hash,
     node_hash,
+    subtree_from_leaves,
 )
 from oblivio.store.database import Database, Transaction
 
 GROUP_DEPTH = 12
+GROUP_SHIFT = KEY_BITS - GROUP_DEPTH
 TOP_GROUP = b""
-_INNER = 0
-_LEAF = 1
-_VERSIONS = struct.Struct(">qq")
-_VERSION = struct.Struct(">q")
-_DECODED_CACHE_SIZE = 256
+SNAPSHOT_MIN = 32
+"""A group (or the top) gets a new snapshot once the delta records written since its last one
+exceed the snapshot's size or this many, whichever is larger."""
+LOADED_GROUPS_CACHED = 4096
+"""Groups loaded to serve proofs (not changed by a batch) kept in memory, least recent out."""
 
-# A decoded stored node: (kind, hash or key, left version or value hash, right version).
-_Record = tuple[int, bytes, "int | bytes", int]
-
-
-def node_key(depth: int, prefix: int) -> bytes:
-    """The stored key of position ``(depth, prefix)``."""
-    return depth.to_bytes(2, "big") + (prefix << (-depth % 8)).to_bytes((depth + 7) >> 3, "big")
-
-
-def group_key(depth: int, prefix: int) -> bytes:
-    """The group (row) a node at ``(depth, prefix)`` is stored in."""
-    if depth < GROUP_DEPTH:
-        return TOP_GROUP
-    return node_key(GROUP_DEPTH, prefix >> (depth - GROUP_DEPTH))
+_SNAPSHOT = 1
+_DELTA = 2
+_GROUP_EMPTY = 0
+_GROUP_ONE_LEAF = 1
+_GROUP_SUBTREE = 2
+_PAYLOAD_SIZE = {_GROUP_EMPTY: 0, _GROUP_ONE_LEAF: 64, _GROUP_SUBTREE: 32}
+_SUMMARY = struct.Struct(">HBqqII")
+_COUNT = struct.Struct(">I")
+_OLD_TREES_CACHED = 8
 
 
-def _encode_stale(stale: list[StaleNode]) -> bytes:
-    """``node_key || version`` of each stale node, concatenated."""
-    pack = _VERSION.pack
-    out = []
-    for d, path, v in stale:
-        size = (d + 7) >> 3
-        prefix = path >> (KEY_BITS - d)
-        out.append(((d << (size << 3)) | (prefix << (-d % 8))).to_bytes(size + 2, "big") + pack(v))
-    return b"".join(out)
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """What the top row says about one group as of a version."""
+
+    kind: int
+    """``_GROUP_EMPTY``, ``_GROUP_ONE_LEAF`` or ``_GROUP_SUBTREE``."""
+    version: int
+    """The newest version that wrote a row for the group."""
+    base: int
+    """The version of the group's newest snapshot row."""
+    base_size: int
+    """Leaves in that snapshot."""
+    chain: int
+    """Delta records written since that snapshot."""
+    payload: bytes
+    """Empty, the one leaf's key and value hash, or the hash of the group's subtree."""
+
+    def encode(self, group: int) -> bytes:
+        return (
+            _SUMMARY.pack(group, self.kind, self.version, self.base, self.base_size, self.chain)
+            + self.payload
+        )
 
 
-def _decode_stale(blob: bytes) -> list[tuple[bytes, int]]:
-    """``(node_key, version)`` of each stale node in a stale list."""
-    out = []
-    i = 0
-    while i < len(blob):
-        depth = int.from_bytes(blob[i : i + 2], "big")
-        end = i + 2 + ((depth + 7) >> 3)
-        out.append((blob[i:end], _VERSION.unpack_from(blob, end)[0]))
-        i = end + 8
-    return out
-
-
-def _decode_group(blob: bytes) -> dict[bytes, _Record]:
-    """The records of one ``smt_nodes`` row, by node key."""
-    records: dict[bytes, _Record] = {}
-    i = 0
-    n = len(blob)
-    while i < n:
-        depth = (blob[i] << 8) | blob[i + 1]
-        end = i + 2 + ((depth + 7) >> 3)
-        key = blob[i:end]
-        kind = blob[end]
-        if kind == _INNER:
-            lv, rv = _VERSIONS.unpack_from(blob, end + 33)
-            records[key] = (_INNER, blob[end + 1 : end + 33], lv, rv)
-            i = end + 49
-        else:
-            records[key] = (_LEAF, blob[end + 1 : end + 33], blob[end + 33 : end + 65], -1)
-            i = end + 65
-    return records
+def _group_key(group: int) -> bytes:
+    return group.to_bytes(2, "big")
 
 
 def _corrupt(what: str) -> StorageError:
     return StorageError(f"store: SMT nodes are inconsistent: {what}")
+
+
+def _decode_summaries(blob: bytes, into: dict[int, GroupSummary]) -> int:
+    """Add the summaries of one top row to ``into``; return how many it held."""
+    i, n, count = 1, len(blob), 0
+    unpack = _SUMMARY.unpack_from
+    size = _SUMMARY.size
+    while i < n:
+        if n - i < size:
+            raise _corrupt("a top row is truncated")
+        group, kind, version, base, base_size, chain = unpack(blob, i)
+        end = i + size + _PAYLOAD_SIZE.get(kind, -n)
+        if end < i + size or end > n:
+            raise _corrupt(f"a top row holds a bad summary of group {group}")
+        into[group] = GroupSummary(kind, version, base, base_size, chain, blob[i + size : end])
+        i = end
+        count += 1
+    return count
+
+
+def _apply_group_row(blob: bytes, leaves: dict[bytes, bytes]) -> None:
+    """Apply one group row (snapshot or delta) to ``leaves``."""
+    if blob[0] == _SNAPSHOT:
+        if (len(blob) - 1) % 64:
+            raise _corrupt("a group snapshot is truncated")
+        leaves.clear()
+        for i in range(1, len(blob), 64):
+            leaves[blob[i : i + 32]] = blob[i + 32 : i + 64]
+        return
+    sets = _COUNT.unpack_from(blob, 1)[0]
+    start = 1 + _COUNT.size
+    removed_at = start + 64 * sets
+    if removed_at > len(blob) or (len(blob) - removed_at) % 32:
+        raise _corrupt("a group delta is truncated")
+    for i in range(start, removed_at, 64):
+        leaves[blob[i : i + 32]] = blob[i + 32 : i + 64]
+    for i in range(removed_at, len(blob), 32):
+        leaves.pop(blob[i : i + 32], None)
+
+
+def _leaves_under(node: SmtNode | None) -> list[SmtLeaf]:
+    """The leaves of a subtree in key order."""
+    out: list[SmtLeaf] = []
+    stack: list[SmtNode | None] = [node]
+    while stack:
+        n = stack.pop()
+        if n is None:
+            continue
+        if type(n) is SmtStub:
+            stack.append(n.load())
+        elif type(n) is SmtLeaf:
+            out.append(n)
+        else:
+            assert type(n) is SmtInner  # noqa: S101 - a tree holds leaves, inners, stubs
+            stack.append(n.right)
+            stack.append(n.left)
+    return out
+
+
+def _group_content(root: SmtNode | None, group: int) -> tuple[int, bytes, SmtNode | None]:
+    """(kind, payload, node) of group ``group`` in the tree under ``root``."""
+    node = root
+    depth = 0
+    while depth < GROUP_DEPTH:
+        if type(node) is SmtInner:
+            node = node.right if (group >> (GROUP_DEPTH - 1 - depth)) & 1 else node.left
+            depth += 1
+        elif type(node) is SmtStub:
+            node = node.load()
+        else:
+            break
+    if node is None:
+        return _GROUP_EMPTY, b"", None
+    if type(node) is SmtLeaf:
+        if node.kint >> GROUP_SHIFT != group:
+            return _GROUP_EMPTY, b"", None
+        return _GROUP_ONE_LEAF, node.key + node.value_hash, node
+    return _GROUP_SUBTREE, node.hash, node
 
 
 @dataclass(frozen=True)
@@ -127,23 +201,37 @@ class RetentionPolicy:
 
 
 @dataclass(frozen=True)
+class _State:
+    """One version as the store holds it: the tree and the top's summaries."""
+
+    tree: SparseMerkleTree
+    summaries: dict[int, GroupSummary]
+    top_base: int | None
+    top_chain: int
+
+
+@dataclass(frozen=True)
 class StagedBatch:
     """A batch written inside an open transaction; ``SmtNodeStore.publish`` it after commit."""
 
     tree: SparseMerkleTree
     result: BatchResult
     previous_root: bytes
+    state: _State
 
 
 class SmtNodeStore:
     """The versioned SMT of one node's database. Safe to share between threads; one process
     writes at a time (the caller's write transaction serialises writers)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, loaded_groups_cached: int = LOADED_GROUPS_CACHED) -> None:
         self.db = db
         self._lock = threading.Lock()
-        self._tree: SparseMerkleTree | None = None
-        self._decoded: OrderedDict[tuple[bytes, int], dict[bytes, _Record]] = OrderedDict()
+        self._state: _State | None = None
+        self._local = threading.local()
+        self._cache_size = loaded_groups_cached
+        self._groups: OrderedDict[tuple[int, int], SmtLeaf | SmtInner] = OrderedDict()
+        self._old: OrderedDict[int, _State] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -153,99 +241,168 @@ class SmtNodeStore:
         row = tx.fetchone("SELECT MAX(version) FROM smt_versions")
         return 0 if row is None or row[0] is None else int(row[0])
 
-    def tree(self) -> SparseMerkleTree:
-        """The latest version, in memory (loaded from the store on first use or when another
-        process committed since)."""
-        with self.db.transaction(write=False) as tx:
-            return self._current(tx)
+    @contextmanager
+    def _reading(self, tx: Transaction, *, cache: bool = True) -> Iterator[None]:
+        """Let stubs loaded on this thread read through ``tx`` (a stub is loaded deep inside a
+        batch or a proof, which runs in the caller's transaction); ``cache=False`` keeps the
+        groups loaded out of the cache (a batch keeps the parts it still needs in its tree)."""
+        outer = getattr(self._local, "tx", None), getattr(self._local, "cache", True)
+        self._local.tx, self._local.cache = tx, cache
+        try:
+            yield
+        finally:
+            self._local.tx, self._local.cache = outer
 
-    def _current(self, tx: Transaction) -> SparseMerkleTree:
+    def tree(self) -> SparseMerkleTree:
+        """The latest version (read from the store on first use or when another process
+        committed since; its groups are loaded when first reached)."""
+        with self.db.transaction(write=False) as tx:
+            return self._current(tx).tree
+
+    def _current(self, tx: Transaction) -> _State:
         latest = self.latest_version(tx)
         with self._lock:
-            cached = self._tree
-        if cached is not None and cached.version == latest:
+            cached = self._state
+        if cached is not None and cached.tree.version == latest:
             return cached
-        tree = self._load(tx, latest)
+        state = self._load(tx, latest)
         with self._lock:
-            self._tree = tree
-        return tree
+            if self._state is None or self._state.tree.version <= latest:
+                self._state = state
+        return state
 
-    def _load(self, tx: Transaction, version: int) -> SparseMerkleTree:
+    def _load(self, tx: Transaction, version: int) -> _State:
+        """Version ``version`` from the store: its top rebuilt from the summaries and checked
+        against the stored root, a stub for each group of two or more leaves."""
         if version == 0:
-            return SparseMerkleTree()
+            return _State(SparseMerkleTree(), {}, None, 0)
         row = tx.fetchone(
             "SELECT root, root_version FROM smt_versions WHERE version = ?", (version,)
         )
         if row is None:
             raise _corrupt(f"version {version} has no row")
-        root, root_version = bytes(row[0]), row[1]
-        if root_version is None:
-            if root != EMPTY:
-                raise _corrupt(f"version {version} has no root node but root {root.hex()}")
-            return SparseMerkleTree(None, version)
+        root, top_base = bytes(row[0]), row[1]
+        summaries: dict[int, GroupSummary] = {}
+        chain = 0
+        if top_base is not None:
+            top_base = int(top_base)
+            rows = tx.fetchall(
+                "SELECT version, nodes FROM smt_nodes WHERE group_key = ? AND version >= ? "
+                "AND version <= ? ORDER BY version",
+                (TOP_GROUP, top_base, version),
+            )
+            if not rows or int(rows[0][0]) != top_base or bytes(rows[0][1])[:1] != b"\x01":
+                raise _corrupt(f"version {version}: the top snapshot {top_base} is missing")
+            for _, stored in rows:
+                blob = bytes(stored)
+                if blob[:1] == b"\x01":
+                    summaries.clear()
+                    chain = 0
+                    _decode_summaries(blob, summaries)
+                elif blob[:1] == b"\x02":
+                    chain += _decode_summaries(blob, summaries)
+                else:
+                    raise _corrupt(f"version {version}: a top row has an unknown layout")
         with gc_paused():
-            node = self._materialise(tx, self._group_all(tx, TOP_GROUP), 0, 0, int(root_version))
-        if node.hash != root:
-            raise _corrupt(f"version {version}: expected root {root.hex()}, got {node.hash.hex()}")
-        return SparseMerkleTree(node, version)
+            node = self._build_top(summaries)
+        computed = EMPTY if node is None else node.hash
+        if computed != root:
+            raise _corrupt(f"version {version}: expected root {root.hex()}, got {computed.hex()}")
+        return _State(SparseMerkleTree(node, version), summaries, top_base, chain)
+
+    def _build_top(self, summaries: dict[int, GroupSummary]) -> SmtNode | None:
+        """The top 12 levels over the groups' summaries (compaction applies to groups of one
+        leaf as to any leaf); each group of more leaves is a stub."""
+        present = sorted((g, s) for g, s in summaries.items() if s.kind != _GROUP_EMPTY)
+        groups = [g for g, _ in present]
+
+        def build(depth: int, lo: int, hi: int) -> SmtNode | None:
+            if lo == hi:
+                return None
+            group, summary = present[lo]
+            if hi - lo == 1 and summary.kind == _GROUP_ONE_LEAF:
+                leaf = SmtLeaf(summary.payload[:32], summary.payload[32:], summary.version, depth)
+                if leaf.kint >> GROUP_SHIFT != group:
+                    raise _corrupt(f"the leaf of group {group} is not in that group")
+                return leaf
+            if depth == GROUP_DEPTH:
+                if summary.kind != _GROUP_SUBTREE or len(summary.payload) != 32:
+                    raise _corrupt(f"group {group} has a bad summary")
+                return SmtStub(
+                    summary.payload,
+                    summary.version,
+                    depth,
+                    group,
+                    partial(self._load_group, summary),
+                )
+            bit = GROUP_DEPTH - 1 - depth
+            mid = bisect_left(groups, ((group >> bit) | 1) << bit, lo, hi)
+            left = build(depth + 1, lo, mid)
+            right = build(depth + 1, mid, hi)
+            return SmtInner(
+                node_hash(
+                    EMPTY if left is None else left.hash, EMPTY if right is None else right.hash
+                ),
+                left,
+                right,
+                0,
+            )
+
+        return build(0, 0, len(present))
+
+    def _load_group(self, summary: GroupSummary, stub: SmtStub) -> SmtLeaf | SmtInner:
+        """Read group ``stub.prefix`` as of ``summary``, rebuild it from its leaves and check it
+        against the stub's hash. Raises StorageError when the rows disagree."""
+        group = stub.prefix
+        cache_key = (group, summary.version)
+        with self._lock:
+            node = self._groups.get(cache_key)
+            if node is not None:
+                self._groups.move_to_end(cache_key)
+        if node is not None:
+            return node
+        tx: Transaction | None = getattr(self._local, "tx", None)
+        if tx is None:
+            with self.db.transaction(write=False) as own:
+                node = self._read_group(own, group, summary, stub.hash)
+        else:
+            node = self._read_group(tx, group, summary, stub.hash)
+        if getattr(self._local, "cache", True):
+            with self._lock:
+                self._groups[cache_key] = node
+                while len(self._groups) > self._cache_size:
+                    self._groups.popitem(last=False)
+        return node
 
     @staticmethod
-    def _group_all(tx: Transaction, group: bytes) -> dict[int, dict[bytes, _Record]]:
-        """Every record of every version of one group: version → node key → record."""
-        return {
-            int(version): _decode_group(bytes(blob))
-            for version, blob in tx.iterate(
-                "SELECT version, nodes FROM smt_nodes WHERE group_key = ?", (group,)
-            )
-        }
-
-    def _materialise(
-        self,
-        tx: Transaction,
-        records: dict[int, dict[bytes, _Record]],
-        depth: int,
-        prefix: int,
-        version: int,
-    ) -> SmtNode:
-        """Rebuild the stored subtree at ``(depth, prefix)`` of ``version``, checking every
-        hash. ``records`` are the current group's; entering a group reads its rows."""
-        if depth == GROUP_DEPTH:
-            records = self._group_all(tx, group_key(depth, prefix))
-        size = (depth + 7) >> 3
-        key = ((depth << (size << 3)) | (prefix << (-depth % 8))).to_bytes(size + 2, "big")
-        by_version = records.get(version)
-        record = None if by_version is None else by_version.get(key)
-        if record is None:
-            raise _corrupt(f"node at depth {depth} of version {version} is missing")
-        kind, first, second, right_version = record
-        if kind == _LEAF:
-            assert isinstance(second, bytes)  # noqa: S101 - decoded leaf records hold bytes
-            leaf = SmtLeaf(first, second, version, depth)
-            if leaf.kint >> (KEY_BITS - depth) != prefix:
-                raise _corrupt(f"leaf {first.hex()} stored off its path")
-            return leaf
-        assert isinstance(second, int)  # noqa: S101 - decoded inner records hold versions
-        left = (
-            None if second < 0 else self._materialise(tx, records, depth + 1, prefix << 1, second)
+    def _read_group(
+        tx: Transaction, group: int, summary: GroupSummary, expected: bytes
+    ) -> SmtLeaf | SmtInner:
+        rows = tx.fetchall(
+            "SELECT version, nodes FROM smt_nodes WHERE group_key = ? AND version >= ? "
+            "AND version <= ? ORDER BY version",
+            (_group_key(group), summary.base, summary.version),
         )
-        right = (
-            None
-            if right_version < 0
-            else self._materialise(tx, records, depth + 1, (prefix << 1) | 1, right_version)
-        )
-        computed = node_hash(
-            EMPTY if left is None else left.hash, EMPTY if right is None else right.hash
-        )
-        if computed != first:
-            raise _corrupt(f"node at depth {depth} of version {version} does not hash")
-        return SmtInner(first, left, right, version)
+        if not rows or int(rows[0][0]) != summary.base or bytes(rows[0][1])[:1] != b"\x01":
+            raise _corrupt(f"group {group}: its snapshot at version {summary.base} is missing")
+        leaves: dict[bytes, bytes] = {}
+        for _, blob in rows:
+            _apply_group_row(bytes(blob), leaves)
+        with gc_paused():
+            node = subtree_from_leaves(sorted(leaves.items()), GROUP_DEPTH, summary.version)
+        if node is None or node.hash != expected:
+            raise _corrupt(f"group {group} as of version {summary.version} does not hash")
+        for key in leaves:
+            if (key[0] << 4) | (key[1] >> 4) != group:
+                raise _corrupt(f"group {group} holds key {key.hex()} of another group")
+        return node
 
     def root(self, version: int | None = None) -> bytes:
         """The root of ``version`` (default: the latest). Raises NotFoundError for a version
         never committed."""
         with self.db.transaction(write=False) as tx:
             if version is None:
-                return self._current(tx).root
+                return self._current(tx).tree.root
             if version == 0:
                 return EMPTY
             row = tx.fetchone("SELECT root FROM smt_versions WHERE version = ?", (version,))
@@ -256,194 +413,130 @@ class SmtNodeStore:
     def prove(self, key: bytes, version: int | None = None) -> tuple[int, bytes, SmtProof]:
         """A proof for ``key`` against ``version`` (default: the latest): ``(version, root,
         proof)``. Raises NotFoundError for a version never committed or already pruned."""
-        with self.db.transaction(write=False) as tx:
-            latest = self._current(tx)
+        with self.db.transaction(write=False) as tx, self._reading(tx):
+            latest = self._current(tx).tree
             if version is None or version == latest.version:
                 return latest.version, latest.root, latest.prove(key)
-            return version, *self._prove_stored(tx, key, version)
+            old = self._retained(tx, version).tree
+            return version, old.root, old.prove(key)
 
-    def _record(self, tx: Transaction, depth: int, prefix: int, version: int) -> _Record:
-        group = group_key(depth, prefix)
-        cache_key = (group, version)
-        with self._lock:
-            records = self._decoded.get(cache_key)
-            if records is not None:
-                self._decoded.move_to_end(cache_key)
-        if records is None:
-            row = tx.fetchone(
-                "SELECT nodes FROM smt_nodes WHERE group_key = ? AND version = ?", cache_key
-            )
-            if row is None:
-                raise _corrupt(f"group of depth {depth} at version {version} is missing")
-            records = _decode_group(bytes(row[0]))
-            with self._lock:
-                self._decoded[cache_key] = records
-                while len(self._decoded) > _DECODED_CACHE_SIZE:
-                    self._decoded.popitem(last=False)
-        record = records.get(node_key(depth, prefix))
-        if record is None:
-            raise _corrupt(f"node at depth {depth} of version {version} is missing")
-        return record
-
-    def _stored_hash(self, tx: Transaction, depth: int, prefix: int, version: int) -> bytes:
-        kind, first, second, _ = self._record(tx, depth, prefix, version)
-        if kind == _LEAF:
-            assert isinstance(second, bytes)  # noqa: S101 - decoded leaf records hold bytes
-            return leaf_hash(first, second)
-        return first
-
-    def _prove_stored(self, tx: Transaction, key: bytes, version: int) -> tuple[bytes, SmtProof]:
+    def _retained(self, tx: Transaction, version: int) -> _State:
+        """An older version that pruning kept (its top rebuilt and checked, cached)."""
         if version < 0:
             raise NotFoundError(f"SMT version {version} does not exist")
         if version == 0:
-            return EMPTY, SparseMerkleTree().prove(key)
-        row = tx.fetchone(
-            "SELECT root, root_version, pruned FROM smt_versions WHERE version = ?", (version,)
-        )
+            return _State(SparseMerkleTree(), {}, None, 0)
+        row = tx.fetchone("SELECT pruned FROM smt_versions WHERE version = ?", (version,))
         if row is None:
             raise NotFoundError(f"SMT version {version} does not exist")
-        if row[2]:
+        if row[0]:
             raise NotFoundError(f"SMT version {version} was pruned by the retention policy")
-        root, node_version = bytes(row[0]), row[1]
-        kint = int.from_bytes(key, "big")
-        depth = prefix = bits = 0
-        siblings: list[bytes] = []
-        terminal: tuple[bytes, bytes] | None = None
-        while node_version is not None and node_version >= 0:
-            kind, first, second, right_version = self._record(tx, depth, prefix, node_version)
-            if kind == _LEAF:
-                assert isinstance(second, bytes)  # noqa: S101 - decoded leaf records hold bytes
-                terminal = (first, second)
-                break
-            assert isinstance(second, int)  # noqa: S101 - decoded inner records hold versions
-            bit = (kint >> (KEY_BITS - 1 - depth)) & 1
-            child_version, sibling_version = (
-                (right_version, second) if bit else (second, right_version)
-            )
-            bits <<= 1
-            if sibling_version >= 0:
-                bits |= 1
-                siblings.append(
-                    self._stored_hash(tx, depth + 1, (prefix << 1) | (1 - bit), sibling_version)
-                )
-            depth += 1
-            prefix = (prefix << 1) | bit
-            node_version = child_version
-        bitmap = (bits << (-depth % 8)).to_bytes((depth + 7) // 8, "big")
-        proof = SmtProof(
-            depth,
-            bitmap,
-            tuple(siblings),
-            None if terminal is None else terminal[0],
-            None if terminal is None else terminal[1],
-        )
-        computed = proof.computed_root(key)
-        if computed != root:
-            raise _corrupt(f"version {version}: expected root {root.hex()}, got {computed.hex()}")
-        return root, proof
+        with self._lock:
+            state = self._old.get(version)
+            if state is not None:
+                self._old.move_to_end(version)
+                return state
+        state = self._load(tx, version)
+        with self._lock:
+            self._old[version] = state
+            while len(self._old) > _OLD_TREES_CACHED:
+                self._old.popitem(last=False)
+        return state
 
     # -- writing -------------------------------------------------------------------------
 
     def stage(
         self, tx: Transaction, updates: Mapping[bytes, bytes | None], version: int
     ) -> StagedBatch:
-        """Apply a batch as ``version`` (the latest + 1) and write its nodes in ``tx``.
+        """Apply a batch as ``version`` (the latest + 1) and write its rows in ``tx``.
 
         Nothing is visible until ``tx`` commits and ``publish`` is called; if the transaction
         fails, the in-memory tree is unchanged. Raises ValueError for a wrong version.
         """
         base = self._current(tx)
-        if version != base.version + 1:
+        if version != base.tree.version + 1:
             raise ValueError(
-                f"SMT batch: expected version {base.version + 1}, got {version} "
+                f"SMT batch: expected version {base.tree.version + 1}, got {version} "
                 "(another writer committed?)"
             )
-        tree, result = base.apply(updates, version)
-        with gc_paused():
-            self.write(tx, result, tree.root_node)
-            stale = _encode_stale(result.stale)
-        root_node = tree.root_node
-        tx.execute(
-            "INSERT INTO smt_versions (version, root, root_version, changes, stale, pruned) "
-            "VALUES (?, ?, ?, ?, ?, 0)",
-            (
-                version,
-                tree.root,
-                None if root_node is None else root_node.version,
-                result.changes,
-                stale,
-            ),
-        )
-        return StagedBatch(tree, result, base.root)
-
-    @staticmethod
-    def write(tx: Transaction, result: BatchResult, root: SmtNode | None) -> None:
-        """Write the nodes batch ``result`` made under ``root``, packed per group (module
-        docstring). The nodes are walked and encoded in one pass: this is the hot loop of a
-        batch commit, so positions are computed inline rather than through ``node_key``."""
-        version = result.version
-        groups: dict[bytes, list[bytes]] = {}
-        pack_versions = _VERSIONS.pack
-        top = GROUP_DEPTH
-        group_size = (top + 7) >> 3
-        group_tag = top << (group_size << 3)  # node_key(top, p), as one integer
-        group_pad = -top % 8
-        stack: list[tuple[SmtNode, int, int]] = []
-        if root is not None and root.version == version:
-            stack.append((root, 0, 0))
-        while stack:
-            node, depth, prefix = stack.pop()
-            if type(node) is SmtLeaf:
-                depth = node.depth
-                prefix = node.kint >> (KEY_BITS - depth)
-                size = (depth + 7) >> 3
-                record = (
-                    ((depth << (size << 3)) | (prefix << (-depth % 8))).to_bytes(size + 2, "big")
-                    + b"\x01"
-                    + node.key
-                    + node.value_hash
-                )
-            else:
-                assert isinstance(node, SmtInner)  # noqa: S101 - a tree holds leaves and inners
-                left, right = node.left, node.right
-                size = (depth + 7) >> 3
-                record = (
-                    ((depth << (size << 3)) | (prefix << (-depth % 8))).to_bytes(size + 2, "big")
-                    + b"\x00"
-                    + node.hash
-                    + pack_versions(
-                        -1 if left is None else left.version,
-                        -1 if right is None else right.version,
-                    )
-                )
-                if left is not None and left.version == version:
-                    stack.append((left, depth + 1, prefix << 1))
-                if right is not None and right.version == version:
-                    stack.append((right, depth + 1, (prefix << 1) | 1))
-            group = (
-                TOP_GROUP
-                if depth < top
-                else (group_tag | ((prefix >> (depth - top)) << group_pad)).to_bytes(
-                    group_size + 2, "big"
-                )
-            )
-            parts = groups.get(group)
-            if parts is None:
-                groups[group] = [record]
-            else:
-                parts.append(record)
-        if groups:
+        with self._reading(tx, cache=False):
+            tree, result = base.tree.apply(updates, version)
+            with gc_paused():
+                state, rows = self._rows(base, tree, updates)
+        if rows:
             tx.executemany(
                 "INSERT INTO smt_nodes (group_key, version, node_count, stale_count, nodes) "
                 "VALUES (?, ?, ?, 0, ?)",
-                [(g, version, len(p), b"".join(p)) for g, p in groups.items()],
+                rows,
             )
+        tx.execute(
+            "INSERT INTO smt_versions (version, root, root_version, changes, stale, pruned) "
+            "VALUES (?, ?, ?, ?, ?, 0)",
+            (version, tree.root, state.top_base, result.changes, b""),
+        )
+        return StagedBatch(tree, result, base.tree.root, state)
+
+    @staticmethod
+    def _rows(
+        base: _State, tree: SparseMerkleTree, updates: Mapping[bytes, bytes | None]
+    ) -> tuple[_State, list[tuple[bytes, int, int, bytes]]]:
+        """The rows of one batch (module docstring) and the state it leaves."""
+        version = tree.version
+        sets: dict[int, list[bytes]] = {}
+        removed: dict[int, list[bytes]] = {}
+        for key, value in updates.items():
+            group = (key[0] << 4) | (key[1] >> 4)
+            if value is None:
+                bucket = removed.get(group)
+                if bucket is None:
+                    removed[group] = [key]
+                else:
+                    bucket.append(key)
+            else:
+                bucket = sets.get(group)
+                if bucket is None:
+                    sets[group] = [key + value]
+                else:
+                    bucket.append(key + value)
+        summaries = dict(base.summaries)
+        changed: list[bytes] = []
+        rows: list[tuple[bytes, int, int, bytes]] = []
+        root = tree.root_node
+        pack = _COUNT.pack
+        for group in sorted(sets.keys() | removed.keys()):
+            kind, payload, node = _group_content(root, group)
+            group_sets = sets.get(group, [])
+            group_removed = removed.get(group, [])
+            records = len(group_sets) + len(group_removed)
+            old = summaries.get(group)
+            if old is None or old.chain + records > max(SNAPSHOT_MIN, old.base_size):
+                leaves = _leaves_under(node)
+                blob = b"\x01" + b"".join([leaf.key + leaf.value_hash for leaf in leaves])
+                summary = GroupSummary(kind, version, version, len(leaves), 0, payload)
+                rows.append((_group_key(group), version, len(leaves), blob))
+            else:
+                blob = b"".join([b"\x02", pack(len(group_sets)), *group_sets, *group_removed])
+                summary = GroupSummary(
+                    kind, version, old.base, old.base_size, old.chain + records, payload
+                )
+                rows.append((_group_key(group), version, records, blob))
+            summaries[group] = summary
+            changed.append(summary.encode(group))
+        if not changed:
+            return _State(tree, summaries, base.top_base, base.top_chain), rows
+        top_chain = base.top_chain + len(changed)
+        if base.top_base is None or top_chain > max(SNAPSHOT_MIN, len(summaries)):
+            top = [s.encode(g) for g, s in sorted(summaries.items())]
+            rows.append((TOP_GROUP, version, len(top), b"\x01" + b"".join(top)))
+            return _State(tree, summaries, version, 0), rows
+        rows.append((TOP_GROUP, version, len(changed), b"\x02" + b"".join(changed)))
+        return _State(tree, summaries, base.top_base, top_chain), rows
 
     def publish(self, staged: StagedBatch) -> None:
         """Make a committed batch the in-memory latest version."""
         with self._lock:
-            if self._tree is None or staged.tree.version > self._tree.version:
-                self._tree = staged.tree
+            if self._state is None or staged.tree.version > self._state.tree.version:
+                self._state = staged.state
 
     def commit_batch(self, updates: Mapping[bytes, bytes | None]) -> StagedBatch:
         """Apply and commit one batch in its own transaction (durable when it returns)."""
@@ -453,7 +546,7 @@ class SmtNodeStore:
         return staged
 
     def prune(self, policy: RetentionPolicy) -> int:
-        """Drop the nodes no retained version reaches; return how many rows were deleted.
+        """Drop the rows no retained version reads; return how many rows were deleted.
 
         The newest ``policy.keep_versions`` versions stay provable; older ones are marked
         pruned and ``prove`` refuses them.
@@ -463,29 +556,17 @@ class SmtNodeStore:
             oldest_kept = latest - policy.keep_versions + 1
             if oldest_kept <= 1:
                 return 0
-            counts: dict[tuple[bytes, int], int] = {}
-            processed = []
-            for version, blob in tx.fetchall(
-                "SELECT version, stale FROM smt_versions WHERE version <= ? AND stale <> ?",
-                (oldest_kept, b""),
-            ):
-                processed.append((b"", int(version)))
-                for key, node_version in _decode_stale(bytes(blob)):
-                    depth = int.from_bytes(key[:2], "big")
-                    prefix = int.from_bytes(key[2:], "big") >> (-depth % 8)
-                    slot = (group_key(depth, prefix), node_version)
-                    counts[slot] = counts.get(slot, 0) + 1
-            tx.executemany(
-                "UPDATE smt_nodes SET stale_count = stale_count + ? "
-                "WHERE group_key = ? AND version = ?",
-                [(n, g, v) for (g, v), n in counts.items()],
-            )
-            deleted = tx.execute("DELETE FROM smt_nodes WHERE stale_count >= node_count")
-            tx.executemany("UPDATE smt_versions SET stale = ? WHERE version = ?", processed)
+            kept = self._load(tx, oldest_kept)
+            count = tx.fetchone("SELECT COUNT(*) FROM smt_nodes")
+            bounds = [(_group_key(g), s.base) for g, s in kept.summaries.items()]
+            if kept.top_base is not None:
+                bounds.append((TOP_GROUP, kept.top_base))
+            tx.executemany("DELETE FROM smt_nodes WHERE group_key = ? AND version < ?", bounds)
+            after = tx.fetchone("SELECT COUNT(*) FROM smt_nodes")
             tx.execute(
                 "UPDATE smt_versions SET pruned = 1 WHERE version < ? AND pruned = 0",
                 (oldest_kept,),
             )
         with self._lock:
-            self._decoded.clear()
-        return deleted
+            self._old.clear()
+        return (0 if count is None else int(count[0])) - (0 if after is None else int(after[0]))
