@@ -17,7 +17,11 @@ from oblivio.core.canonical import canonical_json, parse_json
 from oblivio.core.errors import InvalidInputError, VerificationError
 from oblivio.core.smt import (
     EMPTY,
+    SmtInner,
+    SmtLeaf,
+    SmtNode,
     SmtProof,
+    SmtStub,
     SparseMerkleTree,
     leaf_hash,
     node_hash,
@@ -351,3 +355,64 @@ def test_each_changed_node_is_hashed_once_per_batch(
     # Every node the batch made is hashed exactly once: one hash per written row, none more.
     assert counter.calls == len(result.rows())
     assert new_tree.root == root_from_leaves(dict(new_tree.leaves()))
+
+
+def _stubbed(node: SmtNode | None, depth: int, at: int, loads: list[int]) -> SmtNode | None:
+    """A copy of the subtree ``node`` whose subtrees at depth ``at`` are stubs that load the
+    original (counting loads), as a store hands out a tree it has not read yet."""
+    if node is None:
+        return None
+    if depth == at:
+        assert type(node) is SmtLeaf or type(node) is SmtInner
+        original = node
+
+        def load(_: SmtStub) -> SmtLeaf | SmtInner:
+            loads.append(depth)
+            return original
+
+        return SmtStub(node.hash, node.version, depth, 0, load)
+    if type(node) is SmtLeaf:
+        return node
+    assert type(node) is SmtInner
+    return SmtInner(
+        node.hash,
+        _stubbed(node.left, depth + 1, at, loads),
+        _stubbed(node.right, depth + 1, at, loads),
+        node.version,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(key_sets, key_sets, st.lists(keys, max_size=8), st.integers(0, 6))
+def test_stubs_load_on_demand_and_change_nothing(
+    initial: dict[bytes, bytes], sets: dict[bytes, bytes], deletes: list[bytes], at: int
+) -> None:
+    full = _build(initial)
+    loads: list[int] = []
+    lazy = SparseMerkleTree(_stubbed(full.root_node, 0, at, loads), 1)
+    assert lazy.root == full.root
+    assert not loads
+    # Removals can leave a stub's sibling empty: when the stub is a lone leaf, compaction moves
+    # it up, which the batch can only see by loading the stub.
+    updates: dict[bytes, bytes | None] = {**sets, **dict.fromkeys(deletes + list(initial)[:3])}
+    new_lazy, _ = lazy.apply(updates, 2)
+    new_full, _ = full.apply(updates, 2)
+    assert new_lazy.root == new_full.root == root_from_leaves(dict(new_full.leaves()))
+    for key in [*initial, *sets, *deletes][:10]:
+        assert lazy.prove(key) == full.prove(key)
+        assert new_lazy.prove(key) == new_full.prove(key)
+        assert new_lazy.get(key) == new_full.get(key)
+    assert sorted(new_lazy.leaves()) == sorted(new_full.leaves())
+
+
+def test_lone_stub_leaf_moves_up_when_its_sibling_empties() -> None:
+    # Regression: a stub standing for a single leaf must be loaded when its sibling empties,
+    # else the batch would hash it as a one-child node instead of moving the leaf up.
+    a = bytes([0b00000000]) + bytes(31)
+    b = bytes([0b01000000]) + bytes(31)
+    full = _build({a: bytes([1]) * 32, b: bytes([2]) * 32})
+    loads: list[int] = []
+    lazy = SparseMerkleTree(_stubbed(full.root_node, 0, 2, loads), 1)
+    new, _ = lazy.apply({b: None}, 2)
+    assert loads
+    assert new.root == leaf_hash(a, bytes([1]) * 32) == root_from_leaves({a: bytes([1]) * 32})

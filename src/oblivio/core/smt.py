@@ -9,8 +9,9 @@
   ``node_hash`` of its halves. The empty tree's root is ``EMPTY``.
 
 The in-memory tree is persistent: applying a batch returns a new tree that shares every
-unchanged node with the old one, hashes each changed node exactly once, and lists the nodes it
-created and the ones it replaced, so a store can version them (``store/smt_nodes.py``).
+unchanged node with the old one and hashes each changed node exactly once. A store keeps
+versions of it (``store/smt_nodes.py``) and may hand it subtrees as stubs (``SmtStub``), loaded
+when a batch or a proof first looks below them.
 Verification (``verify_inclusion``, ``verify_non_inclusion``) needs nothing but this module.
 """
 
@@ -161,29 +162,17 @@ key, value_hash)``. The position is ``depth`` and ``prefix``, the first ``depth`
 as an integer; ``version`` is the batch that wrote it. Interior rows name their children's
 versions (``None`` = empty child) and no key; leaf rows carry the key and value hash."""
 
-StaleNode = tuple[int, int, int]
-"""``(depth, path, version)`` of a stored node that a batch replaced: ``path`` is a 256-bit
-integer (a key) whose first ``depth`` bits are the node's position, so the prefix is
-``path >> (256 - depth)`` (left to the consumer: most batches never need it)."""
-
 
 class BatchResult:
-    """What one batch changed: the new root, the rows it made stale, and (walked on demand)
-    the rows it wrote."""
+    """What one batch changed: the new root, the number of updates, and (walked on demand) the
+    nodes it made."""
 
-    __slots__ = ("_root_node", "changes", "root", "stale", "version")
+    __slots__ = ("_root_node", "changes", "root", "version")
 
-    def __init__(
-        self,
-        version: int,
-        root_node: SmtNode | None,
-        stale: list[StaleNode],
-        changes: int,
-    ) -> None:
+    def __init__(self, version: int, root_node: SmtNode | None, changes: int) -> None:
         self.version = version
         self._root_node = root_node
         self.root = EMPTY if root_node is None else root_node.hash
-        self.stale = stale
         self.changes = changes
 
     def rows(self) -> list[NodeRow]:
@@ -218,13 +207,12 @@ def gc_paused() -> Iterator[None]:
 class _Batch:
     """One batch update: recursion state shared by its steps."""
 
-    __slots__ = ("has_deletes", "items", "kints", "stale", "version")
+    __slots__ = ("has_deletes", "items", "kints", "version")
 
     def __init__(self, items: list[tuple[int, bytes, bytes | None]], version: int) -> None:
         self.items = items
         self.kints = [item[0] for item in items]
         self.version = version
-        self.stale: list[StaleNode] = []
         self.has_deletes = any(item[2] is None for item in items)
 
     def update(self, node: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
@@ -261,7 +249,6 @@ class _Batch:
             right = self.update(old_right, d + 1, mid, hi)
             if left is old_left and right is old_right:
                 return start
-            self.stale.append((d, first, node.version))
             if left is not None and right is not None:
                 new = SmtInner(
                     _sha256(NODE_PREFIX + left.hash + right.hash).digest(),
@@ -306,13 +293,11 @@ class _Batch:
         the path of ``kint``) over the new subtree ``new`` at ``depth``: the hot loop of a large
         batch, hence the local names."""
         version = self.version
-        stale = self.stale.append
         sha = _sha256
         prefix = NODE_PREFIX
         d = depth
         for inner in reversed(path):
             d -= 1
-            stale((d, kint, inner.version))
             if (kint >> (KEY_BITS - 1 - d)) & 1:
                 left = inner.left
                 if left is not None and new is not None:
@@ -363,7 +348,6 @@ class _Batch:
         if leaf.version == self.version:
             leaf.depth = depth  # made in this batch, not yet stored anywhere
             return leaf
-        self.stale.append((leaf.depth, leaf.kint, leaf.version))
         return SmtLeaf(leaf.key, leaf.value_hash, self.version, depth)
 
     def build(self, old: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
@@ -390,10 +374,7 @@ class _Batch:
             raise TypeError("SMT batch: build() is only called on a leaf or an empty subtree")
         if self.has_deletes:
             entries = [e for e in entries if e[2] is not None]
-        result = self.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
-        if type(old) is SmtLeaf and result is not old:
-            self.stale.append((old.depth, old.kint, old.version))
-        return result
+        return self.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
 
     def build_one(self, old: SmtNode | None, depth: int, index: int) -> SmtNode | None:
         """``build`` for the common case of one update, without the general machinery."""
@@ -406,12 +387,10 @@ class _Batch:
         if old.kint == kint:
             if value == old.value_hash:
                 return old
-            self.stale.append((old.depth, old.kint, old.version))
             return None if value is None else SmtLeaf(key, value, version, depth, kint)
         if value is None:
             return old  # removing a key that is not there
         # Two leaves: they split at their first differing bit, below a chain of one-child nodes.
-        self.stale.append((old.depth, old.kint, old.version))
         split = KEY_BITS - (kint ^ old.kint).bit_length()
         new = SmtLeaf(key, value, version, split + 1, kint)
         moved = SmtLeaf(old.key, old.value_hash, version, split + 1, old.kint)
@@ -501,7 +480,7 @@ class SparseMerkleTree:
         batch = _Batch(items, version)
         with gc_paused():
             root = batch.update(self._root, 0, 0, len(items)) if items else self._root
-        return SparseMerkleTree(root, version), BatchResult(version, root, batch.stale, len(items))
+        return SparseMerkleTree(root, version), BatchResult(version, root, len(items))
 
     def get(self, key: bytes) -> bytes | None:
         """The value hash stored under ``key``, or ``None``."""
