@@ -1,4 +1,4 @@
-"""A node's key trees follow its configuration (DESIGN.md §5): fan-out and destruction window."""
+"""A node's key trees follow its configuration (DESIGN.md §5): their fan-out."""
 
 from __future__ import annotations
 
@@ -47,8 +47,7 @@ def test_init_refuses_a_fanout_out_of_range(tmp_path: Path, fanout: int) -> None
         ({"fanout": 1}, "key_tree.fanout"),
         ({"fanout": "16"}, "key_tree.fanout"),
         ({"fanout": True}, "key_tree.fanout"),
-        ({"destruction_window_seconds": -1}, "destruction_window_seconds"),
-        ({"destruction_window_seconds": "1"}, "destruction_window_seconds"),
+        ({"destruction_window_seconds": 60}, "unknown field 'destruction_window_seconds'"),
         ([], "'key_tree' must be an object"),
     ],
 )
@@ -61,19 +60,3 @@ def test_a_bad_key_tree_section_is_named(tmp_path: Path, section: object, messag
     (home / "config.json").write_text(json.dumps(config))
     with pytest.raises(NodeHomeError, match=message):
         open_node(home)
-
-
-def test_the_configured_destruction_window_keeps_the_old_root_alive(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with init_node(home):
-        pass
-    config = json.loads((home / "config.json").read_text())
-    config["key_tree"] = {"destruction_window_seconds": 3600}
-    (home / "config.json").write_text(json.dumps(config))
-    with open_node(home) as node:
-        forgotten = node.vault.put(b"forget me", {})
-        before = node.backend.live_root_keys()
-        receipts = node.vault.custody.forget([forgotten])
-        # Within the window no root is destroyed: the old roots live beside the new ones.
-        assert receipts == []
-        assert before < node.backend.live_root_keys()

@@ -13,7 +13,6 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,9 +42,9 @@ class NodeConfig:
 
     ``forgetting`` holds optional settings (``batch_size``, ``epoch_interval_seconds``,
     ``destruction_window_seconds``, ``heartbeat_seconds``, ``tombstone_level``); absent ones
-    take their defaults (node/forgetting.py). ``key_tree`` likewise (``fanout``, for trees
-    made from then on, and ``destruction_window_seconds``: how long an old root outlives its
-    batch; ``key_tree_settings``).
+    take their defaults (node/forgetting.py). ``key_tree`` holds ``fanout``, for trees made
+    from then on (``key_tree_settings``). The destruction window is the forgetting section's:
+    it holds back the whole execution, so no level-2 proof is issued while an old root lives.
     """
 
     name: str
@@ -87,10 +86,9 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class KeyTreeSettings:
-    """How the node's key trees are made and how long old roots outlive a forget batch."""
+    """How the node's key trees are made."""
 
     fanout: int = DEFAULT_FANOUT
-    destruction_window: timedelta = timedelta(0)
 
 
 def key_tree_settings(section: Mapping[str, Any]) -> KeyTreeSettings:
@@ -102,13 +100,10 @@ def key_tree_settings(section: Mapping[str, Any]) -> KeyTreeSettings:
             f"config.json: key_tree.fanout: expected an integer from {MIN_FANOUT} to "
             f"{MAX_FANOUT}, got {fanout!r}"
         )
-    window = section.get("destruction_window_seconds", 0)
-    if not isinstance(window, int | float) or isinstance(window, bool) or not window >= 0:
-        raise NodeHomeError(
-            "config.json: key_tree.destruction_window_seconds: expected seconds >= 0, "
-            f"got {window!r}"
-        )
-    return KeyTreeSettings(fanout, timedelta(seconds=window))
+    unknown = sorted(set(section) - {"fanout"})
+    if unknown:
+        raise NodeHomeError(f"config.json: key_tree: unknown field {unknown[0]!r}")
+    return KeyTreeSettings(fanout)
 
 
 def validate_node_name(name: str) -> str:

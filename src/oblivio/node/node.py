@@ -113,13 +113,7 @@ def open_node(home: Path) -> Node:
         db.close()
         raise
     settings = key_tree_settings(config.key_tree)
-    custody = KeyTreeCustody(
-        backend,
-        SqlKeyTreeStore(db),
-        signing_key,
-        fanout=settings.fanout,
-        destruction_window=settings.destruction_window,
-    )
+    custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout)
     try:
         custody.initialise()
         custody.recover()
