@@ -245,3 +245,35 @@ def test_a_crash_between_key_destruction_and_the_epoch_commit_keeps_the_receipt_
         assert isinstance(record, dict)
         assert proof["destruction_receipt"] is not None, "the tombstone binds no receipt"
         assert record["destruction_receipt_hash"] in {r.digest().hex() for r in destroyed}
+
+
+def test_a_recovery_commit_mixing_old_and_new_forgets_binds_each_its_own_receipt(
+    home: Path,
+) -> None:
+    """Regression: when an epoch executed forgets whose keys an interrupted earlier batch had
+    already destroyed together with fresh ones, every tombstone bound the new batch's receipt,
+    though that batch never held the earlier artifacts' keys."""
+    earlier, fresh = _put_entity(home, "user:mixed", 2)
+    with open_node(home) as node:
+        forgetting = open_services(node).forgetting
+        first = forgetting.forget(artifact_id=earlier, level=2)
+        second = forgetting.forget(artifact_id=fresh, level=2)
+        # The crash: the earlier artifact's keys were destroyed, no epoch committed.
+        destroyed_first = node.vault.custody.forget([earlier], CAPABILITIES)
+        assert destroyed_first
+    with open_node(home) as node:
+        services = open_services(node)
+        commit = services.forgetting.commit_due()
+        assert commit is not None
+        for request in (first, second):
+            assert services.forgetting.status(request.request_id)["state"] == "done"
+        bound = {}
+        for artifact_id in (earlier, fresh):
+            proof = services.forgetting.prove(artifact_id)
+            verify_document(proof, services.checkpoints.verifier_key)
+            record = proof["record"]
+            assert isinstance(record, dict)
+            bound[artifact_id] = record["destruction_receipt_hash"]
+    assert bound[earlier] in {r.digest().hex() for r in destroyed_first}
+    assert bound[fresh] is not None
+    assert bound[fresh] not in {r.digest().hex() for r in destroyed_first}

@@ -58,6 +58,7 @@ from oblivio.core.merkle_log import InclusionProof
 from oblivio.core.pof import build_proof, bundle, verify_proof
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.smt import smt_key
+from oblivio.keys.key_tree import tree_of
 from oblivio.node.checkpoints import CheckpointService, EpochCommit
 from oblivio.node.ids import new_uuid7
 from oblivio.node.node import Node
@@ -384,16 +385,43 @@ class ForgettingService:
                 (r for r in batch if r.key_ref.get("tree") == "wrap"), batch[0] if batch else None
             )
             group = [e for e in due if e.level >= 1 and e.capabilities == caps]
-            if bound is None:
-                # Nothing was left to forget: an earlier batch did it (a crash fell between
-                # it and its epoch commit, or a level-1 forget came first). Bind its receipt.
-                earlier = self._earlier_receipts(ids, caps)
-                for event in group:
-                    event.receipt_hash = earlier.get(event.artifact_id)
-            else:
-                for event in group:
+            fresh = self._forgotten_by(bound, ids, caps)
+            # Keys this batch did not find were forgotten by an earlier batch (a crash fell
+            # between it and its epoch commit, or a level-1 forget came first): bind its receipt.
+            earlier = self._earlier_receipts([a for a in ids if a not in fresh], caps)
+            for event in group:
+                if bound is not None and event.artifact_id in fresh:
                     event.receipt_hash = bound.digest().hex()
+                else:
+                    event.receipt_hash = earlier.get(event.artifact_id)
         return receipts
+
+    def _forgotten_by(
+        self,
+        receipt: DestructionReceipt | None,
+        ids: Sequence[ArtifactId],
+        caps: Sequence[Capability],
+    ) -> set[ArtifactId]:
+        """The artifacts among ``ids`` whose keys the batch of ``receipt`` forgot: all of them
+        when it counts as many keys as they hold in its tree (the usual case, read from the
+        receipt), else those its journal entry lists."""
+        if receipt is None or not ids:
+            return set()
+        tree = receipt.key_ref.get("tree")
+        held = len(ids) * sum(1 for c in caps if tree_of(c) == tree)
+        if receipt.evidence.get("forgotten_keys") == held:
+            return set(ids)
+        digest = receipt.digest().hex()
+        with self.db.transaction(write=False) as tx:
+            entries = SqlKeyTreeNodes(tx).journal(["destroyed"])
+        wanted = set(ids)
+        return {
+            aid
+            for entry in entries
+            if entry.receipt_hash == digest
+            for aid, _ in entry.leaves
+            if aid in wanted
+        }
 
     def _earlier_receipts(
         self, ids: Sequence[ArtifactId], caps: Sequence[Capability]
@@ -401,6 +429,8 @@ class ForgettingService:
         """Per artifact, the receipt of the key-tree batch that already forgot these keys
         (the ``wrap`` tree's when there is one, as for a fresh batch)."""
         wanted = {(a, c) for a in ids for c in caps}
+        if not wanted:
+            return {}
         with self.db.transaction(write=False) as tx:
             entries = SqlKeyTreeNodes(tx).journal(["destroyed"])
         found: dict[ArtifactId, str] = {}
