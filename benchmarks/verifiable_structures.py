@@ -4,7 +4,8 @@ Figures, each printed as one JSON object per line (then a short summary):
 
 - ``smt_updates``: batched updates per second into an ``oblivio-smt-v1`` tree of N leaves
   (10^4, 10^5, 10^6), half new keys and half changed values, in memory (``core/smt.py``) and
-  committed to a SQLite store (``store/smt_nodes.py``, synchronous=FULL). Peer in the same run:
+  committed to a SQLite store (``store/smt_nodes.py``, synchronous=FULL), and the time a fresh
+  process takes to open that store (lazily) and to load all of it. Peer in the same run:
   py-trie's ``trie.smt.SparseMerkleTree`` (keccak, 256 levels, one ``set`` per update, in
   memory). py-trie's cost per update does not depend on N (every ``set`` hashes 256 levels), and
   filling it with 10^6 keys would take the better part of an hour, so it is filled with at most
@@ -85,9 +86,10 @@ def _sqlite_uri(directory: str, name: str) -> str:
 
 def _stored_rate(
     uri: str, initial: dict[bytes, bytes], batches: list[dict[bytes, bytes | None]], root: bytes
-) -> tuple[float, float]:
-    """(initial fill seconds, updates per second) committing the batches to the store at
-    ``uri``, each batch one durable transaction."""
+) -> dict[str, float]:
+    """Commit the batches to the store at ``uri``, each batch one durable transaction; then
+    open the store afresh. Returns the initial fill seconds, the updates per second, and the
+    open figures: the latest root (``open_s``), a first proof, and every group loaded."""
     with open_database(uri) as db:
         migrate(db)
         store = SmtNodeStore(db)
@@ -99,7 +101,19 @@ def _stored_rate(
             stored_s += time.perf_counter() - start
         if store.tree().root != root:
             raise AssertionError("store and memory disagree")
-    return fill_s, sum(len(b) for b in batches) / stored_s
+        fresh = SmtNodeStore(db)
+        open_s = _timed(fresh.root)
+        key = next(iter(initial))
+        proof_s = _timed(lambda: fresh.prove(key))
+        # Every group read, rebuilt and checked: what opening cost before loading was lazy.
+        load_all_s = _timed(lambda: sum(1 for _ in SmtNodeStore(db).tree().leaves()))
+    return {
+        "fill_s": fill_s,
+        "per_s": sum(len(b) for b in batches) / stored_s,
+        "open_s": open_s,
+        "first_proof_s": proof_s,
+        "load_all_s": load_all_s,
+    }
 
 
 def _fresh_postgres_schema(url: str) -> str:
@@ -141,15 +155,14 @@ def smt_updates(
         memory_cpu_s += time.process_time() - start_cpu
 
     # Committed to SQLite (synchronous=FULL): the same batches, each one durable transaction.
-    fill_s, sqlite_rate = _stored_rate(
-        _sqlite_uri(workdir, f"smt-{n}.db"), initial, batches, tree.root
-    )
+    sqlite = _stored_rate(_sqlite_uri(workdir, f"smt-{n}.db"), initial, batches, tree.root)
+    sqlite_rate = sqlite["per_s"]
     db_bytes = sum(p.stat().st_size for p in Path(workdir).glob(f"smt-{n}.db*") if p.is_file())
     postgres_rate = None
     if postgres:
         uri = _fresh_postgres_schema(postgres)
         try:
-            postgres_rate = _stored_rate(uri, initial, batches, tree.root)[1]
+            postgres_rate = _stored_rate(uri, initial, batches, tree.root)["per_s"]
         finally:
             _drop_schema(postgres, uri)
 
@@ -165,8 +178,13 @@ def smt_updates(
         "memory_updates_per_cpu_s": round(updates / memory_cpu_s),
         "sqlite_updates_per_s": round(sqlite_rate),
         "postgresql_updates_per_s": None if postgres_rate is None else round(postgres_rate),
-        "sqlite_initial_fill_s": round(fill_s, 2),
+        "sqlite_initial_fill_s": round(sqlite["fill_s"], 2),
         "sqlite_bytes": db_bytes,
+        # A fresh process opening the store: the latest root (groups load lazily), the first
+        # proof (one group read), and every group loaded and checked.
+        "sqlite_open_s": round(sqlite["open_s"], 3),
+        "sqlite_first_proof_ms": round(sqlite["first_proof_s"] * 1e3, 1),
+        "sqlite_load_all_groups_s": round(sqlite["load_all_s"], 2),
         "peer": "py-trie trie.smt.SparseMerkleTree (in memory)",
         "peer_filled_with": peer["filled"],
         "peer_updates_per_s": round(peer["per_s"]),

@@ -245,8 +245,16 @@ class _Batch:
             mid = bisect_left(kints, ((first >> shift) | 1) << shift, lo, hi)
             old_left = node.left
             old_right = node.right
-            left = self.update(old_left, d + 1, lo, mid)
-            right = self.update(old_right, d + 1, mid, hi)
+            left = (
+                self.update_one(old_left, d + 1, lo)
+                if mid - lo == 1
+                else self.update(old_left, d + 1, lo, mid)
+            )
+            right = (
+                self.update_one(old_right, d + 1, mid)
+                if hi - mid == 1
+                else self.update(old_right, d + 1, mid, hi)
+            )
             if left is old_left and right is old_right:
                 return start
             if left is not None and right is not None:

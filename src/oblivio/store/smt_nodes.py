@@ -65,7 +65,7 @@ TOP_GROUP = b""
 SNAPSHOT_MIN = 32
 """A group (or the top) gets a new snapshot once the delta records written since its last one
 exceed the snapshot's size or this many, whichever is larger."""
-LOADED_GROUPS_CACHED = 4096
+LOADED_GROUPS_CACHED = 1024
 """Groups loaded to serve proofs (not changed by a batch) kept in memory, least recent out."""
 
 _SNAPSHOT = 1
@@ -149,23 +149,38 @@ def _apply_group_row(blob: bytes, leaves: dict[bytes, bytes]) -> None:
         leaves.pop(blob[i : i + 32], None)
 
 
-def _leaves_under(node: SmtNode | None) -> list[SmtLeaf]:
-    """The leaves of a subtree in key order."""
-    out: list[SmtLeaf] = []
+def _snapshot(node: SmtNode | None) -> tuple[bytes, int]:
+    """The snapshot row of the subtree ``node`` (its leaves in key order) and its leaf count."""
+    parts = [b"\x01"]
+    push = parts.append
     stack: list[SmtNode | None] = [node]
+    pop = stack.pop
+    count = 0
     while stack:
-        n = stack.pop()
+        n = pop()
         if n is None:
             continue
-        if type(n) is SmtStub:
-            stack.append(n.load())
-        elif type(n) is SmtLeaf:
-            out.append(n)
-        else:
-            assert type(n) is SmtInner  # noqa: S101 - a tree holds leaves, inners, stubs
+        if type(n) is SmtInner:
             stack.append(n.right)
             stack.append(n.left)
-    return out
+        elif type(n) is SmtLeaf:
+            push(n.key)
+            push(n.value_hash)
+            count += 1
+        else:
+            assert type(n) is SmtStub  # noqa: S101 - a tree holds leaves, inners, stubs
+            stack.append(n.load())
+    return b"".join(parts), count
+
+
+def _snapshot_due(group: int, summary: GroupSummary, records: int) -> bool:
+    """Whether ``records`` more delta records make group ``group`` due for a new snapshot:
+    once its deltas outgrow its snapshot (or ``SNAPSHOT_MIN``), by a margin that differs
+    between groups, so that groups snapshotted in the same batch (the first fill) do not all
+    come due again in one batch."""
+    limit = max(SNAPSHOT_MIN, summary.base_size)
+    limit += limit * ((group * 7 + summary.base) % 8) // 8
+    return summary.chain + records > limit
 
 
 def _group_content(root: SmtNode | None, group: int) -> tuple[int, bytes, SmtNode | None]:
@@ -292,7 +307,10 @@ class SmtNodeStore:
                 (TOP_GROUP, top_base, version),
             )
             if not rows or int(rows[0][0]) != top_base or bytes(rows[0][1])[:1] != b"\x01":
-                raise _corrupt(f"version {version}: the top snapshot {top_base} is missing")
+                raise _corrupt(
+                    f"version {version}: expected a top snapshot row at version {top_base} "
+                    "(the layout of ADR 0009), found none"
+                )
             for _, stored in rows:
                 blob = bytes(stored)
                 if blob[:1] == b"\x01":
@@ -509,11 +527,10 @@ class SmtNodeStore:
             group_removed = removed.get(group, [])
             records = len(group_sets) + len(group_removed)
             old = summaries.get(group)
-            if old is None or old.chain + records > max(SNAPSHOT_MIN, old.base_size):
-                leaves = _leaves_under(node)
-                blob = b"\x01" + b"".join([leaf.key + leaf.value_hash for leaf in leaves])
-                summary = GroupSummary(kind, version, version, len(leaves), 0, payload)
-                rows.append((_group_key(group), version, len(leaves), blob))
+            if old is None or _snapshot_due(group, old, records):
+                blob, count = _snapshot(node)
+                summary = GroupSummary(kind, version, version, count, 0, payload)
+                rows.append((_group_key(group), version, count, blob))
             else:
                 blob = b"".join([b"\x02", pack(len(group_sets)), *group_sets, *group_removed])
                 summary = GroupSummary(
