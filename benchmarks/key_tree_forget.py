@@ -4,8 +4,14 @@ For each fan-out (16, 64, 256) a tree of N leaves (default 10^6) is built in a S
 leaves are forgotten one at a time and in one batch of 1,000. The peer, in the same run, is a
 flat epoch of the same size (seed 000's epoch rotation): the same code with fan-out >= N, i.e.
 depth 1, where every forget re-wraps every remaining key under a new root. Each forget is the
-whole journalled batch: intent, re-key, new root in the backend, old root destroyed, receipt
-signed and stored (two SQLite commits with synchronous=FULL, two key-file fsyncs).
+whole journalled batch: intent, re-key, old root destroyed (and the next standby root made in
+the same backend step, docs/adr/0008), receipt signed and stored: two SQLite commits with
+synchronous=FULL and, on the software backend, one key-file fsync (two for the first forget,
+which finds no standby root).
+
+``wraps`` counts keys sealed (each key of a re-keyed node once: the per-key wrap count of the
+old layout), ``seals`` the AEAD operations that sealed them (one per node; opening costs as
+many). The table shows the mean and, for single forgets, the median.
 
 Prints one JSON object per line, then a summary table. Usage:
 
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import oblivio.keys.key_tree as key_tree_module
+from oblivio.core.envelope import KEY_SIZE
 from oblivio.core.identifiers import ArtifactId, Capability
 from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import WrappingKeyBackend, open_key_backend
@@ -44,25 +51,35 @@ BUILD_CHUNK = 50_000
 
 
 class WrapCounter:
-    """Counts AEAD wraps: software wraps in core and wraps done by the backend."""
+    """Counts AEAD seals and the keys they seal, in core (a node's children under its key) and
+    in the backend (the root node's children under the root key). A forget seals each key of
+    the nodes it re-keys once: ``keys`` is the old per-key wrap count (docs/adr/0008)."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.seals = 0
+        self.keys = 0
         original = key_tree_module.wrap_keys
 
         def counting(
             key: bytes, nonces: bytes, items: Sequence[tuple[bytes, bytes]]
         ) -> list[bytes]:
-            self.count += len(items)
+            self._count(items)
             return original(key, nonces, items)
 
         key_tree_module.wrap_keys = counting  # type: ignore[assignment]
+
+    def _count(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        self.seals += len(items)
+        self.keys += sum(len(plain) for plain, _ in items) // KEY_SIZE
+
+    def reset(self) -> None:
+        self.seals = self.keys = 0
 
     def watch(self, backend: WrappingKeyBackend) -> None:
         original = backend.wrap_many
 
         def counting(key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-            self.count += len(items)
+            self._count(items)
             return original(key_ref, items)
 
         backend.wrap_many = counting  # type: ignore[method-assign]
@@ -91,7 +108,7 @@ def build(db: Database, tree: KeyTree, keys: int) -> float:
 
 def fsync_us(directory: Path, samples: int = 20) -> float:
     """Median microseconds of a 4 KiB write + fsync in ``directory``: the I/O floor of a forget
-    (each batch makes two SQLite commits and two key-file fsyncs)."""
+    (each batch makes two SQLite commits and one key-file fsync)."""
     path = directory / "fsync-probe"
     times = []
     with open(path, "wb") as f:
@@ -173,7 +190,7 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
     }
     victims = rng.sample(range(keys), singles + batch)
     if singles:
-        counter.count = 0
+        counter.reset()
         times = []
         for i in victims[:singles]:
             start = time.perf_counter()
@@ -185,13 +202,14 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
             | {
                 "mode": "one at a time",
                 "forgets": singles,
-                "wraps_per_forget": round(counter.count / singles, 1),
+                "wraps_per_forget": round(counter.keys / singles, 1),
+                "seals_per_forget": round(counter.seals / singles, 1),
                 "us_per_forget": round(sum(times) / singles * 1e6, 1),
                 "us_per_forget_median": round(times[len(times) // 2] * 1e6, 1),
             }
         )
     if batch:
-        counter.count = 0
+        counter.reset()
         start = time.perf_counter()
         tree.forget_leaves([(artifact_id(i), "decrypt") for i in victims[singles:]])
         elapsed = time.perf_counter() - start
@@ -200,7 +218,8 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
             | {
                 "mode": f"batch of {batch}",
                 "forgets": batch,
-                "wraps_per_forget": round(counter.count / batch, 1),
+                "wraps_per_forget": round(counter.keys / batch, 1),
+                "seals_per_forget": round(counter.seals / batch, 2),
                 "us_per_forget": round(elapsed / batch * 1e6, 1),
             }
         )
@@ -248,13 +267,15 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     print(file=sys.stderr)
-    header = f"{'backend':9} {'fanout':>6} {'depth':>5} {'mode':>14} "
-    header += f"{'wraps/forget':>13} {'us/forget':>11} {'fsync us':>9}"
+    header = f"{'backend':9} {'fanout':>6} {'depth':>5} {'mode':>14} {'wraps/forget':>13} "
+    header += f"{'seals/forget':>13} {'us/forget':>11} {'median us':>10} {'fsync us':>9}"
     print(header, file=sys.stderr)
     for row in rows:
         print(
             f"{row['backend']!s:9} {row['fanout']!s:>6} {row['depth']!s:>5} {row['mode']!s:>14} "
-            f"{row['wraps_per_forget']!s:>13} {row['us_per_forget']!s:>11} {row['fsync_us']!s:>9}",
+            f"{row['wraps_per_forget']!s:>13} {row['seals_per_forget']!s:>13} "
+            f"{row['us_per_forget']!s:>11} {row.get('us_per_forget_median', '-')!s:>10} "
+            f"{row['fsync_us']!s:>9}",
             file=sys.stderr,
         )
 

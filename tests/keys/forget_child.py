@@ -3,8 +3,9 @@
 Usage: forget_child.py HOME KILL_AT ARTIFACT_ID...
 
 Every step of the forget batch (creating a root key, each committed key-tree transaction,
-destroying a root key, before and after) is announced on stdout as ``STEP n name`` before it
-happens; at step ``KILL_AT`` the process kills itself with SIGKILL, as a power cut would. With
+destroying a root key, or destroying it and making the next standby root, before and after) is
+announced on stdout as ``STEP n name`` before it happens; at step ``KILL_AT`` the process kills
+itself with SIGKILL, as a power cut would. With
 ``KILL_AT`` = -1 it runs to the end, and with -2 it prints ``READY`` before forgetting, so that
 the parent can kill it at a random moment instead. The instrumentation wraps the objects from
 outside: the product code has no test hooks.
@@ -40,7 +41,11 @@ def main() -> None:
         step[0] += 1
 
     backend = custody.backend
-    create, destroy = backend.create_root_key, backend.destroy_root_key
+    create, destroy, rotate = (
+        backend.create_root_key,
+        backend.destroy_root_key,
+        backend.rotate_root_key,
+    )
 
     def create_root_key(purpose: RootKeyPurpose) -> str:
         point(f"before-create-{purpose}")
@@ -54,6 +59,12 @@ def main() -> None:
         point("after-destroy")
         return evidence
 
+    def rotate_root_key(key_ref: str, purpose: RootKeyPurpose):  # type: ignore[no-untyped-def]
+        point("before-rotate")
+        result = rotate(key_ref, purpose)
+        point("after-rotate")
+        return result
+
     store = custody.store
     transaction = store.transaction
 
@@ -66,6 +77,7 @@ def main() -> None:
 
     backend.create_root_key = create_root_key  # type: ignore[method-assign]
     backend.destroy_root_key = destroy_root_key  # type: ignore[method-assign]
+    backend.rotate_root_key = rotate_root_key  # type: ignore[method-assign]
     store.transaction = instrumented  # type: ignore[method-assign]
     if kill_at == -2:
         print("READY", flush=True)

@@ -16,6 +16,7 @@ from oblivio.core.shamir import Share
 from oblivio.core.signing import SigningKey, VerifyKey
 from oblivio.keys.backend import WrappingKeyBackend, check_keys_uri
 from oblivio.keys.pkcs11 import parse_pkcs11_uri
+from oblivio.keys.software import SoftwareBackend
 from oblivio.keys.threshold import FileCustodian, ThresholdBackend, parse_threshold_uri
 
 Opener = Callable[[str, Path | None], WrappingKeyBackend]
@@ -60,6 +61,43 @@ def test_root_keys_persist_across_reopen(keys_uri: str, open_backend: Opener) ->
     backend.close()
     again = open_backend(keys_uri, None)
     assert again.unwrap(ref, wrapped, b"ctx") == b"k" * 32
+
+
+def test_rotate_destroys_one_root_and_makes_another(keys_uri: str, open_backend: Opener) -> None:
+    backend = open_backend(keys_uri, None)
+    old = backend.create_root_key("wrap")
+    kept = backend.create_root_key("escrow")
+    wrapped = backend.wrap(old, b"k" * 32, b"ctx")
+    evidence, new = backend.rotate_root_key(old, "wrap")
+    assert evidence.key_ref["key_id"] == old
+    assert not backend.has_root_key(old)
+    assert {new, kept} <= backend.live_root_keys()
+    assert old not in backend.live_root_keys()
+    with pytest.raises(IntegrityError):
+        backend.unwrap(old, wrapped, b"ctx")
+    assert backend.unwrap(new, backend.wrap(new, b"n" * 32, b"ctx"), b"ctx") == b"n" * 32
+    # Another process (a second instance) sees the same state.
+    backend.close()
+    again = open_backend(keys_uri, None)
+    assert not again.has_root_key(old)
+    assert again.has_root_key(new)
+
+
+def test_software_rotation_writes_the_new_key_over_the_old_one(tmp_path: Path) -> None:
+    """ADR 0008: one write and one fsync; the old key's bytes are gone from the file, whose
+    size does not change."""
+    backend = SoftwareBackend(tmp_path / "roots")
+    old = backend.create_root_key("wrap")
+    backend.create_root_key("escrow")
+    secret = backend._root_key(old)
+    assert secret is not None
+    size = (tmp_path / "roots").stat().st_size
+    _, new = backend.rotate_root_key(old, "wrap")
+    data = (tmp_path / "roots").read_bytes()
+    assert secret not in data
+    assert len(data) == size
+    assert bytes.fromhex(new[3:]) in data
+    backend.close()
 
 
 def test_unknown_references_are_opaque(keys_uri: str, open_backend: Opener) -> None:

@@ -110,9 +110,9 @@ def test_backup_cannot_unwrap_a_forgotten_artifact(keys_uri: str, tmp_path: Path
         assert old_leaf is not None
         with node.db.transaction() as tx:
             tx.execute(
-                "INSERT INTO artifact_keys (artifact_id, capability, key_ref, wrapped, key_tree, "
-                "tree_slot) VALUES (?, ?, ?, ?, ?, ?)",
-                (forgotten, *old_leaf),
+                "UPDATE artifact_keys SET key_ref = ?, wrapped = ?, key_tree = ?, tree_slot = ? "
+                "WHERE artifact_id = ? AND capability = ?",
+                (*old_leaf[1:], forgotten, old_leaf[0]),
             )
         with pytest.raises(IntegrityError):
             node.vault.get(forgotten)
@@ -157,3 +157,37 @@ def test_destruction_window_is_the_backup_window(keys_uri: str, tmp_path: Path) 
         assert _can_unwrap(live, kept)  # but the live node reads it
         assert node.vault.get(kept) == b"payload 4"
         after.backend.close()
+
+
+def test_a_restored_standby_root_does_not_keep_a_newer_tree_alive(
+    keys_uri: str, tmp_path: Path
+) -> None:
+    """ADR 0008: a backup names as its standby a root that the live node later made the root of
+    a newer tree. The restored node's recovery destroys it, so a copy of that newer tree (which
+    still holds keys the restored node goes on to forget) reads nothing."""
+    with init_node(tmp_path / "home", name="live", keys_uri=keys_uri) as node:
+        ids = _put(node, 12)
+        node.vault.custody.forget([ids[0]])  # type: ignore[attr-defined]
+        with node.db.transaction(write=False) as tx:
+            row = tx.fetchone("SELECT standby_root FROM key_tree_heads WHERE tree = 'wrap'")
+        assert row is not None
+        standby = row[0]
+        restored = _backup(node, tmp_path / "backup")  # the head names the standby
+        node.vault.custody.forget([ids[1]])  # the live tree moves to the standby root
+        newer = _backup(node, tmp_path / "newer")
+        _with_live_key_store(node, restored)
+    # The live node is gone; the backup is restored in its place, with the live key store.
+    restored_node = _reader(node, restored)
+    report = restored_node.recover()
+    assert standby in report.standby_roots_destroyed
+    assert not restored_node.backend.has_root_key(standby)
+    # A copy of the newer tree, read with the key store the restored node now owns.
+    newer_tree = KeyTreeCustody(
+        open_key_backend(node.config.keys_uri, restored),
+        SqlKeyTreeStore(open_database("sqlite:///" + str(newer / "oblivio.db").lstrip("/"))),
+        node.signing_key,
+    )
+    assert not any(_can_unwrap(newer_tree, aid) for aid in ids)
+    for custody in (restored_node, newer_tree):
+        custody.backend.close()
+        custody.store.db.close()  # type: ignore[attr-defined]

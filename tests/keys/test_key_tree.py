@@ -12,7 +12,7 @@ from oblivio.core.errors import IntegrityError
 from oblivio.core.receipts import verify_destruction_receipt
 from oblivio.core.signing import SigningKey
 from oblivio.keys.custody import KeyTreeCustody
-from oblivio.keys.key_tree import unpack_children
+from oblivio.keys.key_tree import node_offsets
 from oblivio.keys.software import SoftwareBackend
 from oblivio.store.database import Database
 from oblivio.store.key_tree_nodes import SqlKeyTreeStore
@@ -76,9 +76,15 @@ def test_forget_one_then_a_batch(database: Database, tmp_path: Path, fanout: int
         for capability in ("decrypt", "prove", "recover"):
             assert _readable(custody, aid, capability) == (aid not in forgotten)
     assert _heads(database)["wrap"][1] == 2
-    # Only the two current roots are left in the backend.
+    # Only the two current roots (and the standbys for the next forgets) are left.
     with database.transaction(write=False) as tx:
-        roots = {r[0] for r in tx.fetchall("SELECT root_ref FROM key_tree_heads")}
+        # The roots the database accounts for: each head's root and its standby (ADR 0008).
+        roots = {
+            ref
+            for row in tx.fetchall("SELECT root_ref, standby_root FROM key_tree_heads")
+            for ref in row
+            if ref is not None
+        }
         states = tx.fetchall("SELECT DISTINCT state FROM key_tree_journal")
     assert custody.backend.live_root_keys() == roots
     assert states == [("destroyed",)]
@@ -223,11 +229,17 @@ def test_any_altered_node_byte_fails_closed(database: Database, tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    "blob", [b"\x00" * 63, b"\x00\x00\x00\x01" + bytes(60) + b"\x00\x00\x00\x01" + bytes(60)]
+    "blob",
+    [
+        bytes(28),  # a seal of no children: an empty node is stored as b""
+        bytes(63),  # not offsets and a seal of whole keys
+        (1).to_bytes(4, "big") * 2 + bytes(28 + 64),  # an offset listed twice
+        (2).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes(28 + 64),  # not ascending
+    ],
 )
 def test_malformed_children_are_integrity_errors(blob: bytes) -> None:
     with pytest.raises(IntegrityError):
-        unpack_children(blob)
+        node_offsets(blob)
 
 
 def test_a_tree_keeps_its_fanout_when_the_configuration_changes(
@@ -242,3 +254,86 @@ def test_a_tree_keeps_its_fanout_when_the_configuration_changes(
     for aid in ids:
         assert _readable(reconfigured, aid) == (aid not in (ids[3], ids[25]))
     assert all(tree.fanout == 4 for tree in reconfigured.trees.values())
+
+
+def _head(db: Database, tree: str) -> tuple[str, str | None]:
+    with db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT root_ref, standby_root FROM key_tree_heads WHERE tree = ?", (tree,)
+        )
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_a_forget_moves_to_the_standby_made_by_the_previous_destruction(
+    database: Database, tmp_path: Path
+) -> None:
+    """ADR 0008: the write that destroys a root makes the next one, recorded as the standby."""
+    custody = _custody(database, tmp_path, 4)
+    ids = artifact_ids(0, 12)
+    add_artifacts(database, custody, ids)
+    assert _head(database, "wrap")[1] is None
+    custody.forget([ids[0]])
+    root, standby = _head(database, "wrap")
+    assert standby is not None
+    assert standby != root
+    assert custody.backend.has_root_key(standby)
+    [receipt, _] = custody.forget([ids[1]])
+    assert _head(database, "wrap")[0] == standby
+    assert receipt.key_ref["key_id"] == root
+    assert not custody.backend.has_root_key(root)
+    for aid in ids:
+        assert _readable(custody, aid) == (aid not in ids[:2])
+
+
+def test_a_standby_root_gone_from_the_backend_is_replaced(
+    database: Database, tmp_path: Path
+) -> None:
+    custody = _custody(database, tmp_path, 4)
+    ids = artifact_ids(0, 8)
+    add_artifacts(database, custody, ids)
+    custody.forget([ids[0]])
+    _, standby = _head(database, "wrap")
+    assert standby is not None
+    custody.backend.destroy_root_key(standby)
+    custody.forget([ids[1]])
+    root, _ = _head(database, "wrap")
+    assert root != standby
+    assert custody.backend.has_root_key(root)
+    for aid in ids:
+        assert _readable(custody, aid) == (aid not in ids[:2])
+
+
+def test_recover_destroys_standby_roots(database: Database, tmp_path: Path) -> None:
+    custody = _custody(database, tmp_path, 4)
+    ids = artifact_ids(0, 8)
+    add_artifacts(database, custody, ids)
+    custody.forget([ids[0]])
+    standbys = {_head(database, tree)[1] for tree in ("wrap", "escrow")}
+    report = custody.recover()
+    assert set(report.standby_roots_destroyed) == standbys
+    assert report.orphan_roots_destroyed == ()
+    assert {_head(database, tree)[1] for tree in ("wrap", "escrow")} == {None}
+    assert not any(custody.backend.has_root_key(str(ref)) for ref in standbys)
+    custody.forget([ids[1]])
+    for aid in ids:
+        assert _readable(custody, aid) == (aid not in ids[:2])
+
+
+def test_a_forgotten_leaf_keeps_no_wrapped_key(database: Database, tmp_path: Path) -> None:
+    """The leaf's row stays as a marker of the forgotten key; its wrapped key is erased."""
+    custody = _custody(database, tmp_path, 4)
+    ids = artifact_ids(0, 4)
+    add_artifacts(database, custody, ids)
+    custody.forget([ids[2]], ["decrypt"])
+    with database.transaction(write=False) as tx:
+        rows = dict(
+            tx.fetchall(
+                "SELECT capability, wrapped FROM artifact_keys WHERE artifact_id = ?", (ids[2],)
+            )
+        )
+    assert bytes(rows["decrypt"]) == b""
+    assert bytes(rows["prove"]) != b""
+    assert custody.forget([ids[2]], ["decrypt"]) == []
+    assert not _readable(custody, ids[2])
+    assert _readable(custody, ids[2], "prove")

@@ -63,6 +63,15 @@ class WrappingKeyBackend(Protocol):
         that it is gone. Idempotent: destroying a key already gone succeeds with evidence of its
         absence. Raises KeyBackendError if destruction cannot be confirmed."""
 
+    def rotate_root_key(
+        self, key_ref: str, purpose: RootKeyPurpose
+    ) -> tuple[DestructionEvidence, str]:
+        """Destroy ``key_ref`` as ``destroy_root_key`` does and make a fresh root key for
+        ``purpose`` as ``create_root_key`` does, in one durable step where the backend can (the
+        software key file: one write and one fsync). Returns the destruction's evidence and the
+        new key's reference. Raises KeyBackendError if either part fails (the destruction may
+        then have happened; repeating it is harmless)."""
+
     def has_root_key(self, key_ref: str) -> bool:
         """Whether ``key_ref`` names a usable root key (for threshold: ``t`` shares reachable)."""
 

@@ -58,6 +58,7 @@ class RecoveryReport:
     receipts: tuple[DestructionReceipt, ...] = ()
     orphan_roots_destroyed: tuple[str, ...] = ()
     resurrected_roots_destroyed: tuple[str, ...] = ()
+    standby_roots_destroyed: tuple[str, ...] = ()
 
 
 class KeyTreeCustody:
@@ -156,18 +157,23 @@ class KeyTreeCustody:
         """Finish whatever a crash interrupted; run when a node opens and before a forget.
 
         1. destroy every root the backend holds that the database does not need: one made just
-           before a crash (its batch never committed), or a destroyed one that came back
-           (SoftHSMv2 issue 903), which gets a fresh receipt;
+           before a crash (its batch never committed), a destroyed one that came back
+           (SoftHSMv2 issue 903), which gets a fresh receipt, and the standby roots (a restored
+           database's standby may be the root of the live node's newer tree; docs/adr/0008);
         2. destroy the old roots of committed batches (intents) whose destruction window has
-           elapsed, and record their receipts.
+           elapsed, and record their receipts (each destruction makes a new standby).
         """
         orphans: list[str] = []
         resurrected: list[str] = []
+        standbys: list[str] = []
         receipts: list[DestructionReceipt] = []
         with self.store.transaction() as nodes:
             needed: set[str] = set()
             for tree in self.trees.values():
                 needed |= tree.pending_roots(nodes)
+            standby_refs = {
+                ref for tree in self.trees.values() if (ref := tree.clear_standby(nodes))
+            }
             stray = self.backend.live_root_keys() - needed
             if stray:
                 destroyed = {e.old_root: e for e in nodes.journal(["destroyed"])}
@@ -175,7 +181,7 @@ class KeyTreeCustody:
                     evidence = self.backend.destroy_root_key(ref)
                     entry = destroyed.get(ref)
                     if entry is None:
-                        orphans.append(ref)
+                        (standbys if ref in standby_refs else orphans).append(ref)
                         continue
                     # The root came back after its destruction was confirmed: destroy it
                     # again and issue a fresh receipt that says so.
@@ -193,4 +199,4 @@ class KeyTreeCustody:
                     nodes.save_journal(entry)
                     receipts.append(receipt)
         receipts.extend(self.destroy_due())
-        return RecoveryReport(tuple(receipts), tuple(orphans), tuple(resurrected))
+        return RecoveryReport(tuple(receipts), tuple(orphans), tuple(resurrected), tuple(standbys))

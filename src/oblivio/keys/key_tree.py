@@ -5,36 +5,45 @@ children's keys, and the root key lives only in the wrapping-key backend (Reardo
 Basin and Čapkun, "Secure Data Deletion from Persistent Media", CCS 2013). Positions::
 
     level 0            leaves, slot s = 0, 1, 2, …   (slots are never reused)
-    level l (1 … h-1)  node index s // b**l, key wrapped under its parent
+    level l (1 … h-1)  node index s // b**l, key held by its parent
     level h            the root: a key of the backend, version = the tree's generation
 
-A wrap binds where it belongs and the version of the key that wraps it::
+A node's children's keys are sealed together, in one AEAD operation under the node's key, bound
+to the node's position, its key's version and the offsets of the children it lists
+(docs/adr/0008; ``TreeNode`` has the layout)::
 
-    context = "oblivio/key-tree/v1" | tree | level (1) | index (8) | parent version (8)
-              [ | artifact id (32) | capability ]   (leaves)
+    context = "oblivio/key-tree/node/v1" | tree | level (1) | index (8) | version (8) | offsets
 
-Forgetting a set of leaves (one batch, one epoch) drops their wrapped keys, gives every node on
-their paths a new key, re-wraps those nodes' remaining children, makes a new root key in the
-backend and destroys the old one: about ``b · depth`` wraps per forget, shared by a batch. Once
-the old root is destroyed, no copy of the old wrapped keys, in any backup, can be unwrapped: the
-old path keys exist only under it.
+A capability key is wrapped under its leaf key with ``"oblivio/key-tree/v1" | tree | slot (8) |
+artifact id (32) | capability``.
+
+Forgetting a set of leaves (one batch, one epoch) drops their keys, gives every node on their
+paths a new key, re-seals those nodes' remaining children under it, and moves the tree to a new
+root key in the backend, destroying the old one: about ``b · depth`` keys re-sealed per forget
+in ``2 · depth`` AEAD operations, shared by a batch. Once the old root is destroyed, no copy of
+the old nodes, in any backup, can be opened: the old path keys exist only under it.
 
 Crash safety is a journal in the same database as the tree, written first and read by recovery::
 
-    intent     new root made in the backend; the re-keyed tree, the new head and the batch's
-               journal entry committed in one transaction (the old root is still alive)
-    destroy    old root destroyed in the backend and confirmed by a failed lookup
-    commit     journal entry marked ``destroyed`` with the signed receipt
+    intent     the new root exists in the backend (the standby made by the previous
+               destruction, or made now); the re-keyed tree, the new head and the batch's
+               journal entry commit in one transaction (the old root is still alive)
+    destroy    old root destroyed in the backend and confirmed by a failed lookup; the same
+               backend step makes the next standby root (software: one write, one fsync)
+    commit     in the same transaction as the destroy step: the journal entry marked
+               ``destroyed`` with the signed receipt, the standby recorded in the head
 
-A crash before the intent commits leaves the old state (nothing was acknowledged; the unused new
+A crash before the intent commits leaves the old state (nothing was acknowledged; an unused new
 root is destroyed by recovery); after it, the new state, and ``recover`` finishes the
 destruction. Recovery also destroys any root the backend still holds that the database does
-not account for: one made just before a crash, or a destroyed one that came back (SoftHSMv2
-issue 903). So a live leaf's key is never lost and a forgotten one never stays recoverable.
+not account for, and the standby roots: one made just before a crash, a destroyed one that came
+back (SoftHSMv2 issue 903), a standby a restored database shares with a newer tree. So a live
+leaf's key is never lost and a forgotten one never stays recoverable.
 """
 
 from __future__ import annotations
 
+import operator
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -61,6 +70,9 @@ from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import RootKeyPurpose, WrappingKeyBackend
 
 KEY_TREE_CONTEXT: Final = b"oblivio/key-tree/v1"
+"""Capability keys under their leaf keys."""
+NODE_CONTEXT: Final = b"oblivio/key-tree/node/v1"
+"""A node's children's keys sealed under the node's key (docs/adr/0008)."""
 DEFAULT_FANOUT: Final = 16
 """Cheapest forgets at 10^6 keys (docs/benchmarks/key-tree-forget.md); reads pay one more unwrap
 than at 64."""
@@ -78,7 +90,8 @@ def tree_of(capability: Capability) -> RootKeyPurpose:
 
 @dataclass(frozen=True)
 class TreeHead:
-    """The state of one tree: shape, root generation and root key, next free slot."""
+    """The state of one tree: shape, root generation and root key, next free slot, and the
+    standby root the next forget will use (docs/adr/0008), if any."""
 
     tree: RootKeyPurpose
     fanout: int
@@ -86,12 +99,19 @@ class TreeHead:
     generation: int
     root_ref: str
     next_slot: int
+    standby_root: str | None = None
 
 
 @dataclass(frozen=True)
 class TreeNode:
     """A node (level 1 … height; the root is ``(height, 0)``): its key's version and its
-    children's keys wrapped under its key, packed (``pack_children``)."""
+    children's keys sealed under its key, as stored::
+
+        children = b""                                       (no children)
+                 | offsets (4 each, ascending) | nonce (12) | AES-256-GCM(node key,
+                   child keys (32 each, in offset order), aad = node_context) | tag (16)
+
+    An offset is the child's index minus the node's index times the fan-out."""
 
     level: int
     index: int
@@ -151,8 +171,9 @@ class KeyTreeNodes(Protocol):
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         """Record new leaves (their artifacts must exist already)."""
 
-    def delete_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
-        """Drop leaves: their wrapped keys are gone from the live tree."""
+    def erase_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
+        """Erase the wrapped capability keys of these leaves from the live tree; a leaf without
+        one is forgotten (``leaf`` and ``find_leaves`` no longer return it)."""
 
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:
         """Journal entries in the given states, oldest first."""
@@ -171,15 +192,16 @@ class KeyTreeStore(Protocol):
         """A transaction; write transactions serialise key-tree writers between processes."""
 
 
-_POSITION = struct.Struct(">BQQ")
 _TREE_PREFIXES = {tree: KEY_TREE_CONTEXT + tree.encode() for tree in ("wrap", "escrow")}
+_POSITION = struct.Struct(">BQQ")
+_SEAL_OVERHEAD: Final = NONCE_SIZE + TAG_SIZE
+_OFFSET_SIZE: Final = 4
 
 
-def node_context(tree: str, level: int, index: int, parent_version: int) -> bytes:
-    """The wrap context of the key of node ``(level, index)`` (level 0: a leaf key) under its
-    parent's key of ``parent_version``."""
-    prefix = _TREE_PREFIXES.get(tree) or KEY_TREE_CONTEXT + tree.encode()
-    return prefix + _POSITION.pack(level, index, parent_version)
+def node_context(tree: str, level: int, index: int, version: int, offsets: bytes) -> bytes:
+    """The seal context of the children of node ``(level, index)`` under its key of
+    ``version``: the position, the version and the packed offsets of the children it lists."""
+    return NODE_CONTEXT + tree.encode() + _POSITION.pack(level, index, version) + offsets
 
 
 def capability_context(
@@ -187,38 +209,29 @@ def capability_context(
 ) -> bytes:
     """The wrap context of a capability key under its leaf key."""
     return (
-        KEY_TREE_CONTEXT
-        + tree.encode()
+        _TREE_PREFIXES.get(tree, KEY_TREE_CONTEXT + tree.encode())
         + struct.pack(">Q", slot)
         + bytes.fromhex(artifact_id)
         + capability.encode("ascii")
     )
 
 
-WRAPPED_SIZE: Final = NONCE_SIZE + KEY_SIZE + TAG_SIZE
-_ENTRY_SIZE: Final = 4 + WRAPPED_SIZE
-
-
-def pack_children(entries: dict[int, bytes]) -> bytes:
-    """A node's children as stored: ``offset (4, big-endian) | wrapped key (60)`` each, by
-    offset (the child's index minus the node's index times the fan-out)."""
-    return b"".join(o.to_bytes(4, "big") + entries[o] for o in sorted(entries))
-
-
-def unpack_children(blob: bytes) -> dict[int, bytes]:
-    """Inverse of ``pack_children``; IntegrityError if the bytes are not such a list."""
-    if len(blob) % _ENTRY_SIZE:
+def node_offsets(blob: bytes) -> tuple[bytes, list[int]]:
+    """The packed and the decoded offsets of the children a stored node lists (ascending, so
+    each once); IntegrityError if the bytes are not a node's children as stored."""
+    if not blob:
+        return b"", []
+    count, rest = divmod(len(blob) - _SEAL_OVERHEAD, _OFFSET_SIZE + KEY_SIZE)
+    if count < 1 or rest:
         raise IntegrityError()
-    entries = {
-        int.from_bytes(blob[at : at + 4], "big"): blob[at + 4 : at + _ENTRY_SIZE]
-        for at in range(0, len(blob), _ENTRY_SIZE)
-    }
-    if len(entries) * _ENTRY_SIZE != len(blob):
-        raise IntegrityError()  # an offset listed twice
-    return entries
+    packed = blob[: _OFFSET_SIZE * count]
+    offsets = list(struct.unpack(f">{count}I", packed))
+    if not all(map(operator.lt, offsets, offsets[1:])):
+        raise IntegrityError()
+    return packed, offsets
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Key:
     """A node key in the clear while a batch is being computed (None: the backend root)."""
 
@@ -228,19 +241,12 @@ class _Key:
 
 @dataclass
 class _Path:
-    """Nodes loaded for one operation: keys in the clear, children (mutable), versions, and
-    which positions changed and must be written back."""
+    """Nodes loaded for one operation, top-down: their keys and their children's keys in the
+    clear (mutable), and which positions changed and must be sealed and written back."""
 
-    keys: dict[tuple[int, int], _Key]
-    children: dict[tuple[int, int], dict[int, bytes]]
-    versions: dict[tuple[int, int], int]
+    keys: dict[tuple[int, int], _Key] = field(default_factory=dict)
+    children: dict[tuple[int, int], dict[int, bytes]] = field(default_factory=dict)
     changed: set[tuple[int, int]] = field(default_factory=set)
-
-
-def _clear(key: _Key) -> bytes:
-    if key.key is None:
-        raise KeyBackendError("key tree: the root key never leaves the backend")
-    return key.key
 
 
 class KeyTree:
@@ -296,108 +302,96 @@ class KeyTree:
         self.fanout = head.fanout
         return head
 
-    # -- wrapping helpers --------------------------------------------------------------------
+    # -- sealing nodes -----------------------------------------------------------------------
 
-    def _wrap(
-        self, root_ref: str, parent: _Key, items: Sequence[tuple[bytes, bytes]]
-    ) -> list[bytes]:
-        if not items:
-            return []
-        if parent.key is None:
-            return self.backend.wrap_many(root_ref, items)
-        return wrap_keys(parent.key, self._random(NONCE_SIZE * len(items)), items)
+    def _open(
+        self, root_ref: str, position: tuple[int, int], key: _Key, blob: bytes
+    ) -> dict[int, bytes]:
+        """A node's children's keys in the clear, by offset: one AEAD operation (in the backend
+        for the root node). IntegrityError if the bytes or their position do not match."""
+        packed, offsets = node_offsets(blob)
+        if not offsets:
+            return {}
+        item = [(blob[len(packed) :], node_context(self.tree, *position, key.version, packed))]
+        if key.key is None:
+            [plain] = self.backend.unwrap_many(root_ref, item)
+        else:
+            [plain] = unwrap_keys(key.key, item)
+        if len(plain) != KEY_SIZE * len(offsets):
+            raise IntegrityError()
+        return {
+            o: plain[at : at + KEY_SIZE]
+            for o, at in zip(offsets, range(0, len(plain), KEY_SIZE), strict=True)
+        }
 
-    def _unwrap(
-        self, root_ref: str, parent: _Key, items: Sequence[tuple[bytes, bytes]]
-    ) -> list[bytes]:
-        if not items:
-            return []
-        if parent.key is None:
-            return self.backend.unwrap_many(root_ref, items)
-        return unwrap_keys(parent.key, items)
+    def _seal(
+        self, root_ref: str, position: tuple[int, int], key: _Key, children: dict[int, bytes]
+    ) -> TreeNode:
+        """The node as stored: its children's keys sealed under its key in one AEAD operation
+        (in the backend for the root node), bound to its position, version and offsets."""
+        offsets = sorted(children)
+        if not offsets:
+            return TreeNode(*position, key.version, b"")
+        packed = struct.pack(f">{len(offsets)}I", *offsets)
+        item = [
+            (
+                b"".join([children[o] for o in offsets]),
+                node_context(self.tree, *position, key.version, packed),
+            )
+        ]
+        if key.key is None:
+            [sealed] = self.backend.wrap_many(root_ref, item)
+        else:
+            [sealed] = wrap_keys(key.key, self._random(NONCE_SIZE), item)
+        if len(sealed) != _SEAL_OVERHEAD + KEY_SIZE * len(offsets):
+            raise KeyBackendError("key tree: a sealed node has the wrong size")
+        return TreeNode(*position, key.version, packed + sealed)
 
     def _path(
         self, nodes: KeyTreeNodes, head: TreeHead, slots: Iterable[int], *, create: bool
     ) -> _Path:
-        """The nodes above ``slots`` with their keys in the clear, top-down from the root.
+        """The nodes above ``slots``, opened top-down from the root: one AEAD operation each.
 
         With ``create``, missing nodes are made (fresh keys added to their parents, which are
         then marked changed); without, a missing node is an IntegrityError."""
-        slots = sorted(set(slots))
         b = self.fanout
-        wanted = [
-            (level, index)
+        slots = set(slots)
+        levels = [
+            (level, sorted({slot // self._span(level) for slot in slots}))
             for level in range(head.height, 0, -1)
-            for index in sorted({slot // self._span(level) for slot in slots})
         ]
-        rows = {(n.level, n.index): n for n in nodes.nodes_at(self.tree, wanted)}
+        rows = {
+            (n.level, n.index): n
+            for n in nodes.nodes_at(self.tree, [(lvl, i) for lvl, ids in levels for i in ids])
+        }
         root = rows.get((head.height, 0))
         if root is None or root.version != head.generation:
             raise IntegrityError()
-        path = _Path(
-            keys={(head.height, 0): _Key(head.generation, None)},
-            children={pos: unpack_children(row.children) for pos, row in rows.items()},
-            versions={pos: row.version for pos, row in rows.items()},
-        )
-        for level in range(head.height - 1, 0, -1):
-            by_parent: dict[int, list[int]] = {}
-            for lvl, index in wanted:
-                if lvl == level:
-                    by_parent.setdefault(index // b, []).append(index)
-            for parent_index, indices in by_parent.items():
-                parent_pos = (level + 1, parent_index)
-                parent = path.keys[parent_pos]
-                siblings = path.children[parent_pos]
-                present = [i for i in indices if i - parent_index * b in siblings]
-                plain = self._unwrap(
-                    head.root_ref,
-                    parent,
-                    [
-                        (
-                            siblings[i - parent_index * b],
-                            node_context(self.tree, level, i, parent.version),
-                        )
-                        for i in present
-                    ],
-                )
-                for i, key in zip(present, plain, strict=True):
-                    if (level, i) not in path.versions:
+        path = _Path()
+        for level, indices in levels:
+            for index in indices:
+                position = (level, index)
+                row = rows.get(position)
+                if row is not None and level == head.height:
+                    key = _Key(head.generation, None)
+                else:
+                    parent = (level + 1, index // b)
+                    clear = path.children[parent].get(index % b)
+                    if clear is None:
+                        # A node row its parent does not list was tampered with: never
+                        # overwrite it.
+                        if not create or row is not None:
+                            raise IntegrityError()
+                        clear = self._random(KEY_SIZE)
+                        path.children[parent][index % b] = clear
+                        path.changed |= {parent, position}
+                        row = TreeNode(level, index, 0, b"")
+                    elif row is None:
                         raise IntegrityError()
-                    path.keys[(level, i)] = _Key(path.versions[(level, i)], key)
-                missing = [i for i in indices if i - parent_index * b not in siblings]
-                # A node row whose parent does not list it was tampered with: never overwrite it.
-                if missing and (not create or any((level, i) in path.versions for i in missing)):
-                    raise IntegrityError()
-                fresh = [self._random(KEY_SIZE) for _ in missing]
-                wrapped = self._wrap(
-                    head.root_ref,
-                    parent,
-                    [
-                        (key, node_context(self.tree, level, i, parent.version))
-                        for i, key in zip(missing, fresh, strict=True)
-                    ],
-                )
-                for i, key, blob in zip(missing, fresh, wrapped, strict=True):
-                    siblings[i - parent_index * b] = blob
-                    path.keys[(level, i)] = _Key(0, key)
-                    path.children[(level, i)] = {}
-                    path.versions[(level, i)] = 0
-                    path.changed |= {parent_pos, (level, i)}
+                    key = _Key(row.version, clear)
+                path.keys[position] = key
+                path.children[position] = self._open(head.root_ref, position, key, row.children)
         return path
-
-    def _save(self, nodes: KeyTreeNodes, path: _Path, positions: Iterable[tuple[int, int]]) -> None:
-        nodes.save_nodes(
-            self.tree,
-            [
-                TreeNode(
-                    level,
-                    index,
-                    path.versions[(level, index)],
-                    pack_children(path.children[(level, index)]),
-                )
-                for level, index in sorted(positions)
-            ],
-        )
 
     def _grow(self, nodes: KeyTreeNodes, head: TreeHead) -> TreeHead:
         """Add a level on top: the old root node gets a key of its own, under a new root."""
@@ -405,32 +399,14 @@ class KeyTree:
         found = nodes.nodes_at(self.tree, [(level, 0)])
         if len(found) != 1 or found[0].version != head.generation:
             raise IntegrityError()
-        old_root = found[0]
-        key = _Key(0, self._random(KEY_SIZE))
         root = _Key(head.generation, None)
-        entries = unpack_children(old_root.children)
-        offsets = sorted(entries)
-        plain = self._unwrap(
-            head.root_ref,
-            root,
-            [(entries[o], node_context(self.tree, level - 1, o, head.generation)) for o in offsets],
-        )
-        rewrapped = self._wrap(
-            head.root_ref,
-            key,
-            [
-                (k, node_context(self.tree, level - 1, o, 0))
-                for k, o in zip(plain, offsets, strict=True)
-            ],
-        )
-        top = self._wrap(
-            head.root_ref, root, [(_clear(key), node_context(self.tree, level, 0, head.generation))]
-        )
+        children = self._open(head.root_ref, (level, 0), root, found[0].children)
+        fresh = self._random(KEY_SIZE)
         nodes.save_nodes(
             self.tree,
             [
-                TreeNode(level, 0, 0, pack_children(dict(zip(offsets, rewrapped, strict=True)))),
-                TreeNode(level + 1, 0, head.generation, pack_children({0: top[0]})),
+                self._seal(head.root_ref, (level, 0), _Key(0, fresh), children),
+                self._seal(head.root_ref, (level + 1, 0), root, {0: fresh}),
             ],
         )
         grown = replace(head, height=head.height + 1)
@@ -445,59 +421,50 @@ class KeyTree:
         """Wrap capability keys into new leaves of this tree inside the caller's transaction.
 
         Each capability key is wrapped under a fresh leaf key; the leaf key goes into its
-        level-1 node, so forgetting re-wraps leaf keys there and never touches leaf rows."""
+        level-1 node, so forgetting re-seals leaf keys there and never touches leaf rows."""
         if not items:
             return []
         head = self.initialise(nodes)
         end = head.next_slot + len(items)
         while self._span(head.height) < end:
             head = self._grow(nodes, head)
-        slots = list(range(head.next_slot, end))
+        slots = range(head.next_slot, end)
         path = self._path(nodes, head, slots, create=True)
-        leaves: list[TreeLeaf] = []
-        by_parent: dict[int, list[tuple[int, bytes]]] = {}
+        b = self.fanout
+        leaf_keys = self._random(KEY_SIZE * len(items))
         nonces = self._random(NONCE_SIZE * len(items))
+        leaves: list[TreeLeaf] = []
         for n, (slot, (aid, capability, key)) in enumerate(zip(slots, items, strict=True)):
-            leaf_key = self._random(KEY_SIZE)
+            leaf_key = leaf_keys[n * KEY_SIZE : (n + 1) * KEY_SIZE]
             nonce = nonces[n * NONCE_SIZE : (n + 1) * NONCE_SIZE]
             wrapped = wrap_key(
                 leaf_key, nonce, key, capability_context(self.tree, slot, aid, capability)
             )
             leaves.append(TreeLeaf(slot, aid, capability, wrapped))
-            by_parent.setdefault(slot // self.fanout, []).append((slot, leaf_key))
-        for parent_index, group in by_parent.items():
-            position = (1, parent_index)
-            parent = path.keys[position]
-            wrapped_keys = self._wrap(
-                head.root_ref,
-                parent,
-                [(k, node_context(self.tree, 0, slot, parent.version)) for slot, k in group],
-            )
-            entries = path.children[position]
-            for (slot, _), blob in zip(group, wrapped_keys, strict=True):
-                entries[slot - parent_index * self.fanout] = blob
-            path.changed.add(position)
-        self._save(nodes, path, path.changed)
+            path.children[(1, slot // b)][slot % b] = leaf_key
+            path.changed.add((1, slot // b))
+        nodes.save_nodes(
+            self.tree,
+            [
+                self._seal(head.root_ref, position, path.keys[position], path.children[position])
+                for position in sorted(path.changed)
+            ],
+        )
         nodes.insert_leaves(self.tree, leaves)
         nodes.save_head(replace(head, next_slot=end))
         return leaves
 
     def unwrap_leaf(self, nodes: KeyTreeNodes, leaf: TreeLeaf) -> bytes:
-        """The capability key of ``leaf`` in the clear; IntegrityError if any wrap on its path
+        """The capability key of ``leaf`` in the clear; IntegrityError if any seal on its path
         fails (altered bytes, a forgotten key, a destroyed root)."""
         head = nodes.head(self.tree)
         if head is None or not 0 <= leaf.slot < head.next_slot:
             raise IntegrityError()
         head = self._adopt(head)
         path = self._path(nodes, head, [leaf.slot], create=False)
-        position = (1, leaf.slot // self.fanout)
-        entry = path.children[position].get(leaf.slot - position[1] * self.fanout)
-        if entry is None:
+        leaf_key = path.children[(1, leaf.slot // self.fanout)].get(leaf.slot % self.fanout)
+        if leaf_key is None:
             raise IntegrityError()
-        parent = path.keys[position]
-        [leaf_key] = self._unwrap(
-            head.root_ref, parent, [(entry, node_context(self.tree, 0, leaf.slot, parent.version))]
-        )
         return unwrap_key(
             leaf_key,
             leaf.wrapped,
@@ -523,7 +490,11 @@ class KeyTree:
             present = nodes.find_leaves(wanted)
             if not present:
                 return None
-            new_root = self.backend.create_root_key(self.tree)
+            # The standby root made when the previous root was destroyed, if it is still there
+            # (recovery destroys standbys); else a new root now.
+            new_root = head.standby_root
+            if new_root is None or not self.backend.has_root_key(new_root):
+                new_root = self.backend.create_root_key(self.tree)
             self._rekey(nodes, head, {leaf.slot for leaf in present}, new_root)
             destroy_after = self._clock() + self.destruction_window
             entry = JournalEntry(
@@ -546,62 +517,48 @@ class KeyTree:
         self, nodes: KeyTreeNodes, head: TreeHead, forgotten: set[int], new_root: str
     ) -> None:
         """Drop the leaf keys of ``forgotten`` slots; give every node above them a new key and
-        re-wrap their remaining children; the root becomes ``new_root``. One row per changed
-        node is written: a batch costs one row write per node it touches."""
+        re-seal its remaining children under it; the root becomes ``new_root``. Each node on
+        the paths is opened and sealed once (two AEAD operations) and written as one row."""
         b = self.fanout
         path = self._path(nodes, head, forgotten, create=False)
-        old = path.keys
-        new = {
-            position: _Key(key.version + 1, self._random(KEY_SIZE))
-            for position, key in old.items()
-            if position[0] < head.height
-        }
-        new[(head.height, 0)] = _Key(head.generation + 1, None)
         for slot in forgotten:
             path.children[(1, slot // b)].pop(slot % b, None)
-        prefix = KEY_TREE_CONTEXT + self.tree.encode()
-        pack = _POSITION.pack
-        for (level, index), new_key in new.items():
-            old_key = old[(level, index)]
-            entries = path.children[(level, index)]
-            child, base = level - 1, index * b
-            if level == 1:  # leaf keys: never re-keyed themselves, only re-wrapped
-                kept, fresh = list(entries), []
-            else:
-                fresh = [o for o in entries if (child, base + o) in new]
-                kept = [o for o in entries if (child, base + o) not in new]
-            plain = self._unwrap(
-                head.root_ref,
-                old_key,
-                [(entries[o], prefix + pack(child, base + o, old_key.version)) for o in kept],
-            )
-            plain += [_clear(new[(child, base + o)]) for o in fresh]
-            offsets = kept + fresh
-            wrapped = self._wrap(
-                new_root,
-                new_key,
-                [
-                    (k, prefix + pack(child, base + o, new_key.version))
-                    for k, o in zip(plain, offsets, strict=True)
-                ],
-            )
-            path.children[(level, index)] = dict(zip(offsets, wrapped, strict=True))
-            path.versions[(level, index)] = new_key.version
-        self._save(nodes, path, new)
-        nodes.delete_leaves(self.tree, sorted(forgotten))
-        nodes.save_head(replace(head, generation=head.generation + 1, root_ref=new_root))
+        fresh = self._random(KEY_SIZE * (len(path.keys) - 1))
+        new: dict[tuple[int, int], _Key] = {}
+        for n, ((level, index), old) in enumerate(path.keys.items()):
+            if level == head.height:
+                new[(level, index)] = _Key(head.generation + 1, None)
+                continue
+            key = fresh[(n - 1) * KEY_SIZE : n * KEY_SIZE]
+            new[(level, index)] = _Key(old.version + 1, key)
+            path.children[(level + 1, index // b)][index % b] = key
+        nodes.save_nodes(
+            self.tree,
+            [self._seal(new_root, pos, new[pos], path.children[pos]) for pos in path.keys],
+        )
+        nodes.erase_leaves(self.tree, sorted(forgotten))
+        nodes.save_head(
+            replace(head, generation=head.generation + 1, root_ref=new_root, standby_root=None)
+        )
 
     def _destroy(self, entry: JournalEntry) -> DestructionReceipt:
-        """Destroy the batch's old root, confirm it, and record the signed receipt (TX 3)."""
-        evidence = self.backend.destroy_root_key(entry.old_root)
-        receipt = DestructionReceipt(
-            backend=evidence.backend,
-            key_ref=dict(evidence.key_ref) | {"tree": self.tree},
-            epoch=entry.old_generation,
-            destroyed_at=format_time(self._clock()),
-            evidence=dict(evidence.evidence) | {"forgotten_keys": len(entry.leaves)},
-        ).signed_by(self.signer)
+        """Destroy the batch's old root, confirm it, and record the signed receipt, in one
+        transaction. Unless the tree has a standby root, the same backend step makes one
+        (software: the same write and fsync) for the next forget (docs/adr/0008)."""
         with self.store.transaction() as nodes:
+            head = nodes.head(self.tree)
+            if head is not None and head.standby_root is None:
+                evidence, standby = self.backend.rotate_root_key(entry.old_root, self.tree)
+                nodes.save_head(replace(head, standby_root=standby))
+            else:
+                evidence = self.backend.destroy_root_key(entry.old_root)
+            receipt = DestructionReceipt(
+                backend=evidence.backend,
+                key_ref=dict(evidence.key_ref) | {"tree": self.tree},
+                epoch=entry.old_generation,
+                destroyed_at=format_time(self._clock()),
+                evidence=dict(evidence.evidence) | {"forgotten_keys": len(entry.leaves)},
+            ).signed_by(self.signer)
             done = replace(entry, state="destroyed", receipt_hash=receipt.digest().hex())
             nodes.save_receipt(done, receipt)
             nodes.save_journal(done)
@@ -623,10 +580,22 @@ class KeyTree:
 
     def pending_roots(self, nodes: KeyTreeNodes) -> set[str]:
         """Roots this tree still needs: its head's, and old roots kept alive by the destruction
-        window until their batch's destruction."""
+        window until their batch's destruction. Not its standby root, which recovery destroys
+        (``clear_standby``)."""
         head = nodes.head(self.tree)
         needed = {head.root_ref} if head is not None else set()
         for entry in nodes.journal(["intent"]):
             if entry.tree == self.tree:
                 needed.add(entry.old_root)
         return needed
+
+    def clear_standby(self, nodes: KeyTreeNodes) -> str | None:
+        """Forget the tree's standby root (the caller destroys it); return its reference.
+
+        Recovery does this: a restored database may name as its standby a root that the live
+        node went on to use for a newer tree, which must not stay alive (docs/adr/0008)."""
+        head = nodes.head(self.tree)
+        if head is None or head.standby_root is None:
+            return None
+        nodes.save_head(replace(head, standby_root=None))
+        return head.standby_root

@@ -281,6 +281,12 @@ class Pkcs11Backend:
                 raise IntegrityError() from e
         return keys
 
+    def rotate_root_key(
+        self, key_ref: str, purpose: RootKeyPurpose
+    ) -> tuple[DestructionEvidence, str]:
+        """``destroy_root_key`` then ``create_root_key``: two steps in this backend."""
+        return self.destroy_root_key(key_ref), self.create_root_key(purpose)
+
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """``C_DestroyObject`` on every object with this ``CKA_ID``; then a lookup must fail."""
         import pkcs11

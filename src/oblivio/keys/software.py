@@ -69,10 +69,31 @@ class SoftwareBackend(InProcessRootWrapping):
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Overwrite the key's slot with zeros in place and fsync; then confirm it is gone."""
+        self._file.destroy(self._reference_of(key_ref))
+        return self._evidence(key_ref)
+
+    def rotate_root_key(
+        self, key_ref: str, purpose: RootKeyPurpose
+    ) -> tuple[DestructionEvidence, str]:
+        """Destroy ``key_ref`` and add a fresh root key with one write and one fsync: the new
+        key goes into a destroyed slot (the old key's own, unless an older one is free), so it
+        overwrites the old key in place; then confirm the old key is gone."""
+        reference = secrets.token_bytes(REFERENCE_SIZE)
+        self._file.replace(
+            self._reference_of(key_ref),
+            reference,
+            _PURPOSES[purpose],
+            secrets.token_bytes(KEY_SIZE),
+        )
+        return self._evidence(key_ref), _REF_PREFIX + reference.hex()
+
+    def _reference_of(self, key_ref: str) -> bytes:
         reference = _reference(key_ref)
         if reference is None:
             raise KeyBackendError(f"software keys: not a software key reference: {key_ref}")
-        self._file.destroy(reference)
+        return reference
+
+    def _evidence(self, key_ref: str) -> DestructionEvidence:
         return DestructionEvidence(
             backend=self.scheme,
             key_ref={"key_id": key_ref},

@@ -220,6 +220,12 @@ class ThresholdBackend(InProcessRootWrapping):
                 continue
         return refs
 
+    def rotate_root_key(
+        self, key_ref: str, purpose: RootKeyPurpose
+    ) -> tuple[DestructionEvidence, str]:
+        """``destroy_root_key`` then ``create_root_key``: two steps in this backend."""
+        return self.destroy_root_key(key_ref), self.create_root_key(purpose)
+
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Ask every custodian to delete its share; proven with ``n - t + 1`` signed statements.
 

@@ -1,11 +1,13 @@
 """The key tree's persistence in SQL (DESIGN.md §5; schema: migration 3 ``key_tree``).
 
-key_tree_heads        one row per tree: fan-out, height, generation, root key reference
-key_tree_nodes        nodes: (tree, level, idx) → version, their children's keys wrapped under
+key_tree_heads        one row per tree: fan-out, height, generation, root key reference, standby
+                      root key reference (migration 10)
+key_tree_nodes        nodes: (tree, level, idx) → version, their children's keys sealed under
                       their own (the root's under the backend's root key)
 artifact_keys         the leaves: one row per (artifact, capability), the capability key wrapped
-                      under its leaf key, placed by key_tree and tree_slot
-key_tree_journal      forget batches: intent → applied → destroyed
+                      under its leaf key, placed by key_tree and tree_slot; wrapped is empty
+                      once the key is forgotten
+key_tree_journal      forget batches: intent → destroyed
 destruction_receipts  signed receipts (oblivio.destruction.v1) by hash
 """
 
@@ -56,33 +58,36 @@ class SqlKeyTreeNodes:
         self._write = write
 
     def head(self, tree: RootKeyPurpose) -> TreeHead | None:
-        sql = "SELECT fanout, height, generation, root_ref, next_slot FROM key_tree_heads "
+        sql = "SELECT fanout, height, generation, root_ref, next_slot, standby_root "
+        sql += "FROM key_tree_heads "
         sql += "WHERE tree = ?"
         if self._write and self.tx.dialect == "postgresql":
             sql += " FOR UPDATE"  # writers of one tree queue here (SQLite: BEGIN IMMEDIATE)
         row = self.tx.fetchone(sql, (tree,))
         if row is None:
             return None
-        return TreeHead(tree, int(row[0]), int(row[1]), int(row[2]), row[3], int(row[4]))
+        return TreeHead(tree, int(row[0]), int(row[1]), int(row[2]), row[3], int(row[4]), row[5])
 
     def save_head(self, head: TreeHead) -> None:
+        values = (
+            head.fanout,
+            head.height,
+            head.generation,
+            head.root_ref,
+            head.next_slot,
+            head.standby_root,
+            head.tree,
+        )
         changed = self.tx.execute(
             "UPDATE key_tree_heads SET fanout = ?, height = ?, generation = ?, root_ref = ?, "
-            "next_slot = ? WHERE tree = ?",
-            (head.fanout, head.height, head.generation, head.root_ref, head.next_slot, head.tree),
+            "next_slot = ?, standby_root = ? WHERE tree = ?",
+            values,
         )
         if changed == 0:
             self.tx.execute(
-                "INSERT INTO key_tree_heads (tree, fanout, height, generation, root_ref, "
-                "next_slot) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    head.tree,
-                    head.fanout,
-                    head.height,
-                    head.generation,
-                    head.root_ref,
-                    head.next_slot,
-                ),
+                "INSERT INTO key_tree_heads (fanout, height, generation, root_ref, next_slot, "
+                "standby_root, tree) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                values,
             )
 
     def nodes_at(
@@ -148,7 +153,7 @@ class SqlKeyTreeNodes:
             found += [
                 TreeLeaf(int(r[0]), ArtifactId(r[1]), cast(Capability, r[2]), bytes(r[3]))
                 for r in rows
-                if r[0] is not None and (r[1], r[2]) in wanted
+                if r[0] is not None and r[3] and (r[1], r[2]) in wanted
             ]
         return found
 
@@ -159,11 +164,14 @@ class SqlKeyTreeNodes:
             [_leaf_row(tree, leaf) for leaf in leaves],
         )
 
-    def delete_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
+    def erase_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
+        """Blank the leaves' ``wrapped`` column; the rows stay as markers of forgotten keys.
+        Updating a column no index covers changes one page per leaf, where a delete changes
+        the table and both its indexes (docs/adr/0008)."""
         if slots:
             self.tx.executemany(
-                "DELETE FROM artifact_keys WHERE key_tree = ? AND tree_slot = ?",
-                [(tree, slot) for slot in slots],
+                "UPDATE artifact_keys SET wrapped = ? WHERE key_tree = ? AND tree_slot = ?",
+                [(b"", tree, slot) for slot in slots],
             )
 
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:

@@ -353,6 +353,16 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE leaf_pending = 1""",
         ),
     ),
+    Migration(
+        10,
+        "key_tree_standby_roots",
+        (
+            # A root key made in the backend by the write that destroyed the previous root and
+            # used by the tree's next forget (docs/adr/0008): a forget then makes no root key
+            # of its own. NULL while there is none.
+            "ALTER TABLE key_tree_heads ADD COLUMN standby_root TEXT",
+        ),
+    ),
 )
 
 
