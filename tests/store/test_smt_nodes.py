@@ -186,6 +186,31 @@ def test_pruning_keeps_retained_versions_provable(database: Database) -> None:
     assert SmtNodeStore(database).tree().root == store.tree().root
 
 
+def test_pruning_after_a_stricter_policy_keeps_its_floor(database: Database) -> None:
+    # Regression: a looser policy after a stricter one pruned further must not try to read the
+    # versions the stricter one already dropped.
+    store = SmtNodeStore(database)
+    leaves: dict[bytes, bytes] = {}
+    for batch in _batches(12, 12, 80):
+        store.commit_batch(batch)
+        for key, value in batch.items():
+            if value is None:
+                leaves.pop(key, None)
+            else:
+                leaves[key] = value
+    store.prune(RetentionPolicy(keep_versions=2))
+    assert store.prune(RetentionPolicy(keep_versions=8)) == 0
+    store.commit_batch({bytes(32): bytes(32)})
+    leaves[bytes(32)] = bytes(32)
+    store.prune(RetentionPolicy(keep_versions=8))
+    fresh = SmtNodeStore(database)
+    for key in sorted(leaves)[:20]:
+        _, root, proof = fresh.prove(key, 13)
+        verify_inclusion(root, key, leaves[key], proof)
+    with pytest.raises(NotFoundError, match="pruned"):
+        fresh.prove(bytes(32), 10)
+
+
 def _flip_last_byte(database: Database, group_key: bytes, version: int) -> None:
     with database.transaction() as tx:
         row = tx.fetchone(

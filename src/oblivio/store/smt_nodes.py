@@ -571,7 +571,11 @@ class SmtNodeStore:
         with self.db.transaction() as tx:
             latest = self.latest_version(tx)
             oldest_kept = latest - policy.keep_versions + 1
-            if oldest_kept <= 1:
+            # A stricter policy may have pruned further already: its oldest retained version
+            # is then the floor (the rows of versions below it are gone).
+            row = tx.fetchone("SELECT MIN(version) FROM smt_versions WHERE pruned = 0")
+            floor = 1 if row is None or row[0] is None else int(row[0])
+            if oldest_kept <= floor:
                 return 0
             kept = self._load(tx, oldest_kept)
             count = tx.fetchone("SELECT COUNT(*) FROM smt_nodes")
