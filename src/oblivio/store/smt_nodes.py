@@ -65,8 +65,10 @@ TOP_GROUP = b""
 SNAPSHOT_MIN = 32
 """A group (or the top) gets a new snapshot once the delta records written since its last one
 exceed the snapshot's size or this many, whichever is larger."""
-LOADED_GROUPS_CACHED = 1024
-"""Groups loaded to serve proofs (not changed by a batch) kept in memory, least recent out."""
+LOADED_GROUPS_CACHED = 4096
+"""Groups loaded to serve proofs (not changed by a batch) kept in memory, least recent out:
+as many as the tree has groups, so proofs against the latest version end up served from memory
+as before, and the cache never holds much more than one version's worth of groups."""
 
 _SNAPSHOT = 1
 _DELTA = 2
