@@ -70,14 +70,17 @@ def pkcs11_uri(base: str) -> str:
     return f"{token};object=t{uuid.uuid4().hex[:12]}?{query}"
 
 
-@pytest.fixture(params=["software", "threshold", "pkcs11"])
+@pytest.fixture(params=["software", "threshold", "pkcs11", "pkcs11-aes-key-wrap"])
 def keys_uri(request: pytest.FixtureRequest) -> str:
-    """A keys URI of each backend in turn (pkcs11 on the session's SoftHSM2 token)."""
+    """A keys URI of each backend in turn (pkcs11 on the session's SoftHSM2 token, wrapping
+    with AES-GCM and with the CKM_AES_KEY_WRAP fallback)."""
     if request.param == "software":
         return "software:"
     if request.param == "threshold":
         return "threshold:?n=5&t=3"
     base: str = request.getfixturevalue("softhsm_base_uri")
+    if request.param == "pkcs11-aes-key-wrap":
+        return pkcs11_uri(base) + "&wrap-mechanism=aes-key-wrap"
     return pkcs11_uri(base)
 
 

@@ -120,6 +120,7 @@ def test_unknown_references_are_opaque(keys_uri: str, open_backend: Opener) -> N
         "pkcs11:token=x",
         "pkcs11:token=x;slot=1?pin-value=1",
         "pkcs11:token=x?pin-value=1&bogus=2",
+        "pkcs11:token=x?pin-value=1&wrap-mechanism=aes-cbc",
     ],
 )
 def test_bad_keys_uris_are_refused(uri: str) -> None:

@@ -231,10 +231,11 @@ def test_any_altered_node_byte_fails_closed(database: Database, tmp_path: Path) 
 @pytest.mark.parametrize(
     "blob",
     [
-        bytes(28),  # a seal of no children: an empty node is stored as b""
-        bytes(63),  # not offsets and a seal of whole keys
-        (1).to_bytes(4, "big") * 2 + bytes(28 + 64),  # an offset listed twice
-        (2).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes(28 + 64),  # not ascending
+        bytes(4),  # no children listed: an empty node is stored as b""
+        (2).to_bytes(4, "big") + bytes(4),  # fewer offsets than it counts
+        (1).to_bytes(4, "big") + bytes(4),  # no seal
+        (2).to_bytes(4, "big") + (1).to_bytes(4, "big") * 2 + bytes(92),  # an offset twice
+        (2).to_bytes(4, "big") + (2).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes(92),
     ],
 )
 def test_malformed_children_are_integrity_errors(blob: bytes) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from oblivio.core.errors import IntegrityError
 from oblivio.core.receipts import DestructionReceipt, verify_destruction_receipt
 from oblivio.keys.pkcs11 import Pkcs11Backend, parse_pkcs11_uri
 from oblivio.node.node import init_node, open_node
@@ -37,6 +38,44 @@ def test_root_keys_are_sensitive_and_not_extractable(softhsm_base_uri: str) -> N
         assert key[Attribute.EXTRACTABLE] is False
         assert key[Attribute.SENSITIVE] is True
         assert key[Attribute.TOKEN] is True
+    backend.close()
+
+
+def test_key_wrap_mode_never_encrypts_with_the_root(softhsm_base_uri: str, tmp_path: Path) -> None:
+    """The CKM_AES_KEY_WRAP fallback, for tokens that refuse AES-GCM C_Encrypt under a key: its
+    root keys may wrap and unwrap, not encrypt or decrypt, and a node works on them."""
+    from pkcs11 import Attribute
+
+    uri = pkcs11_uri(softhsm_base_uri) + "&wrap-mechanism=aes-key-wrap"
+    with init_node(tmp_path / "home", name="kw", keys_uri=uri) as node:
+        ids = [node.vault.put(b"kw %d" % i, {}) for i in range(6)]
+        node.vault.custody.forget([ids[2]])  # type: ignore[attr-defined]
+        with node.db.transaction(write=False) as tx:
+            roots = [r[0] for r in tx.fetchall("SELECT root_ref FROM key_tree_heads")]
+        for i, aid in enumerate(ids):
+            if i != 2:
+                assert node.vault.get(aid) == b"kw %d" % i
+    with _session(uri) as session:
+        for ref in roots:
+            [key] = list(session.get_objects({Attribute.ID: bytes.fromhex(ref[4:])}))
+            assert key[Attribute.WRAP] is True
+            assert key[Attribute.UNWRAP] is True
+            assert key[Attribute.ENCRYPT] is False
+            assert key[Attribute.DECRYPT] is False
+
+
+def test_key_wrap_binds_the_context_and_the_bytes(softhsm_base_uri: str) -> None:
+    uri = pkcs11_uri(softhsm_base_uri) + "&wrap-mechanism=aes-key-wrap"
+    backend = Pkcs11Backend(parse_pkcs11_uri(uri))
+    ref = backend.create_root_key("wrap")
+    material = bytes(range(64))
+    [wrapped] = backend.wrap_many(ref, [(material, b"position 1")])
+    assert backend.unwrap_many(ref, [(wrapped, b"position 1")]) == [material]
+    flipped = bytearray(wrapped)
+    flipped[5] ^= 1
+    for item in ((wrapped, b"position 2"), (bytes(flipped), b"position 1"), (wrapped[:-8], b"")):
+        with pytest.raises(IntegrityError):
+            backend.unwrap_many(ref, [item])
     backend.close()
 
 

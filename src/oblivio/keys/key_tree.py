@@ -57,13 +57,12 @@ import uuid6
 from oblivio.core.envelope import (
     KEY_SIZE,
     NONCE_SIZE,
-    TAG_SIZE,
     unwrap_key,
     unwrap_keys,
     wrap_key,
     wrap_keys,
 )
-from oblivio.core.errors import IntegrityError, KeyBackendError
+from oblivio.core.errors import IntegrityError
 from oblivio.core.identifiers import ArtifactId, Capability, format_time, parse_time
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.signing import SigningKey
@@ -107,9 +106,11 @@ class TreeNode:
     """A node (level 1 … height; the root is ``(height, 0)``): its key's version and its
     children's keys sealed under its key, as stored::
 
-        children = b""                                       (no children)
-                 | offsets (4 each, ascending) | nonce (12) | AES-256-GCM(node key,
-                   child keys (32 each, in offset order), aad = node_context) | tag (16)
+        children = b""                                        (no children)
+                 | count (4) | offsets (4 each, ascending) | seal
+        seal     = nonce (12) | AES-256-GCM(node key, child keys (32 each, in offset order),
+                   aad = node_context) | tag (16)   (the root node: the backend's wrap of the
+                   same bytes under the root key, bound to the same context)
 
     An offset is the child's index minus the node's index times the fan-out."""
 
@@ -194,7 +195,6 @@ class KeyTreeStore(Protocol):
 
 _TREE_PREFIXES = {tree: KEY_TREE_CONTEXT + tree.encode() for tree in ("wrap", "escrow")}
 _POSITION = struct.Struct(">BQQ")
-_SEAL_OVERHEAD: Final = NONCE_SIZE + TAG_SIZE
 _OFFSET_SIZE: Final = 4
 
 
@@ -221,10 +221,11 @@ def node_offsets(blob: bytes) -> tuple[bytes, list[int]]:
     each once); IntegrityError if the bytes are not a node's children as stored."""
     if not blob:
         return b"", []
-    count, rest = divmod(len(blob) - _SEAL_OVERHEAD, _OFFSET_SIZE + KEY_SIZE)
-    if count < 1 or rest:
+    count = int.from_bytes(blob[:_OFFSET_SIZE], "big")
+    end = _OFFSET_SIZE * (count + 1)
+    if count < 1 or len(blob) <= end:
         raise IntegrityError()
-    packed = blob[: _OFFSET_SIZE * count]
+    packed = blob[_OFFSET_SIZE:end]
     offsets = list(struct.unpack(f">{count}I", packed))
     if not all(map(operator.lt, offsets, offsets[1:])):
         raise IntegrityError()
@@ -312,7 +313,8 @@ class KeyTree:
         packed, offsets = node_offsets(blob)
         if not offsets:
             return {}
-        item = [(blob[len(packed) :], node_context(self.tree, *position, key.version, packed))]
+        seal = blob[_OFFSET_SIZE + len(packed) :]
+        item = [(seal, node_context(self.tree, *position, key.version, packed))]
         if key.key is None:
             [plain] = self.backend.unwrap_many(root_ref, item)
         else:
@@ -343,9 +345,8 @@ class KeyTree:
             [sealed] = self.backend.wrap_many(root_ref, item)
         else:
             [sealed] = wrap_keys(key.key, self._random(NONCE_SIZE), item)
-        if len(sealed) != _SEAL_OVERHEAD + KEY_SIZE * len(offsets):
-            raise KeyBackendError("key tree: a sealed node has the wrong size")
-        return TreeNode(*position, key.version, packed + sealed)
+        count = len(offsets).to_bytes(_OFFSET_SIZE, "big")
+        return TreeNode(*position, key.version, count + packed + sealed)
 
     def _path(
         self, nodes: KeyTreeNodes, head: TreeHead, slots: Iterable[int], *, create: bool

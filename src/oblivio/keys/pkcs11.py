@@ -2,15 +2,23 @@
 
 Root keys are AES-256 secret-key objects made in the token (``CKA_TOKEN``, ``CKA_SENSITIVE``,
 not ``CKA_EXTRACTABLE``), labelled ``PREFIX-root-wrap`` / ``PREFIX-root-escrow`` and named by a
-random 16-byte ``CKA_ID``. Wrapping happens inside the token: AES-GCM through ``C_Encrypt`` with
-the key-tree position as associated data (``nonce || ciphertext || tag``). Destruction is
-``C_DestroyObject``, confirmed by a ``C_FindObjects`` that finds nothing. Any PKCS#11 error while
-unwrapping is the one opaque IntegrityError.
+random 16-byte ``CKA_ID``. Wrapping happens inside the token, by one of two mechanisms:
+
+- ``aes-gcm`` (default): AES-GCM through ``C_Encrypt`` with the key-tree position as associated
+  data (``nonce || ciphertext || tag``);
+- ``aes-key-wrap``, for tokens that do not allow ``C_Encrypt`` with AES-GCM under a key: the
+  material and ``SHA-256(associated data)`` go into a session object that ``C_WrapKey`` wraps
+  with ``CKM_AES_KEY_WRAP`` (RFC 3394, whose integrity check then covers the context);
+  ``C_UnwrapKey`` brings it back and the context hash must match. Deterministic: equal material
+  and context under one root wrap equally (a key-tree root node is re-keyed at every forget).
+
+Destruction is ``C_DestroyObject``, confirmed by a ``C_FindObjects`` that finds nothing. Any
+PKCS#11 error while unwrapping is the one opaque IntegrityError.
 
 URI (RFC 7512 style)::
 
     pkcs11:token=LABEL[;object=PREFIX]?module-path=/usr/lib/softhsm/libsofthsm2.so
-           &pin-value=PIN | &pin-source=/path/to/pin-file
+           &pin-value=PIN | &pin-source=/path/to/pin-file [&wrap-mechanism=aes-key-wrap]
 
 ``object`` (default ``oblivio``) namespaces this node's keys in a shared token: the key tree's
 recovery destroys every root under its prefix that the node's database does not account for,
@@ -28,8 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from oblivio.core.envelope import NONCE_SIZE, TAG_SIZE, key_wrap_aad
+from oblivio.core.envelope import NONCE_SIZE, TAG_SIZE, digests_equal, key_wrap_aad
 from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
+from oblivio.core.hashing import sha256
 from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
 from oblivio.keys.key_file import parse_key_reference
 
@@ -43,6 +52,8 @@ DEFAULT_MODULE_PATHS = (
 )
 _REF_PREFIX = "p11-"
 _PURPOSES: tuple[RootKeyPurpose, ...] = ("wrap", "escrow")
+WRAP_MECHANISMS = ("aes-gcm", "aes-key-wrap")
+_CONTEXT_DIGEST_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class Pkcs11Config:
     token_label: str
     pin: str
     object_prefix: str = "oblivio"
+    wrap_mechanism: str = "aes-gcm"
 
 
 def parse_pkcs11_uri(uri: str) -> Pkcs11Config:
@@ -69,7 +81,7 @@ def parse_pkcs11_uri(uri: str) -> Pkcs11Config:
             )
         attributes[name] = unquote(value)
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    unknown = set(query) - {"module-path", "pin-value", "pin-source"}
+    unknown = set(query) - {"module-path", "pin-value", "pin-source", "wrap-mechanism"}
     if unknown:
         raise InvalidKeysUriError(f"keys URI: unknown pkcs11 query attributes {sorted(unknown)}")
     if not attributes.get("token"):
@@ -93,7 +105,12 @@ def parse_pkcs11_uri(uri: str) -> Pkcs11Config:
     else:
         raise InvalidKeysUriError("keys URI: pkcs11 needs pin-value= or pin-source=")
     prefix = attributes.get("object") or "oblivio"
-    return Pkcs11Config(module, attributes["token"], pin, prefix)
+    mechanism = query.get("wrap-mechanism", "aes-gcm")
+    if mechanism not in WRAP_MECHANISMS:
+        raise InvalidKeysUriError(
+            f"keys URI: pkcs11 wrap-mechanism expected one of {WRAP_MECHANISMS}, got {mechanism!r}"
+        )
+    return Pkcs11Config(module, attributes["token"], pin, prefix, mechanism)
 
 
 def _reference(key_ref: str) -> bytes | None:
@@ -113,6 +130,7 @@ class Pkcs11Backend:
                 "pkcs11 keys need python-pkcs11: pip install 'oblivio[hsm]'"
             ) from e
         self.config = config
+        self._key_wrap = config.wrap_mechanism == "aes-key-wrap"
         self._lock = threading.Lock()
         try:
             lib = pkcs11.lib(config.module_path)
@@ -175,8 +193,11 @@ class Pkcs11Backend:
                         Attribute.PRIVATE: True,
                         Attribute.SENSITIVE: True,
                         Attribute.EXTRACTABLE: False,
-                        Attribute.ENCRYPT: True,
-                        Attribute.DECRYPT: True,
+                        # Only what the configured mechanism needs.
+                        Attribute.ENCRYPT: not self._key_wrap,
+                        Attribute.DECRYPT: not self._key_wrap,
+                        Attribute.WRAP: self._key_wrap,
+                        Attribute.UNWRAP: self._key_wrap,
                     },
                 )
                 if not self._find(reference):
@@ -220,31 +241,48 @@ class Pkcs11Backend:
         return self.wrap_many(key_ref, [(key, context)])[0]
 
     def wrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        """AES-GCM inside the token, the wrap context as associated data; one key lookup."""
+        """Wrap inside the token by the configured mechanism, the wrap context bound as
+        associated data (AES-GCM) or by its hash (AES key wrap); one key lookup."""
         import pkcs11
-        from pkcs11 import Mechanism
-        from pkcs11.mechanisms import GCMParams
-        from pkcs11.types import EncryptMixin
 
         reference = _reference(key_ref)
-        wrapped = []
         with self._lock:
             try:
                 found = self._find(reference) if reference else []
-                if not found or not isinstance(found[0], EncryptMixin):
+                if not found:
                     raise KeyBackendError(f"pkcs11 keys: no live root key {key_ref}")
-                for key, context in items:
-                    nonce = secrets.token_bytes(NONCE_SIZE)
-                    sealed = found[0].encrypt(
-                        key,
-                        mechanism=Mechanism.AES_GCM,
-                        mechanism_param=GCMParams(nonce, key_wrap_aad(context)),
-                    )
-                    if not isinstance(sealed, bytes):
-                        raise KeyBackendError("pkcs11 keys: C_Encrypt returned no bytes")
-                    wrapped.append(nonce + sealed)
+                seal = self._key_wrap_seal if self._key_wrap else _gcm_seal
+                return [seal(found[0], key, context) for key, context in items]
             except pkcs11.PKCS11Error as e:
                 raise KeyBackendError(f"pkcs11 keys: wrap failed: {e!r}") from e
+
+    def _key_wrap_seal(self, root: SecretKey, material: bytes, context: bytes) -> bytes:
+        """``C_WrapKey`` (CKM_AES_KEY_WRAP) of a session object holding the material and the
+        hash of the wrap context; the object is destroyed at once."""
+        from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+        from pkcs11 import SecretKey as Pkcs11SecretKey
+        from pkcs11.types import WrapMixin
+
+        if not isinstance(root, WrapMixin):
+            raise KeyBackendError("pkcs11 keys: the root key cannot wrap")
+        carrier = self._session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+                Attribute.VALUE: material + sha256(key_wrap_aad(context)),
+            }
+        )
+        try:
+            if not isinstance(carrier, Pkcs11SecretKey):
+                raise KeyBackendError("pkcs11 keys: the token made no secret key object")
+            wrapped = root.wrap_key(carrier, mechanism=Mechanism.AES_KEY_WRAP)
+        finally:
+            carrier.destroy()
+        if not isinstance(wrapped, bytes):
+            raise KeyBackendError("pkcs11 keys: C_WrapKey returned no bytes")
         return wrapped
 
     def unwrap(self, key_ref: str, wrapped: bytes, context: bytes) -> bytes:
@@ -252,34 +290,47 @@ class Pkcs11Backend:
         return self.unwrap_many(key_ref, [(wrapped, context)])[0]
 
     def unwrap_many(self, key_ref: str, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        """AES-GCM decryption inside the token with one key lookup; any failure, PKCS#11 errors
-        included, is the opaque IntegrityError."""
+        """Unwrap inside the token by the configured mechanism with one key lookup; any
+        failure, PKCS#11 errors included, is the opaque IntegrityError."""
         import pkcs11
-        from pkcs11 import Mechanism
-        from pkcs11.mechanisms import GCMParams
-        from pkcs11.types import DecryptMixin
 
         reference = _reference(key_ref)
-        if reference is None or any(len(w) < NONCE_SIZE + TAG_SIZE for w, _ in items):
+        if reference is None:
             raise IntegrityError()
-        keys = []
         with self._lock:
             try:
                 found = self._find(reference)
-                if not found or not isinstance(found[0], DecryptMixin):
+                if not found:
                     raise IntegrityError()
-                for wrapped, context in items:
-                    plain = found[0].decrypt(
-                        wrapped[NONCE_SIZE:],
-                        mechanism=Mechanism.AES_GCM,
-                        mechanism_param=GCMParams(wrapped[:NONCE_SIZE], key_wrap_aad(context)),
-                    )
-                    if not isinstance(plain, bytes):
-                        raise IntegrityError()
-                    keys.append(plain)
+                unseal = self._key_wrap_unseal if self._key_wrap else _gcm_unseal
+                return [unseal(found[0], wrapped, context) for wrapped, context in items]
             except pkcs11.PKCS11Error as e:
                 raise IntegrityError() from e
-        return keys
+
+    def _key_wrap_unseal(self, root: SecretKey, wrapped: bytes, context: bytes) -> bytes:
+        from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+        from pkcs11.types import UnwrapMixin
+
+        if not isinstance(root, UnwrapMixin):
+            raise IntegrityError()
+        carrier = root.unwrap_key(
+            ObjectClass.SECRET_KEY,
+            KeyType.GENERIC_SECRET,
+            wrapped,
+            mechanism=Mechanism.AES_KEY_WRAP,
+            store=False,
+            template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+        )
+        try:
+            value = carrier[Attribute.VALUE]
+        finally:
+            carrier.destroy()
+        if not isinstance(value, bytes) or len(value) < _CONTEXT_DIGEST_SIZE:
+            raise IntegrityError()
+        material, digest = value[:-_CONTEXT_DIGEST_SIZE], value[-_CONTEXT_DIGEST_SIZE:]
+        if not digests_equal(digest, sha256(key_wrap_aad(context))):
+            raise IntegrityError()
+        return material
 
     def rotate_root_key(
         self, key_ref: str, purpose: RootKeyPurpose
@@ -317,3 +368,39 @@ class Pkcs11Backend:
                 "confirmed_by": "C_FindObjects by CKA_ID found no object",
             },
         )
+
+
+def _gcm_seal(root: SecretKey, material: bytes, context: bytes) -> bytes:
+    """AES-GCM through ``C_Encrypt``: ``nonce || ciphertext || tag``."""
+    from pkcs11 import Mechanism
+    from pkcs11.mechanisms import GCMParams
+    from pkcs11.types import EncryptMixin
+
+    if not isinstance(root, EncryptMixin):
+        raise KeyBackendError("pkcs11 keys: the root key cannot encrypt")
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    sealed = root.encrypt(
+        material,
+        mechanism=Mechanism.AES_GCM,
+        mechanism_param=GCMParams(nonce, key_wrap_aad(context)),
+    )
+    if not isinstance(sealed, bytes):
+        raise KeyBackendError("pkcs11 keys: C_Encrypt returned no bytes")
+    return nonce + sealed
+
+
+def _gcm_unseal(root: SecretKey, wrapped: bytes, context: bytes) -> bytes:
+    from pkcs11 import Mechanism
+    from pkcs11.mechanisms import GCMParams
+    from pkcs11.types import DecryptMixin
+
+    if not isinstance(root, DecryptMixin) or len(wrapped) < NONCE_SIZE + TAG_SIZE:
+        raise IntegrityError()
+    plain = root.decrypt(
+        wrapped[NONCE_SIZE:],
+        mechanism=Mechanism.AES_GCM,
+        mechanism_param=GCMParams(wrapped[:NONCE_SIZE], key_wrap_aad(context)),
+    )
+    if not isinstance(plain, bytes):
+        raise IntegrityError()
+    return plain
