@@ -94,20 +94,21 @@ def root_from_leaves(leaves: Mapping[bytes, bytes]) -> bytes:
 
 
 class SmtLeaf:
-    """A leaf of the in-memory tree: its key, value hash, hash, depth and the version it was
-    written at (its stored row is ``(depth, key prefix, version)``)."""
+    """A leaf of the in-memory tree: its key (also as an integer), value hash, hash and the
+    version that made it. Its depth is where it sits, which a batch may change (compaction
+    moves a leaf when its neighbourhood changes) without making a new leaf: the leaf's hash
+    does not depend on its depth."""
 
-    __slots__ = ("depth", "hash", "key", "kint", "value_hash", "version")
+    __slots__ = ("hash", "key", "kint", "value_hash", "version")
 
     def __init__(
-        self, key: bytes, value_hash: bytes, version: int, depth: int, kint: int | None = None
+        self, key: bytes, value_hash: bytes, version: int, kint: int | None = None
     ) -> None:
         self.key = key
         self.kint = int.from_bytes(key, "big") if kint is None else kint
         self.value_hash = value_hash
         self.hash = _sha256(LEAF_PREFIX + key + value_hash).digest()
         self.version = version
-        self.depth = depth
 
 
 class SmtInner:
@@ -335,7 +336,7 @@ class _Batch:
             if type(right) is SmtStub:
                 right = right.load()
             if type(right) is SmtLeaf:
-                return self.hoist(right, depth)
+                return right  # a lone leaf moves up, unchanged
             return SmtInner(
                 _sha256(NODE_PREFIX + EMPTY + right.hash).digest(), None, right, self.version
             )
@@ -343,20 +344,13 @@ class _Batch:
             if type(left) is SmtStub:
                 left = left.load()
             if type(left) is SmtLeaf:
-                return self.hoist(left, depth)
+                return left  # a lone leaf moves up, unchanged
             return SmtInner(
                 _sha256(NODE_PREFIX + left.hash + EMPTY).digest(), left, None, self.version
             )
         return SmtInner(
             _sha256(NODE_PREFIX + left.hash + right.hash).digest(), left, right, self.version
         )
-
-    def hoist(self, leaf: SmtLeaf, depth: int) -> SmtLeaf:
-        """Move a leaf up to ``depth`` (its sibling subtree became empty)."""
-        if leaf.version == self.version:
-            leaf.depth = depth  # made in this batch, not yet stored anywhere
-            return leaf
-        return SmtLeaf(leaf.key, leaf.value_hash, self.version, depth)
 
     def build(self, old: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
         """Rebuild a subtree that held at most one leaf (``old``) with updates ``[lo, hi)``."""
@@ -389,19 +383,19 @@ class _Batch:
         kint, key, value = self.items[index]
         version = self.version
         if old is None:
-            return None if value is None else SmtLeaf(key, value, version, depth, kint)
+            return None if value is None else SmtLeaf(key, value, version, kint)
         if type(old) is not SmtLeaf:
             raise TypeError("SMT batch: build() is only called on a leaf or an empty subtree")
         if old.kint == kint:
             if value == old.value_hash:
                 return old
-            return None if value is None else SmtLeaf(key, value, version, depth, kint)
+            return None if value is None else SmtLeaf(key, value, version, kint)
         if value is None:
             return old  # removing a key that is not there
         # Two leaves: they split at their first differing bit, below a chain of one-child nodes.
         split = KEY_BITS - (kint ^ old.kint).bit_length()
-        new = SmtLeaf(key, value, version, split + 1, kint)
-        moved = SmtLeaf(old.key, old.value_hash, version, split + 1, old.kint)
+        new = SmtLeaf(key, value, version, kint)
+        moved = old  # moves down to depth split + 1, unchanged
         node: SmtNode
         if (kint >> (KEY_BITS - 1 - split)) & 1:
             node = SmtInner(
@@ -436,11 +430,11 @@ class _Batch:
             return None
         if n == 1:
             kint, key, value, existing = entries[lo]
-            if existing is not None and existing.depth == depth:
+            if existing is not None:
                 return existing
             if value is None:  # deletions were filtered out before; kept for the type
                 return None
-            return SmtLeaf(key, value, self.version, depth, kint)
+            return SmtLeaf(key, value, self.version, kint)
         shift = KEY_BITS - 1 - depth
         mid = bisect_left(kints, ((kints[lo] >> shift) | 1) << shift, lo, hi)
         left = self.build_entries(entries, kints, depth + 1, lo, mid)
@@ -578,10 +572,9 @@ def _new_rows(root: SmtNode | None, version: int) -> Iterator[NodeRow]:
     while stack:
         node, depth, prefix = stack.pop()
         if isinstance(node, SmtLeaf):
-            d = node.depth
             yield (
-                d,
-                node.kint >> (KEY_BITS - d),
+                depth,
+                node.kint >> (KEY_BITS - depth),
                 version,
                 node.hash,
                 None,

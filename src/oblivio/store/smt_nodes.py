@@ -341,7 +341,7 @@ class SmtNodeStore:
                 return None
             group, summary = present[lo]
             if hi - lo == 1 and summary.kind == _GROUP_ONE_LEAF:
-                leaf = SmtLeaf(summary.payload[:32], summary.payload[32:], summary.version, depth)
+                leaf = SmtLeaf(summary.payload[:32], summary.payload[32:], summary.version)
                 if leaf.kint >> GROUP_SHIFT != group:
                     raise _corrupt(f"the leaf of group {group} is not in that group")
                 return leaf
