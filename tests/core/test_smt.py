@@ -416,3 +416,18 @@ def test_lone_stub_leaf_moves_up_when_its_sibling_empties() -> None:
     new, _ = lazy.apply({b: None}, 2)
     assert loads
     assert new.root == leaf_hash(a, bytes([1]) * 32) == root_from_leaves({a: bytes([1]) * 32})
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        ({b"\x01" * 31: bytes(32)}, "leaf key: expected 32 bytes, got 31"),
+        ({bytes(32): b"\x01" * 33}, "value hash: expected 32 bytes, got 33"),
+        ({bytes(32): b""}, "value hash: expected 32 bytes, got 0"),
+        ({bytes(32): None, b"\x02" * 32: bytes(32), b"\x03" * 8: None}, "got 8"),
+    ],
+)
+def test_malformed_updates_are_refused(updates: dict[bytes, bytes | None], message: str) -> None:
+    tree = _build({bytes([9]) * 32: bytes(32)})
+    with pytest.raises(ValueError, match=message):
+        tree.apply(updates, 2)

@@ -24,6 +24,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from oblivio.core.canonical import JsonValue, canonical_json
@@ -210,11 +211,13 @@ class _Batch:
 
     __slots__ = ("has_deletes", "items", "kints", "version")
 
-    def __init__(self, items: list[tuple[int, bytes, bytes | None]], version: int) -> None:
+    def __init__(
+        self, items: list[tuple[int, bytes, bytes | None]], version: int, has_deletes: bool
+    ) -> None:
         self.items = items
         self.kints = [item[0] for item in items]
         self.version = version
-        self.has_deletes = any(item[2] is None for item in items)
+        self.has_deletes = has_deletes
 
     def update(self, node: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
         """The new subtree at ``depth`` (on the path of updates ``[lo, hi)``) replacing
@@ -474,12 +477,15 @@ class SparseMerkleTree:
             raise ValueError(f"SMT batch: version {version} is not above {self.version}")
         from_bytes = int.from_bytes
         items = [(from_bytes(key, "big"), bytes(key), value) for key, value in updates.items()]
-        for _, key, value in items:
-            if len(key) != HASH_SIZE or (value is not None and len(value) != HASH_SIZE):
+        values = updates.values()
+        if {len(key) for key in updates} - {HASH_SIZE} or {
+            len(value) for value in values if value is not None
+        } - {HASH_SIZE}:
+            for _, key, value in items:
                 _check_key(key, "leaf key")
-                _check_key(value or b"", "value hash")
-        items.sort()
-        batch = _Batch(items, version)
+                _check_key(b"\0" * HASH_SIZE if value is None else value, "value hash")
+        items.sort(key=itemgetter(0))  # keys are distinct: order by the integer alone
+        batch = _Batch(items, version, None in values)
         with gc_paused():
             root = batch.update(self._root, 0, 0, len(items)) if items else self._root
         return SparseMerkleTree(root, version), BatchResult(version, root, len(items))
@@ -556,7 +562,7 @@ def subtree_from_leaves(
     entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]] = [
         (from_bytes(key, "big"), key, value, None) for key, value in leaves
     ]
-    batch = _Batch([], version)
+    batch = _Batch([], version, has_deletes=False)
     node = batch.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
     if type(node) is SmtStub:  # never: the subtree is made of new leaves and inner nodes
         raise TypeError("SMT: a subtree built from leaves holds no stub")
