@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -194,9 +194,7 @@ class KeyTreeCustody:
                         evidence=dict(evidence.evidence)
                         | {"forgotten_keys": len(entry.leaves), "destroyed_again": True},
                     ).signed_by(self.signer)
-                    entry = replace(entry, receipt_hash=receipt.digest().hex())
-                    nodes.save_receipt(entry, receipt)
-                    nodes.save_journal(entry)
+                    nodes.record_destruction(entry, receipt)
                     receipts.append(receipt)
         receipts.extend(self.destroy_due())
         return RecoveryReport(tuple(receipts), tuple(orphans), tuple(resurrected), tuple(standbys))

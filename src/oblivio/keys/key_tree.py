@@ -179,11 +179,12 @@ class KeyTreeNodes(Protocol):
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:
         """Journal entries in the given states, oldest first."""
 
-    def save_journal(self, entry: JournalEntry) -> None:
-        """Insert or replace a journal entry, by batch id."""
+    def add_journal(self, entry: JournalEntry) -> None:
+        """Record a new journal entry."""
 
-    def save_receipt(self, entry: JournalEntry, receipt: DestructionReceipt) -> None:
-        """Store a destruction receipt (as served) for a batch."""
+    def record_destruction(self, entry: JournalEntry, receipt: DestructionReceipt) -> None:
+        """Store a destruction receipt (as served) for a batch and mark its journal entry
+        ``destroyed`` with the receipt's hash."""
 
 
 class KeyTreeStore(Protocol):
@@ -194,6 +195,7 @@ class KeyTreeStore(Protocol):
 
 
 _TREE_PREFIXES = {tree: KEY_TREE_CONTEXT + tree.encode() for tree in ("wrap", "escrow")}
+_NODE_PREFIXES = {tree: NODE_CONTEXT + tree.encode() for tree in ("wrap", "escrow")}
 _POSITION = struct.Struct(">BQQ")
 _OFFSET_SIZE: Final = 4
 
@@ -201,7 +203,8 @@ _OFFSET_SIZE: Final = 4
 def node_context(tree: str, level: int, index: int, version: int, offsets: bytes) -> bytes:
     """The seal context of the children of node ``(level, index)`` under its key of
     ``version``: the position, the version and the packed offsets of the children it lists."""
-    return NODE_CONTEXT + tree.encode() + _POSITION.pack(level, index, version) + offsets
+    prefix = _NODE_PREFIXES.get(tree) or NODE_CONTEXT + tree.encode()
+    return b"".join((prefix, _POSITION.pack(level, index, version), offsets))
 
 
 def capability_context(
@@ -509,7 +512,7 @@ class KeyTree:
                 created_at=format_time(self._clock()),
                 destroy_after=format_time(destroy_after),
             )
-            nodes.save_journal(entry)
+            nodes.add_journal(entry)
         if destroy_after > self._clock():
             return None
         return self._destroy(entry)
@@ -560,9 +563,7 @@ class KeyTree:
                 destroyed_at=format_time(self._clock()),
                 evidence=dict(evidence.evidence) | {"forgotten_keys": len(entry.leaves)},
             ).signed_by(self.signer)
-            done = replace(entry, state="destroyed", receipt_hash=receipt.digest().hex())
-            nodes.save_receipt(done, receipt)
-            nodes.save_journal(done)
+            nodes.record_destruction(entry, receipt)
         return receipt
 
     # -- recovery ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
 
+from oblivio.core.errors import IntegrityError
 from oblivio.core.identifiers import CAPABILITIES, ArtifactId, Capability
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.keys.backend import RootKeyPurpose
@@ -198,16 +199,11 @@ class SqlKeyTreeNodes:
             for r in rows
         ]
 
-    def save_journal(self, entry: JournalEntry) -> None:
+    def add_journal(self, entry: JournalEntry) -> None:
         self.tx.execute(
             "INSERT INTO key_tree_journal (batch_id, tree, state, old_generation, old_root, "
             "new_root, leaves, created_at, destroy_after, receipt_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE SET "
-            "tree = excluded.tree, state = excluded.state, "
-            "old_generation = excluded.old_generation, old_root = excluded.old_root, "
-            "new_root = excluded.new_root, leaves = excluded.leaves, "
-            "created_at = excluded.created_at, destroy_after = excluded.destroy_after, "
-            "receipt_hash = excluded.receipt_hash",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.batch_id,
                 entry.tree,
@@ -222,12 +218,15 @@ class SqlKeyTreeNodes:
             ),
         )
 
-    def save_receipt(self, entry: JournalEntry, receipt: DestructionReceipt) -> None:
+    def record_destruction(self, entry: JournalEntry, receipt: DestructionReceipt) -> None:
+        """The receipt row, and the entry's state and receipt hash: the entry's other columns
+        (a batch's forgotten keys: 33 bytes each) are not written again."""
+        receipt_hash = receipt.digest().hex()
         self.tx.execute(
             "INSERT INTO destruction_receipts (receipt_hash, batch_id, tree, epoch, receipt, "
             "destroyed_at) VALUES (?, ?, ?, ?, ?, ?)",
             (
-                receipt.digest().hex(),
+                receipt_hash,
                 entry.batch_id,
                 entry.tree,
                 receipt.epoch,
@@ -235,6 +234,12 @@ class SqlKeyTreeNodes:
                 receipt.destroyed_at,
             ),
         )
+        changed = self.tx.execute(
+            "UPDATE key_tree_journal SET state = 'destroyed', receipt_hash = ? WHERE batch_id = ?",
+            (receipt_hash, entry.batch_id),
+        )
+        if changed != 1:
+            raise IntegrityError()
 
 
 class SqlKeyTreeStore:
