@@ -1,7 +1,8 @@
 """Key-tree forgetting cost (DESIGN.md §5): wraps and microseconds per forget at 10^6 keys.
 
 For each fan-out (16, 64, 256) a tree of N leaves (default 10^6) is built in a SQLite store, then
-leaves are forgotten one at a time and in one batch of 1,000. The peer, in the same run, is a
+leaves are forgotten one at a time and in batches of 1,000 (three by default: the mean takes in
+the WAL checkpoints SQLite runs every few batches). The peer, in the same run, is a
 flat epoch of the same size (seed 000's epoch rotation): the same code with fan-out >= N, i.e.
 depth 1, where every forget re-wraps every remaining key under a new root. Each forget is the
 whole journalled batch: intent, re-key, old root destroyed (and the next standby root made in
@@ -11,12 +12,13 @@ which finds no standby root).
 
 ``wraps`` counts keys sealed (each key of a re-keyed node once: the per-key wrap count of the
 old layout), ``seals`` the AEAD operations that sealed them (one per node; opening costs as
-many). The table shows the mean and, for single forgets, the median.
+many). The table shows the mean and the median (of the forgets, or of the batches).
 
 Prints one JSON object per line, then a summary table. Usage:
 
     .venv/bin/python benchmarks/key_tree_forget.py [--keys N] [--fanouts 16,64,256]
-        [--singles 20] [--batch 1000] [--backends software,pkcs11] [--no-flat] [--dir DIR]
+        [--singles 20] [--batch 1000] [--batches 3] [--backends software,pkcs11] [--no-flat]
+        [--dir DIR]
 
 ``pkcs11`` runs against a SoftHSM2 token made for the run (needs softhsm2-util).
 """
@@ -151,16 +153,18 @@ def softhsm_token(directory: Path) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """What to measure: tree size, forgets one at a time, batch size, scratch directory."""
+    """What to measure: tree size, forgets one at a time, batch size and count, scratch
+    directory."""
 
     keys: int
     singles: int
     batch: int
+    batches: int
     work: Path
 
 
 def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list[dict[str, object]]:
-    keys, singles, batch = run.keys, run.singles, run.batch
+    keys, singles, batch, batches = run.keys, run.singles, run.batch, run.batches
     home = run.work / f"{backend_uri.split(':', 1)[0]}-{fanout}"
     home.mkdir()
     counter = WrapCounter()
@@ -188,7 +192,7 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
         "build_s": round(seconds, 2),
         "fsync_us": fsync_us(home),
     }
-    victims = rng.sample(range(keys), singles + batch)
+    victims = rng.sample(range(keys), singles + batch * batches)
     if singles:
         counter.reset()
         times = []
@@ -208,19 +212,26 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
                 "us_per_forget_median": round(times[len(times) // 2] * 1e6, 1),
             }
         )
-    if batch:
+    if batch and batches:
         counter.reset()
-        start = time.perf_counter()
-        tree.forget_leaves([(artifact_id(i), "decrypt") for i in victims[singles:]])
-        elapsed = time.perf_counter() - start
+        per_forget = []
+        for n in range(batches):
+            first = singles + n * batch
+            start = time.perf_counter()
+            tree.forget_leaves(
+                [(artifact_id(i), "decrypt") for i in victims[first : first + batch]]
+            )
+            per_forget.append((time.perf_counter() - start) / batch * 1e6)
         results.append(
             base
             | {
                 "mode": f"batch of {batch}",
-                "forgets": batch,
-                "wraps_per_forget": round(counter.keys / batch, 1),
-                "seals_per_forget": round(counter.seals / batch, 2),
-                "us_per_forget": round(elapsed / batch * 1e6, 1),
+                "forgets": batch * batches,
+                "wraps_per_forget": round(counter.keys / (batch * batches), 1),
+                "seals_per_forget": round(counter.seals / (batch * batches), 2),
+                "us_per_forget": round(sum(per_forget) / batches, 1),
+                "us_per_forget_median": round(sorted(per_forget)[batches // 2], 1),
+                "us_per_forget_by_batch": [round(t, 1) for t in per_forget],
             }
         )
     backend.close()
@@ -234,6 +245,7 @@ def main() -> None:
     parser.add_argument("--fanouts", default="16,64,256")
     parser.add_argument("--singles", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--backends", default="software")
     parser.add_argument("--flat-singles", type=int, default=2)
     parser.add_argument("--no-flat", action="store_true")
@@ -255,14 +267,14 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown backend {name!r}")
             fanouts = [int(f) for f in args.fanouts.split(",")]
-            run = Run(args.keys, args.singles, args.batch, work)
+            run = Run(args.keys, args.singles, args.batch, args.batches, work)
             for fanout in fanouts:
                 for row in measure(run, uri, fanout, rng):
                     print(json.dumps(row), flush=True)
                     rows.append(row)
             if not args.no_flat:
                 # The peer: a flat epoch of the same size (depth 1), one forget at a time.
-                flat = Run(args.keys, args.flat_singles, 0, work)
+                flat = Run(args.keys, args.flat_singles, 0, 0, work)
                 for row in measure(flat, uri, args.keys, rng):
                     print(json.dumps(row), flush=True)
                     rows.append(row)
