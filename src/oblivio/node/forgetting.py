@@ -60,7 +60,7 @@ from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.smt import smt_key
 from oblivio.keys.key_tree import tree_of
 from oblivio.node.checkpoints import CheckpointService, EpochCommit
-from oblivio.node.ids import new_uuid7
+from oblivio.node.ids import new_uuid7, new_uuid7s
 from oblivio.node.node import Node
 from oblivio.store.database import Transaction
 from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
@@ -241,7 +241,7 @@ class ForgettingService:
             targets = self._targets(tx, artifact_id, entity_uri, scope)
             if not targets and not allow_empty:
                 raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
-            event_ids = [new_uuid7() for _ in targets]
+            event_ids = new_uuid7s(len(targets))
             encoded = forget_event_entries(
                 event_ids=event_ids,
                 artifacts=targets,

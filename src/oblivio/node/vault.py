@@ -47,7 +47,7 @@ from oblivio.core.identifiers import (
     validate_scope,
 )
 from oblivio.keys.custody import KeyCustody
-from oblivio.node.ids import new_uuid7
+from oblivio.node.ids import new_uuid7, new_uuid7s
 from oblivio.store.database import Database, Transaction
 from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
@@ -183,16 +183,16 @@ class ArtifactVault:
         chunk_rows: list[tuple[object, ...]] = []
         to_wrap: list[tuple[ArtifactId, Mapping[Capability, bytes]]] = []
         ids: list[ArtifactId] = []
-        for item, (data_key, keys, nonce) in zip(
-            items, self._fresh_secrets(len(items)), strict=True
+        # Time-ordered blob ids append chunks in key order instead of scattering them.
+        blob_ids = new_uuid7s(len(items))
+        for item, (data_key, keys, nonce), blob_id in zip(
+            items, self._fresh_secrets(len(items)), blob_ids, strict=True
         ):
             metadata_bytes = encode_metadata(item.metadata)
             entity_uri, scope = _validate_placement(item.entity_uri, item.scope)
             metadata_digest = sha256(metadata_bytes)
             ciphertext = seal_artifact(data_key, nonce, item.plaintext, metadata_digest)
             artifact_id = compute_artifact_id(ciphertext, metadata_digest)
-            # Time-ordered blob ids append chunks in key order instead of scattering them.
-            blob_id = new_uuid7()
             chunks = [ciphertext[i : i + CHUNK_SIZE] for i in range(0, len(ciphertext), CHUNK_SIZE)]
             chunk_rows.extend((blob_id, seq, chunk) for seq, chunk in enumerate(chunks))
             artifact_rows.append(
