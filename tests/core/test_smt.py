@@ -28,6 +28,7 @@ from oblivio.core.smt import (
     record_hash,
     root_from_leaves,
     smt_key,
+    subtree_from_leaves,
     verify_inclusion,
     verify_non_inclusion,
 )
@@ -431,3 +432,34 @@ def test_malformed_updates_are_refused(updates: dict[bytes, bytes | None], messa
     tree = _build({bytes([9]) * 32: bytes(32)})
     with pytest.raises(ValueError, match=message):
         tree.apply(updates, 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([0, 1, 7, 12, 63]), st.binary(min_size=32, max_size=32), key_sets)
+def test_subtree_from_leaves_equals_the_subtree_of_the_whole_tree(
+    depth: int, prefix: bytes, leaves: dict[bytes, bytes]
+) -> None:
+    # Leaves under one depth-``depth`` prefix: the subtree built alone (as a store rebuilds a
+    # group) is the node at that position of the tree built by a batch, hash and shape.
+    under = (
+        {
+            _key_with_prefix(int.from_bytes(prefix, "big") >> (256 - depth), depth, k): v
+            for k, v in leaves.items()
+        }
+        if depth
+        else dict(leaves)
+    )
+    alone = subtree_from_leaves(sorted(under.items()), depth, 1)
+    node = _build(under).root_node
+    bits = int.from_bytes(prefix, "big") >> (256 - depth) if depth else 0
+    for d in range(depth):
+        if not isinstance(node, SmtInner):
+            break
+        node = node.right if (bits >> (depth - 1 - d)) & 1 else node.left
+    if len(under) < 2:
+        assert (alone is None) == (not under)
+        assert alone is None or alone.hash == leaf_hash(*next(iter(under.items())))
+        return
+    assert alone is not None
+    assert node is not None
+    assert alone.hash == node.hash

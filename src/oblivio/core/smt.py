@@ -209,15 +209,12 @@ def gc_paused() -> Iterator[None]:
 class _Batch:
     """One batch update: recursion state shared by its steps."""
 
-    __slots__ = ("has_deletes", "items", "kints", "version")
+    __slots__ = ("items", "kints", "version")
 
-    def __init__(
-        self, items: list[tuple[int, bytes, bytes | None]], version: int, has_deletes: bool
-    ) -> None:
+    def __init__(self, items: list[tuple[int, bytes, bytes | None]], version: int) -> None:
         self.items = items
         self.kints = [item[0] for item in items]
         self.version = version
-        self.has_deletes = has_deletes
 
     def update(self, node: SmtNode | None, depth: int, lo: int, hi: int) -> SmtNode | None:
         """The new subtree at ``depth`` (on the path of updates ``[lo, hi)``) replacing
@@ -359,27 +356,26 @@ class _Batch:
         """Rebuild a subtree that held at most one leaf (``old``) with updates ``[lo, hi)``."""
         if hi - lo == 1:
             return self.build_one(old, depth, lo)
-        items = self.items
-        entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]]
-        if old is None:
-            entries = [(k, key, v, None) for k, key, v in items[lo:hi]]
-        elif type(old) is SmtLeaf:
-            j = bisect_left(self.kints, old.kint, lo, hi)
-            if j < hi and self.kints[j] == old.kint:
-                k, key, v = items[j]
-                same = v == old.value_hash
-                entries = [(a, b, c, None) for a, b, c in items[lo:j]]
-                entries.append((k, key, v, old if same else None))
-                entries.extend((a, b, c, None) for a, b, c in items[j + 1 : hi])
-            else:
-                entries = [(a, b, c, None) for a, b, c in items[lo:j]]
-                entries.append((old.kint, old.key, old.value_hash, old))
-                entries.extend((a, b, c, None) for a, b, c in items[j:hi])
-        else:
+        if old is not None and type(old) is not SmtLeaf:
             raise TypeError("SMT batch: build() is only called on a leaf or an empty subtree")
-        if self.has_deletes:
-            entries = [e for e in entries if e[2] is not None]
-        return self.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
+        version = self.version
+        items = self.items
+        # The old leaf stays (the same object) unless an update changes or removes it.
+        j = hi if old is None else bisect_left(self.kints, old.kint, lo, hi)
+        keep_old = old is not None and (j == hi or self.kints[j] != old.kint)
+        leaves = [SmtLeaf(key, v, version, k) for k, key, v in items[lo:j] if v is not None]
+        if old is not None:
+            if keep_old:
+                leaves.append(old)
+            else:
+                k, key, v = items[j]
+                if v == old.value_hash:
+                    leaves.append(old)
+                elif v is not None:
+                    leaves.append(SmtLeaf(key, v, version, k))
+                j += 1
+            leaves.extend(SmtLeaf(key, v, version, k) for k, key, v in items[j:hi] if v is not None)
+        return _build_sorted(leaves, depth, version)
 
     def build_one(self, old: SmtNode | None, depth: int, index: int) -> SmtNode | None:
         """``build`` for the common case of one update, without the general machinery."""
@@ -418,31 +414,6 @@ class _Batch:
                     _sha256(NODE_PREFIX + node.hash + EMPTY).digest(), node, None, version
                 )
         return node
-
-    def build_entries(
-        self,
-        entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]],
-        kints: list[int],
-        depth: int,
-        lo: int,
-        hi: int,
-    ) -> SmtNode | None:
-        """The subtree at ``depth`` holding exactly ``entries[lo:hi]`` (none deleted)."""
-        n = hi - lo
-        if n == 0:
-            return None
-        if n == 1:
-            kint, key, value, existing = entries[lo]
-            if existing is not None:
-                return existing
-            if value is None:  # deletions were filtered out before; kept for the type
-                return None
-            return SmtLeaf(key, value, self.version, kint)
-        shift = KEY_BITS - 1 - depth
-        mid = bisect_left(kints, ((kints[lo] >> shift) | 1) << shift, lo, hi)
-        left = self.build_entries(entries, kints, depth + 1, lo, mid)
-        right = self.build_entries(entries, kints, depth + 1, mid, hi)
-        return self.join(depth, left, right)
 
 
 class SparseMerkleTree:
@@ -485,7 +456,7 @@ class SparseMerkleTree:
                 _check_key(key, "leaf key")
                 _check_key(b"\0" * HASH_SIZE if value is None else value, "value hash")
         items.sort(key=itemgetter(0))  # keys are distinct: order by the integer alone
-        batch = _Batch(items, version, None in values)
+        batch = _Batch(items, version)
         with gc_paused():
             root = batch.update(self._root, 0, 0, len(items)) if items else self._root
         return SparseMerkleTree(root, version), BatchResult(version, root, len(items))
@@ -558,16 +529,58 @@ def subtree_from_leaves(
     """The subtree at ``depth`` holding exactly ``leaves`` ((key, value hash) pairs sorted by
     key, all sharing their first ``depth`` bits), every node hashed once and marked
     ``version``. A store rebuilds a stored group with it."""
-    from_bytes = int.from_bytes
-    entries: list[tuple[int, bytes, bytes | None, SmtLeaf | None]] = [
-        (from_bytes(key, "big"), key, value, None) for key, value in leaves
-    ]
-    batch = _Batch([], version, has_deletes=False)
-    node = batch.build_entries(entries, [e[0] for e in entries], depth, 0, len(entries))
-    if type(node) is SmtStub:  # never: the subtree is made of new leaves and inner nodes
-        raise TypeError("SMT: a subtree built from leaves holds no stub")
-    assert node is None or type(node) is SmtLeaf or type(node) is SmtInner  # noqa: S101
-    return node
+    return _build_sorted([SmtLeaf(key, value, version) for key, value in leaves], depth, version)
+
+
+def _build_sorted(leaves: list[SmtLeaf], depth: int, version: int) -> SmtLeaf | SmtInner | None:
+    """The subtree at ``depth`` over ``leaves`` (sorted by key, distinct, sharing their first
+    ``depth`` bits), new nodes marked ``version``, each hashed once.
+
+    One pass with a stack instead of a recursion: consecutive keys branch at their first
+    differing bit, so each key closes the pending branches deeper than its own; a subtree
+    joining a branch more than one level up is raised through one-child nodes (compaction
+    puts a lone leaf directly below its branch)."""
+    if not leaves:
+        return None
+    sha = _sha256
+    prefix = NODE_PREFIX
+
+    def raised(node: SmtLeaf | SmtInner, top: int, to: int, kint: int) -> SmtLeaf | SmtInner:
+        """``node`` (an inner node at depth ``top``, on the path of ``kint``) seen from
+        depth ``to``: the chain of one-child nodes between."""
+        for d in range(top - 1, to - 1, -1):
+            if (kint >> (KEY_BITS - 1 - d)) & 1:
+                node = SmtInner(sha(prefix + EMPTY + node.hash).digest(), None, node, version)
+            else:
+                node = SmtInner(sha(prefix + node.hash + EMPTY).digest(), node, None, version)
+        return node
+
+    # Pending branches: (branch depth, left subtree, its root depth or -1 for a leaf, a key in it)
+    stack: list[tuple[int, SmtLeaf | SmtInner, int, int]] = []
+    first = leaves[0]
+    node: SmtLeaf | SmtInner = first
+    top, kint = -1, first.kint
+    for leaf in leaves[1:]:
+        branch = KEY_BITS - (kint ^ leaf.kint).bit_length()
+        while stack and stack[-1][0] > branch:
+            at, left, left_top, left_kint = stack.pop()
+            if left_top > at + 1:
+                left = raised(left, left_top, at + 1, left_kint)
+            if top > at + 1:
+                node = raised(node, top, at + 1, kint)
+            node = SmtInner(sha(prefix + left.hash + node.hash).digest(), left, node, version)
+            top, kint = at, left_kint
+        stack.append((branch, node, top, kint))
+        node, top, kint = leaf, -1, leaf.kint
+    while stack:
+        at, left, left_top, left_kint = stack.pop()
+        if left_top > at + 1:
+            left = raised(left, left_top, at + 1, left_kint)
+        if top > at + 1:
+            node = raised(node, top, at + 1, kint)
+        node = SmtInner(sha(prefix + left.hash + node.hash).digest(), left, node, version)
+        top, kint = at, left_kint
+    return raised(node, top, depth, kint) if top > depth else node
 
 
 def _new_rows(root: SmtNode | None, version: int) -> Iterator[NodeRow]:
