@@ -15,11 +15,16 @@ from oblivio.core.receipts import DestructionReceipt, verify_destruction_receipt
 from oblivio.core.shamir import Share
 from oblivio.core.signing import SigningKey, VerifyKey
 from oblivio.keys.backend import WrappingKeyBackend, check_keys_uri
+from oblivio.keys.custody import KeyTreeCustody
 from oblivio.keys.pkcs11 import parse_pkcs11_uri
 from oblivio.keys.software import SoftwareBackend
 from oblivio.keys.threshold import FileCustodian, ThresholdBackend, parse_threshold_uri
+from oblivio.store.database import Database
+from oblivio.store.key_tree_nodes import SqlKeyTreeStore
+from tests.keys.helpers import add_artifacts, artifact_ids
 
 Opener = Callable[[str, Path | None], WrappingKeyBackend]
+NODE_KEY = SigningKey(bytes([9]) * 32)
 
 
 def test_wrap_unwrap_destroy(keys_uri: str, open_backend: Opener) -> None:
@@ -230,3 +235,38 @@ def test_threshold_custodian_time_is_recorded(tmp_path: Path) -> None:
     assert isinstance(statements, list)
     assert {s["deleted_at"] for s in statements} == {"2026-11-22T12:00:00.000Z"}
     assert sorted(s["share"] for s in statements) == [1, 2, 3]
+
+
+def test_a_destruction_is_recorded_when_no_standby_can_be_made(
+    tmp_path: Path, database: Database
+) -> None:
+    """ADR 0008: with a custodian offline, shares of a new root cannot all be stored, but the
+    old root's destruction (n - t + 1 deletions) succeeds: the receipt is recorded without a
+    standby, and the next forget makes its root when it can."""
+    custodians = _custodians(tmp_path, 5)
+    store = SqlKeyTreeStore(database)
+    online = KeyTreeCustody(ThresholdBackend(custodians, 3), store, NODE_KEY, fanout=4)
+    online.initialise()
+    ids = artifact_ids(0, 8)
+    add_artifacts(database, online, ids)
+    online.forget([ids[0]])  # leaves a standby root for each tree
+    degraded = KeyTreeCustody(
+        ThresholdBackend([OfflineCustodian(custodians[0]), *custodians[1:]], 3),
+        store,
+        NODE_KEY,
+        fanout=4,
+    )
+    receipts = degraded.forget([ids[1]])
+    assert len(receipts) == 2
+    with database.transaction(write=False) as tx:
+        heads = tx.fetchall("SELECT standby_root FROM key_tree_heads")
+        states = tx.fetchall("SELECT DISTINCT state FROM key_tree_journal")
+    assert heads == [(None,), (None,)]
+    assert states == [("destroyed",)]
+    for aid in ids:
+        try:
+            degraded.unwrap_capability_key(aid, "decrypt")
+            readable = True
+        except IntegrityError:
+            readable = False
+        assert readable == (aid not in ids[:2])

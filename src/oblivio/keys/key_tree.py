@@ -62,7 +62,7 @@ from oblivio.core.envelope import (
     wrap_key,
     wrap_keys,
 )
-from oblivio.core.errors import IntegrityError
+from oblivio.core.errors import IntegrityError, KeyBackendError
 from oblivio.core.identifiers import ArtifactId, Capability, format_time, parse_time
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.signing import SigningKey
@@ -551,10 +551,16 @@ class KeyTree:
         (software: the same write and fsync) for the next forget (docs/adr/0008)."""
         with self.store.transaction() as nodes:
             head = nodes.head(self.tree)
+            evidence = None
             if head is not None and head.standby_root is None:
-                evidence, standby = self.backend.rotate_root_key(entry.old_root, self.tree)
-                nodes.save_head(replace(head, standby_root=standby))
-            else:
+                try:
+                    evidence, standby = self.backend.rotate_root_key(entry.old_root, self.tree)
+                    nodes.save_head(replace(head, standby_root=standby))
+                except KeyBackendError:
+                    # A standby only saves the next forget a step: a backend that can destroy
+                    # but not create (a custodian offline) still records the destruction.
+                    evidence = None
+            if evidence is None:
                 evidence = self.backend.destroy_root_key(entry.old_root)
             receipt = DestructionReceipt(
                 backend=evidence.backend,
