@@ -131,22 +131,27 @@ def _decode_summaries(blob: bytes, into: dict[int, GroupSummary]) -> int:
     return count
 
 
+def _pairs(blob: bytes, start: int, end: int) -> Iterator[tuple[bytes, bytes]]:
+    """The (key, value hash) pairs stored back to back in ``blob[start:end]``."""
+    starts = range(start, end, 64)
+    keys = [blob[i : i + 32] for i in starts]
+    return zip(keys, [blob[i + 32 : i + 64] for i in starts], strict=True)
+
+
 def _apply_group_row(blob: bytes, leaves: dict[bytes, bytes]) -> None:
     """Apply one group row (snapshot or delta) to ``leaves``."""
     if blob[0] == _SNAPSHOT:
         if (len(blob) - 1) % 64:
             raise _corrupt("a group snapshot is truncated")
         leaves.clear()
-        for i in range(1, len(blob), 64):
-            leaves[blob[i : i + 32]] = blob[i + 32 : i + 64]
+        leaves.update(_pairs(blob, 1, len(blob)))
         return
     sets = _COUNT.unpack_from(blob, 1)[0]
     start = 1 + _COUNT.size
     removed_at = start + 64 * sets
     if removed_at > len(blob) or (len(blob) - removed_at) % 32:
         raise _corrupt("a group delta is truncated")
-    for i in range(start, removed_at, 64):
-        leaves[blob[i : i + 32]] = blob[i + 32 : i + 64]
+    leaves.update(_pairs(blob, start, removed_at))
     for i in range(removed_at, len(blob), 32):
         leaves.pop(blob[i : i + 32], None)
 
