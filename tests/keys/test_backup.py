@@ -103,16 +103,14 @@ def test_backup_cannot_unwrap_a_forgotten_artifact(keys_uri: str, tmp_path: Path
         # Splicing the copy's old leaf of A into the live tree does not help either.
         with attacker.store.db.transaction(write=False) as tx:  # type: ignore[attr-defined]
             old_leaf = tx.fetchone(
-                "SELECT capability, key_ref, wrapped, key_tree, tree_slot FROM artifact_keys "
-                "WHERE artifact_id = ? AND capability = 'decrypt'",
+                "SELECT decrypt_slot, decrypt_key FROM artifacts WHERE artifact_id = ?",
                 (forgotten,),
             )
         assert old_leaf is not None
         with node.db.transaction() as tx:
             tx.execute(
-                "UPDATE artifact_keys SET key_ref = ?, wrapped = ?, key_tree = ?, tree_slot = ? "
-                "WHERE artifact_id = ? AND capability = ?",
-                (*old_leaf[1:], forgotten, old_leaf[0]),
+                "UPDATE artifacts SET decrypt_slot = ?, decrypt_key = ? WHERE artifact_id = ?",
+                (*old_leaf, forgotten),
             )
         with pytest.raises(IntegrityError):
             node.vault.get(forgotten)

@@ -148,11 +148,7 @@ def test_moved_or_altered_wraps_do_not_unwrap(database: Database, tmp_path: Path
             (bytes(rows[0][2]), rows[0][1]),
         )
         # Point a leaf at another slot: the slot is bound by the wrap context.
-        tx.execute(
-            "UPDATE artifact_keys SET tree_slot = 999 "
-            "WHERE artifact_id = ? AND capability = 'decrypt'",
-            (ids[1],),
-        )
+        tx.execute("UPDATE artifacts SET decrypt_slot = 999 WHERE artifact_id = ?", (ids[1],))
     assert _readable(custody, ids[0])
     assert not _readable(custody, ids[1])
 
@@ -322,19 +318,20 @@ def test_recover_destroys_standby_roots(database: Database, tmp_path: Path) -> N
 
 
 def test_a_forgotten_leaf_keeps_no_wrapped_key(database: Database, tmp_path: Path) -> None:
-    """The leaf's row stays as a marker of the forgotten key; its wrapped key is erased."""
+    """The leaf's slot stays as a marker of the forgotten key; its wrapped key is erased."""
     custody = _custody(database, tmp_path, 4)
     ids = artifact_ids(0, 4)
     add_artifacts(database, custody, ids)
     custody.forget([ids[2]], ["decrypt"])
     with database.transaction(write=False) as tx:
-        rows = dict(
-            tx.fetchall(
-                "SELECT capability, wrapped FROM artifact_keys WHERE artifact_id = ?", (ids[2],)
-            )
+        row = tx.fetchone(
+            "SELECT decrypt_slot, decrypt_key, prove_key FROM artifacts WHERE artifact_id = ?",
+            (ids[2],),
         )
-    assert bytes(rows["decrypt"]) == b""
-    assert bytes(rows["prove"]) != b""
+    assert row is not None
+    assert row[0] is not None
+    assert row[1] is None
+    assert row[2] is not None
     assert custody.forget([ids[2]], ["decrypt"]) == []
     assert not _readable(custody, ids[2])
     assert _readable(custody, ids[2], "prove")

@@ -126,7 +126,7 @@ _COLUMNS = {
     ),
     "nonce": ("artifacts", "nonce", "artifact_id = ?"),
     "metadata": ("artifacts", "metadata", "artifact_id = ?"),
-    "wrapped_key": ("artifact_keys", "wrapped", "capability = 'decrypt' AND artifact_id = ?"),
+    "wrapped_key": ("artifacts", "decrypt_key", "artifact_id = ?"),
 }
 
 

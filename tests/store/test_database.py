@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from oblivio.core.errors import InvalidStoreUriError, SchemaVersionError, StorageError
-from oblivio.store.database import ConstraintViolationError, Database, open_database
+from oblivio.store.database import (
+    ConstraintViolationError,
+    Database,
+    Transaction,
+    open_database,
+)
 from oblivio.store.migrations import LATEST_VERSION, MIGRATIONS, migrate, schema_version
 
 
@@ -94,31 +99,39 @@ def test_a_migration_missing_below_the_latest_is_applied(database: Database) -> 
         assert tx.fetchone("SELECT COUNT(*) FROM fact_retractions") == (0,)
 
 
+def _migrate_below(db: Database, tx: Transaction, version: int) -> None:
+    """Apply the migrations older than ``version`` by hand, as an older oblivio did."""
+    tx.execute(
+        "CREATE TABLE schema_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    for migration in MIGRATIONS:
+        if migration.version < version:
+            for statement in migration.statements:
+                tx.execute(db.ddl(statement))
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, "2026-11-22T00:00:00.000Z"),
+            )
+
+
+def _insert_bare_artifact(tx: Transaction, artifact_id: str) -> None:
+    tx.execute(
+        "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, plaintext_size, "
+        "ciphertext_size, chunk_count, created_at) "
+        "VALUES (?, ?, ?, ?, 0, 16, 0, '2026-11-22T00:00:00.000Z')",
+        (artifact_id, artifact_id, b"{}", b"\0" * 12),
+    )
+
+
 def test_smt_leaves_move_into_their_artifacts_rows(store_uri: str) -> None:
     """Migration 9 carries every leaf record and its pending flag into the artifact's row."""
     with open_database(store_uri) as db:
         with db.transaction() as tx:
-            tx.execute(
-                "CREATE TABLE schema_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            for migration in MIGRATIONS:
-                if migration.version < 9:
-                    for statement in migration.statements:
-                        tx.execute(db.ddl(statement))
-                    tx.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at) "
-                        "VALUES (?, ?, ?)",
-                        (migration.version, migration.name, "2026-11-22T00:00:00.000Z"),
-                    )
+            _migrate_below(db, tx, 9)
             for n, (record, pending) in enumerate([('{"state":"ACTIVE"}', 1), ("{}", 0)]):
                 aid = f"{n:064x}"
-                tx.execute(
-                    "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, "
-                    "plaintext_size, ciphertext_size, chunk_count, created_at) "
-                    "VALUES (?, ?, ?, ?, 0, 16, 0, '2026-11-22T00:00:00.000Z')",
-                    (aid, aid, b"{}", b"\0" * 12),
-                )
+                _insert_bare_artifact(tx, aid)
                 tx.execute(
                     "INSERT INTO smt_leaves (artifact_id, record_json, pending) VALUES (?, ?, ?)",
                     (aid, record, pending),
@@ -131,3 +144,38 @@ def test_smt_leaves_move_into_their_artifacts_rows(store_uri: str) -> None:
             pending = tx.fetchall("SELECT artifact_id FROM artifacts WHERE leaf_pending = 1")
         assert rows == [(f"{0:064x}", '{"state":"ACTIVE"}', 1), (f"{1:064x}", "{}", 0)]
         assert pending == [(f"{0:064x}",)]
+
+
+def test_key_tree_leaves_move_into_their_artifacts_rows(store_uri: str) -> None:
+    """Migration 12 carries every key-tree leaf (slot and wrapped key) into its artifact's row;
+    a leaf erased in place keeps its slot and no key; one without a slot (before the key tree)
+    is not carried."""
+    with open_database(store_uri) as db:
+        with db.transaction() as tx:
+            _migrate_below(db, tx, 12)
+            first, second = f"{1:064x}", f"{2:064x}"
+            _insert_bare_artifact(tx, first)
+            _insert_bare_artifact(tx, second)
+            tx.executemany(
+                "INSERT INTO artifact_keys (artifact_id, capability, key_ref, wrapped, key_tree, "
+                "tree_slot) VALUES (?, ?, 'ref', ?, ?, ?)",
+                [
+                    (first, "decrypt", b"d1", "wrap", 0),
+                    (first, "prove", b"p1", "wrap", 1),
+                    (first, "recover", b"r1", "escrow", 0),
+                    (second, "decrypt", b"d2", None, None),
+                    (second, "prove", b"", "wrap", 2),
+                ],
+            )
+        assert 12 in [m.version for m in migrate(db)]
+        with db.transaction(write=False) as tx:
+            rows = tx.fetchall(
+                "SELECT artifact_id, decrypt_slot, decrypt_key, prove_slot, prove_key, "
+                "recover_slot, recover_key FROM artifacts ORDER BY artifact_id"
+            )
+        assert [
+            tuple(bytes(v) if isinstance(v, bytes | memoryview) else v for v in r) for r in rows
+        ] == [
+            (first, 0, b"d1", 1, b"p1", 0, b"r1"),
+            (second, None, None, 2, None, None, None),
+        ]

@@ -172,7 +172,7 @@ class KeyTreeNodes(Protocol):
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         """Record new leaves (their artifacts must exist already)."""
 
-    def erase_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
+    def erase_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         """Erase the wrapped capability keys of these leaves from the live tree; a leaf without
         one is forgotten (``leaf`` and ``find_leaves`` no longer return it)."""
 
@@ -500,6 +500,7 @@ class KeyTree:
             if new_root is None or not self.backend.has_root_key(new_root):
                 new_root = self.backend.create_root_key(self.tree)
             self._rekey(nodes, head, {leaf.slot for leaf in present}, new_root)
+            nodes.erase_leaves(self.tree, present)
             destroy_after = self._clock() + self.destruction_window
             entry = JournalEntry(
                 batch_id=str(uuid6.uuid7()),
@@ -540,7 +541,6 @@ class KeyTree:
             self.tree,
             [self._seal(new_root, pos, new[pos], path.children[pos]) for pos in path.keys],
         )
-        nodes.erase_leaves(self.tree, sorted(forgotten))
         nodes.save_head(
             replace(head, generation=head.generation + 1, root_ref=new_root, standby_root=None)
         )

@@ -4,9 +4,9 @@ key_tree_heads        one row per tree: fan-out, height, generation, root key re
                       root key reference (migration 10)
 key_tree_nodes        nodes: (tree, level, idx) → version, their children's keys sealed under
                       their own (the root's under the backend's root key)
-artifact_keys         the leaves: one row per (artifact, capability), the capability key wrapped
-                      under its leaf key, placed by key_tree and tree_slot; wrapped is empty
-                      once the key is forgotten
+artifacts             the leaves, in their artifact's row (migration 12): per capability its
+                      slot in the tree and the capability key wrapped under its leaf key
+                      (decrypt_slot/decrypt_key, prove_…, recover_…; the key NULL once forgotten)
 key_tree_journal      forget batches: intent → destroyed
 destruction_receipts  signed receipts (oblivio.destruction.v1) by hash
 """
@@ -30,8 +30,11 @@ _PG_KEY_TREE_LOCK = 0x0B11_7733
 _CHUNK = 200
 
 
-def _leaf_ref(tree: str, slot: int) -> str:
-    return f"key-tree:{tree}:{slot}"
+_LEAF_COLUMNS: dict[Capability, tuple[str, str]] = {
+    c: (f"{c}_slot", f"{c}_key") for c in CAPABILITIES
+}
+"""The columns of an artifact's row holding each capability's leaf: its slot in the tree and
+the capability key wrapped under the leaf key (NULL once forgotten)."""
 
 
 def _encode_leaves(leaves: Sequence[tuple[ArtifactId, Capability]]) -> bytes:
@@ -46,9 +49,11 @@ def _decode_leaves(data: bytes) -> tuple[tuple[ArtifactId, Capability], ...]:
     )
 
 
-def _leaf_row(tree: str, leaf: TreeLeaf) -> tuple[object, ...]:
-    ref = _leaf_ref(tree, leaf.slot)
-    return (leaf.artifact_id, leaf.capability, ref, leaf.wrapped, tree, leaf.slot)
+def _by_capability(leaves: Sequence[TreeLeaf]) -> dict[Capability, list[TreeLeaf]]:
+    grouped: dict[Capability, list[TreeLeaf]] = {}
+    for leaf in leaves:
+        grouped.setdefault(leaf.capability, []).append(leaf)
+    return grouped
 
 
 class SqlKeyTreeNodes:
@@ -141,38 +146,42 @@ class SqlKeyTreeNodes:
         return found[0] if found else None
 
     def find_leaves(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> list[TreeLeaf]:
-        wanted = set(keys)
-        ids = sorted({aid for aid, _ in wanted})
+        by_capability: dict[Capability, list[ArtifactId]] = {}
+        for aid, capability in dict.fromkeys(keys):
+            by_capability.setdefault(capability, []).append(aid)
         found: list[TreeLeaf] = []
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            rows = self.tx.fetchall(
-                "SELECT tree_slot, artifact_id, capability, wrapped FROM artifact_keys "  # noqa: S608
-                f"WHERE artifact_id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            )
-            found += [
-                TreeLeaf(int(r[0]), ArtifactId(r[1]), cast(Capability, r[2]), bytes(r[3]))
-                for r in rows
-                if r[0] is not None and r[3] and (r[1], r[2]) in wanted
-            ]
+        for capability, ids in by_capability.items():
+            slot, key = _LEAF_COLUMNS[capability]
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                rows = self.tx.fetchall(
+                    f"SELECT artifact_id, {slot}, {key} FROM artifacts "  # noqa: S608
+                    f"WHERE artifact_id IN ({', '.join('?' * len(chunk))}) "
+                    f"AND {slot} IS NOT NULL AND {key} IS NOT NULL",
+                    chunk,
+                )
+                found += [
+                    TreeLeaf(int(r[1]), ArtifactId(r[0]), capability, bytes(r[2])) for r in rows
+                ]
         return found
 
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
-        self.tx.executemany(
-            "INSERT INTO artifact_keys (artifact_id, capability, key_ref, wrapped, key_tree, "
-            "tree_slot) VALUES (?, ?, ?, ?, ?, ?)",
-            [_leaf_row(tree, leaf) for leaf in leaves],
-        )
-
-    def erase_leaves(self, tree: RootKeyPurpose, slots: Sequence[int]) -> None:
-        """Blank the leaves' ``wrapped`` column; the rows stay as markers of forgotten keys.
-        Updating a column no index covers changes one page per leaf, where a delete changes
-        the table and both its indexes (docs/adr/0008)."""
-        if slots:
+        for capability, rows in _by_capability(leaves).items():
+            slot, key = _LEAF_COLUMNS[capability]
             self.tx.executemany(
-                "UPDATE artifact_keys SET wrapped = ? WHERE key_tree = ? AND tree_slot = ?",
-                [(b"", tree, slot) for slot in slots],
+                f"UPDATE artifacts SET {slot} = ?, {key} = ? WHERE artifact_id = ?",  # noqa: S608
+                [(leaf.slot, leaf.wrapped, leaf.artifact_id) for leaf in rows],
+            )
+
+    def erase_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
+        """Clear the wrapped key in the artifact's row; the slot stays as the marker of a
+        forgotten key. The row is one page, which the epoch's TOMBSTONE rewrites anyway
+        (docs/adr/0010)."""
+        for capability, rows in _by_capability(leaves).items():
+            slot, key = _LEAF_COLUMNS[capability]
+            self.tx.executemany(
+                f"UPDATE artifacts SET {key} = NULL WHERE artifact_id = ? AND {slot} = ?",  # noqa: S608
+                [(leaf.artifact_id, leaf.slot) for leaf in rows],
             )
 
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:

@@ -363,6 +363,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE key_tree_heads ADD COLUMN standby_root TEXT",
         ),
     ),
+    Migration(
+        12,
+        "key_tree_leaves_in_artifacts",
+        (
+            # An artifact's row holds its key-tree leaves: per capability, the slot in its tree
+            # and the capability key wrapped under the leaf key (docs/adr/0010). A put writes no
+            # row keyed by the random artifact id but its own, and a forget only clears columns
+            # of the row its epoch rewrites anyway.
+            "ALTER TABLE artifacts ADD COLUMN decrypt_slot {bigint}",
+            "ALTER TABLE artifacts ADD COLUMN decrypt_key {blob}",
+            "ALTER TABLE artifacts ADD COLUMN prove_slot {bigint}",
+            "ALTER TABLE artifacts ADD COLUMN prove_key {blob}",
+            "ALTER TABLE artifacts ADD COLUMN recover_slot {bigint}",
+            "ALTER TABLE artifacts ADD COLUMN recover_key {blob}",
+            # Leaves erased in place (an empty wrapped key, migration 10) stay erased: NULL.
+            """UPDATE artifacts SET
+                decrypt_slot = (SELECT k.tree_slot FROM artifact_keys k
+                    WHERE k.artifact_id = artifacts.artifact_id
+                    AND k.capability = 'decrypt' AND k.key_tree = 'wrap'),
+                decrypt_key = (SELECT CASE WHEN length(k.wrapped) > 0 THEN k.wrapped END
+                    FROM artifact_keys k WHERE k.artifact_id = artifacts.artifact_id
+                    AND k.capability = 'decrypt' AND k.key_tree = 'wrap'),
+                prove_slot = (SELECT k.tree_slot FROM artifact_keys k
+                    WHERE k.artifact_id = artifacts.artifact_id
+                    AND k.capability = 'prove' AND k.key_tree = 'wrap'),
+                prove_key = (SELECT CASE WHEN length(k.wrapped) > 0 THEN k.wrapped END
+                    FROM artifact_keys k WHERE k.artifact_id = artifacts.artifact_id
+                    AND k.capability = 'prove' AND k.key_tree = 'wrap'),
+                recover_slot = (SELECT k.tree_slot FROM artifact_keys k
+                    WHERE k.artifact_id = artifacts.artifact_id
+                    AND k.capability = 'recover' AND k.key_tree = 'escrow'),
+                recover_key = (SELECT CASE WHEN length(k.wrapped) > 0 THEN k.wrapped END
+                    FROM artifact_keys k WHERE k.artifact_id = artifacts.artifact_id
+                    AND k.capability = 'recover' AND k.key_tree = 'escrow')""",
+            "DROP TABLE artifact_keys",
+        ),
+    ),
 )
 
 
