@@ -15,7 +15,8 @@ leaves, not as nodes:
   and then, a snapshot of all of them.
 
 Group ``g`` (or the top) as of version ``v`` is its snapshot row followed by its delta rows up to
-``v``, read in one range query; each is at most about twice the size of the group itself.
+``v``, read in one range query; together at most about three times the group itself (a
+group's deltas may grow to between one and two times its snapshot before the next one).
 Interior hashes are not stored: the batch hashes each changed node once in memory, a group read
 back is rebuilt from its leaves and checked against the hash in its summary, and the top 12
 levels are rebuilt from the summaries and checked against the version's stored root.
@@ -24,6 +25,14 @@ levels are rebuilt from the summaries and checked against the version's stored r
 snapshot it is read from. Pruning (``prune``) to the newest N versions deletes, for the top and
 for each group, the rows older than its snapshot as of the oldest retained version (no retained
 version reads them) and marks older versions pruned.
+
+Row formats (``smt_nodes.nodes``; ``node_count`` is the number of records):
+
+- group snapshot: ``0x01 || (key || value_hash)*``, sorted by key;
+- group delta: ``0x02 || u32 n || (key || value_hash)*n || key*`` (set, then removed);
+- top: ``0x01`` (snapshot) or ``0x02`` (delta), then summaries, each
+  ``u16 group || u8 kind || i64 version || i64 base || u32 base_size || u32 chain || payload``
+  (kind 0 empty: no payload; 1 one leaf: key and value hash; 2 subtree: its hash).
 
 Opening is lazy: the latest version is the top with a stub (``SmtStub``) per group of two or
 more leaves, and a stub is loaded (read, rebuilt, checked) when a batch or a proof reaches it.
@@ -99,6 +108,7 @@ class GroupSummary:
     """Empty, the one leaf's key and value hash, or the hash of the group's subtree."""
 
     def encode(self, group: int) -> bytes:
+        """The summary as a top row stores it (module docstring)."""
         return (
             _SUMMARY.pack(group, self.kind, self.version, self.base, self.base_size, self.chain)
             + self.payload
