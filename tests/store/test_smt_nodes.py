@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 
 import pytest
 
@@ -209,6 +211,22 @@ def test_pruning_after_a_stricter_policy_keeps_its_floor(database: Database) -> 
         verify_inclusion(root, key, leaves[key], proof)
     with pytest.raises(NotFoundError, match="pruned"):
         fresh.prove(bytes(32), 10)
+
+
+def test_a_discarded_store_is_freed(database: Database) -> None:
+    # Regression: the stubs of a lazily opened tree reached the store through a reference
+    # cycle, which gc_paused froze, so every store ever opened stayed in memory with its tree.
+    rng = _rng(13)
+    keys = [rng.randbytes(32) for _ in range(3000)]
+    SmtNodeStore(database).commit_batch({k: rng.randbytes(32) for k in keys})
+    refs = []
+    for key in keys[:3]:
+        store = SmtNodeStore(database)
+        store.prove(key)
+        refs.append(weakref.ref(store))
+        del store
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
 
 
 def _flip_last_byte(database: Database, group_key: bytes, version: int) -> None:

@@ -252,6 +252,118 @@ class StagedBatch:
     state: _State
 
 
+@dataclass(frozen=True)
+class _Top:
+    """Builds the top 12 levels of a version from its group summaries. A class rather than a
+    nested function: a recursive closure is a reference cycle, and one frozen by ``gc_paused``
+    (holding the store through its closure) would never be freed."""
+
+    present: list[tuple[int, GroupSummary]]
+    groups: list[int]
+    reader: _GroupReader
+
+    def build(self, depth: int, lo: int, hi: int) -> SmtNode | None:
+        """The node at ``depth`` over the groups ``present[lo:hi]`` (sharing ``depth`` bits)."""
+        if lo == hi:
+            return None
+        group, summary = self.present[lo]
+        if hi - lo == 1 and summary.kind == _GROUP_ONE_LEAF:
+            leaf = SmtLeaf(summary.payload[:32], summary.payload[32:], summary.version)
+            if leaf.kint >> GROUP_SHIFT != group:
+                raise _corrupt(f"the leaf of group {group} is not in that group")
+            return leaf
+        if depth == GROUP_DEPTH:
+            if summary.kind != _GROUP_SUBTREE or len(summary.payload) != 32:
+                raise _corrupt(f"group {group} has a bad summary")
+            return SmtStub(
+                summary.payload, summary.version, depth, group, partial(self.reader.load, summary)
+            )
+        bit = GROUP_DEPTH - 1 - depth
+        mid = bisect_left(self.groups, ((group >> bit) | 1) << bit, lo, hi)
+        left = self.build(depth + 1, lo, mid)
+        right = self.build(depth + 1, mid, hi)
+        return SmtInner(
+            node_hash(EMPTY if left is None else left.hash, EMPTY if right is None else right.hash),
+            left,
+            right,
+            0,
+        )
+
+
+class _GroupReader:
+    """Loads the group behind a stub: reads its rows, rebuilds it, checks its hash, and keeps
+    the groups loaded for proofs in a bounded cache. It holds no tree, so the stubs pointing at
+    it make no reference cycle with the store (a cycle frozen by ``gc_paused`` would never be
+    freed)."""
+
+    def __init__(self, db: Database, cache_size: int) -> None:
+        self.db = db
+        self.cache_size = cache_size
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.groups: OrderedDict[tuple[int, int], SmtLeaf | SmtInner] = OrderedDict()
+
+    @contextmanager
+    def reading(self, tx: Transaction, *, cache: bool = True) -> Iterator[None]:
+        """Let stubs loaded on this thread read through ``tx`` (a stub is loaded deep inside a
+        batch or a proof, which runs in the caller's transaction); ``cache=False`` keeps the
+        groups loaded out of the cache (a batch keeps the parts it still needs in its tree)."""
+        outer = getattr(self.local, "tx", None), getattr(self.local, "cache", True)
+        self.local.tx, self.local.cache = tx, cache
+        try:
+            yield
+        finally:
+            self.local.tx, self.local.cache = outer
+
+    def load(self, summary: GroupSummary, stub: SmtStub) -> SmtLeaf | SmtInner:
+        """Group ``stub.prefix`` as of ``summary``, rebuilt from its leaves and checked against
+        the stub's hash. Raises StorageError when the rows disagree."""
+        group = stub.prefix
+        cache_key = (group, summary.version)
+        with self.lock:
+            node = self.groups.get(cache_key)
+            if node is not None:
+                self.groups.move_to_end(cache_key)
+        if node is not None:
+            return node
+        tx: Transaction | None = getattr(self.local, "tx", None)
+        if tx is None:
+            with self.db.transaction(write=False) as own:
+                node = self.read(own, group, summary, stub.hash)
+        else:
+            node = self.read(tx, group, summary, stub.hash)
+        if getattr(self.local, "cache", True):
+            with self.lock:
+                self.groups[cache_key] = node
+                while len(self.groups) > self.cache_size:
+                    self.groups.popitem(last=False)
+        return node
+
+    @staticmethod
+    def read(
+        tx: Transaction, group: int, summary: GroupSummary, expected: bytes
+    ) -> SmtLeaf | SmtInner:
+        """Read and rebuild one group (``load`` without the cache)."""
+        rows = tx.fetchall(
+            "SELECT version, nodes FROM smt_nodes WHERE group_key = ? AND version >= ? "
+            "AND version <= ? ORDER BY version",
+            (_group_key(group), summary.base, summary.version),
+        )
+        if not rows or int(rows[0][0]) != summary.base or bytes(rows[0][1])[:1] != b"\x01":
+            raise _corrupt(f"group {group}: its snapshot at version {summary.base} is missing")
+        leaves: dict[bytes, bytes] = {}
+        for _, blob in rows:
+            _apply_group_row(bytes(blob), leaves)
+        with gc_paused():
+            node = subtree_from_leaves(sorted(leaves.items()), GROUP_DEPTH, summary.version)
+        if node is None or node.hash != expected:
+            raise _corrupt(f"group {group} as of version {summary.version} does not hash")
+        for key in leaves:
+            if (key[0] << 4) | (key[1] >> 4) != group:
+                raise _corrupt(f"group {group} holds key {key.hex()} of another group")
+        return node
+
+
 class SmtNodeStore:
     """The versioned SMT of one node's database. Safe to share between threads; one process
     writes at a time (the caller's write transaction serialises writers)."""
@@ -260,9 +372,7 @@ class SmtNodeStore:
         self.db = db
         self._lock = threading.Lock()
         self._state: _State | None = None
-        self._local = threading.local()
-        self._cache_size = loaded_groups_cached
-        self._groups: OrderedDict[tuple[int, int], SmtLeaf | SmtInner] = OrderedDict()
+        self._reader = _GroupReader(db, loaded_groups_cached)
         self._old: OrderedDict[int, _State] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------------
@@ -272,18 +382,6 @@ class SmtNodeStore:
         """The newest committed version (0 = the empty tree, before any batch)."""
         row = tx.fetchone("SELECT MAX(version) FROM smt_versions")
         return 0 if row is None or row[0] is None else int(row[0])
-
-    @contextmanager
-    def _reading(self, tx: Transaction, *, cache: bool = True) -> Iterator[None]:
-        """Let stubs loaded on this thread read through ``tx`` (a stub is loaded deep inside a
-        batch or a proof, which runs in the caller's transaction); ``cache=False`` keeps the
-        groups loaded out of the cache (a batch keeps the parts it still needs in its tree)."""
-        outer = getattr(self._local, "tx", None), getattr(self._local, "cache", True)
-        self._local.tx, self._local.cache = tx, cache
-        try:
-            yield
-        finally:
-            self._local.tx, self._local.cache = outer
 
     def tree(self) -> SparseMerkleTree:
         """The latest version (read from the store on first use or when another process
@@ -349,88 +447,8 @@ class SmtNodeStore:
         """The top 12 levels over the groups' summaries (compaction applies to groups of one
         leaf as to any leaf); each group of more leaves is a stub."""
         present = sorted((g, s) for g, s in summaries.items() if s.kind != _GROUP_EMPTY)
-        groups = [g for g, _ in present]
-
-        def build(depth: int, lo: int, hi: int) -> SmtNode | None:
-            if lo == hi:
-                return None
-            group, summary = present[lo]
-            if hi - lo == 1 and summary.kind == _GROUP_ONE_LEAF:
-                leaf = SmtLeaf(summary.payload[:32], summary.payload[32:], summary.version)
-                if leaf.kint >> GROUP_SHIFT != group:
-                    raise _corrupt(f"the leaf of group {group} is not in that group")
-                return leaf
-            if depth == GROUP_DEPTH:
-                if summary.kind != _GROUP_SUBTREE or len(summary.payload) != 32:
-                    raise _corrupt(f"group {group} has a bad summary")
-                return SmtStub(
-                    summary.payload,
-                    summary.version,
-                    depth,
-                    group,
-                    partial(self._load_group, summary),
-                )
-            bit = GROUP_DEPTH - 1 - depth
-            mid = bisect_left(groups, ((group >> bit) | 1) << bit, lo, hi)
-            left = build(depth + 1, lo, mid)
-            right = build(depth + 1, mid, hi)
-            return SmtInner(
-                node_hash(
-                    EMPTY if left is None else left.hash, EMPTY if right is None else right.hash
-                ),
-                left,
-                right,
-                0,
-            )
-
-        return build(0, 0, len(present))
-
-    def _load_group(self, summary: GroupSummary, stub: SmtStub) -> SmtLeaf | SmtInner:
-        """Read group ``stub.prefix`` as of ``summary``, rebuild it from its leaves and check it
-        against the stub's hash. Raises StorageError when the rows disagree."""
-        group = stub.prefix
-        cache_key = (group, summary.version)
-        with self._lock:
-            node = self._groups.get(cache_key)
-            if node is not None:
-                self._groups.move_to_end(cache_key)
-        if node is not None:
-            return node
-        tx: Transaction | None = getattr(self._local, "tx", None)
-        if tx is None:
-            with self.db.transaction(write=False) as own:
-                node = self._read_group(own, group, summary, stub.hash)
-        else:
-            node = self._read_group(tx, group, summary, stub.hash)
-        if getattr(self._local, "cache", True):
-            with self._lock:
-                self._groups[cache_key] = node
-                while len(self._groups) > self._cache_size:
-                    self._groups.popitem(last=False)
-        return node
-
-    @staticmethod
-    def _read_group(
-        tx: Transaction, group: int, summary: GroupSummary, expected: bytes
-    ) -> SmtLeaf | SmtInner:
-        rows = tx.fetchall(
-            "SELECT version, nodes FROM smt_nodes WHERE group_key = ? AND version >= ? "
-            "AND version <= ? ORDER BY version",
-            (_group_key(group), summary.base, summary.version),
-        )
-        if not rows or int(rows[0][0]) != summary.base or bytes(rows[0][1])[:1] != b"\x01":
-            raise _corrupt(f"group {group}: its snapshot at version {summary.base} is missing")
-        leaves: dict[bytes, bytes] = {}
-        for _, blob in rows:
-            _apply_group_row(bytes(blob), leaves)
-        with gc_paused():
-            node = subtree_from_leaves(sorted(leaves.items()), GROUP_DEPTH, summary.version)
-        if node is None or node.hash != expected:
-            raise _corrupt(f"group {group} as of version {summary.version} does not hash")
-        for key in leaves:
-            if (key[0] << 4) | (key[1] >> 4) != group:
-                raise _corrupt(f"group {group} holds key {key.hex()} of another group")
-        return node
+        top = _Top(present, [g for g, _ in present], self._reader)
+        return top.build(0, 0, len(present))
 
     def root(self, version: int | None = None) -> bytes:
         """The root of ``version`` (default: the latest). Raises NotFoundError for a version
@@ -448,7 +466,7 @@ class SmtNodeStore:
     def prove(self, key: bytes, version: int | None = None) -> tuple[int, bytes, SmtProof]:
         """A proof for ``key`` against ``version`` (default: the latest): ``(version, root,
         proof)``. Raises NotFoundError for a version never committed or already pruned."""
-        with self.db.transaction(write=False) as tx, self._reading(tx):
+        with self.db.transaction(write=False) as tx, self._reader.reading(tx):
             latest = self._current(tx).tree
             if version is None or version == latest.version:
                 return latest.version, latest.root, latest.prove(key)
@@ -494,7 +512,7 @@ class SmtNodeStore:
                 f"SMT batch: expected version {base.tree.version + 1}, got {version} "
                 "(another writer committed?)"
             )
-        with self._reading(tx, cache=False):
+        with self._reader.reading(tx, cache=False):
             tree, result = base.tree.apply(updates, version)
             with gc_paused():
                 state, rows = self._rows(base, tree, updates)
