@@ -13,6 +13,8 @@ from oblivio.core.forgetting import (
     forget_event,
     forget_event_entries,
     new_artifact_leaf_json,
+    tombstone_leaf_json,
+    tombstone_record,
 )
 from oblivio.core.identifiers import CAPABILITIES
 
@@ -90,3 +92,29 @@ def test_an_event_id_that_is_not_a_lowercase_uuid_is_refused(event_id: str) -> N
             commitment="cd" * 32,
             requested_at="2026-11-22T10:00:00.000Z",
         )
+
+
+@given(
+    event_hash=st.binary(min_size=32, max_size=32),
+    receipt_hash=st.none() | st.binary(min_size=32, max_size=32),
+)
+def test_a_tombstone_leaf_is_the_jcs_of_its_record(
+    event_hash: bytes, receipt_hash: bytes | None
+) -> None:
+    expected = canonical_json(tombstone_record(event_hash, receipt_hash))
+    assert tombstone_leaf_json(event_hash, receipt_hash) == expected
+
+
+@pytest.mark.parametrize("digest", [b"\0" * 32, b"\x11" * 32])
+def test_a_tombstone_leaf_whose_digests_look_like_the_template_marks(digest: bytes) -> None:
+    for event_hash, receipt_hash in [(digest, digest), (digest, None), (bytes(32), b"\x11" * 32)]:
+        expected = canonical_json(tombstone_record(event_hash, receipt_hash))
+        assert tombstone_leaf_json(event_hash, receipt_hash) == expected
+
+
+@pytest.mark.parametrize(("event_hash", "receipt_hash"), [(b"", None), (bytes(32), b"1")])
+def test_a_tombstone_leaf_needs_32_byte_digests(
+    event_hash: bytes, receipt_hash: bytes | None
+) -> None:
+    with pytest.raises(InvalidInputError, match="32-byte"):
+        tombstone_leaf_json(event_hash, receipt_hash)

@@ -187,6 +187,43 @@ def tombstone_record(
     }
 
 
+_EVENT_HASH_MARK: Final = "00" * 32
+_RECEIPT_HASH_MARK: Final = "11" * 32
+# The JCS text of a TOMBSTONE record cut where its digests go: key order puts the receipt's
+# digest first, then the event's.
+_WITH_RECEIPT: Final = canonical_json(
+    tombstone_record(bytes.fromhex(_EVENT_HASH_MARK), bytes.fromhex(_RECEIPT_HASH_MARK))
+).decode("ascii")
+_WR_HEAD, _, _WR_REST = _WITH_RECEIPT.partition(_RECEIPT_HASH_MARK)
+_WR_MIDDLE, _, _WR_TAIL = _WR_REST.partition(_EVENT_HASH_MARK)
+_NR_HEAD, _, _NR_TAIL = (
+    canonical_json(tombstone_record(bytes.fromhex(_EVENT_HASH_MARK), None))
+    .decode("ascii")
+    .partition(_EVENT_HASH_MARK)
+)
+
+
+def tombstone_leaf_json(forget_event_hash: bytes, destruction_receipt_hash: bytes | None) -> bytes:
+    """``canonical_json(tombstone_record(...))`` (a property test holds them equal), made from
+    the JCS text of the record with only its two hex digests put in; an epoch makes one per
+    level-2 forget."""
+    if len(forget_event_hash) != 32 or (
+        destruction_receipt_hash is not None and len(destruction_receipt_hash) != 32
+    ):
+        raise InvalidInputError("tombstone leaf: expected 32-byte digests")
+    if destruction_receipt_hash is None:
+        text = _NR_HEAD + forget_event_hash.hex() + _NR_TAIL
+    else:
+        text = (
+            _WR_HEAD
+            + destruction_receipt_hash.hex()
+            + _WR_MIDDLE
+            + forget_event_hash.hex()
+            + _WR_TAIL
+        )
+    return text.encode("ascii")
+
+
 def entry_hash(entry: Mapping[str, JsonValue]) -> bytes:
     """``H(JCS(entry))``: how leaves and proofs refer to a log entry or a receipt."""
     return sha256(canonical_json(dict(entry)))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ from oblivio.core.forgetting import (
     entry_hash,
     forget_event_entries,
     requestor_commitment,
-    tombstone_record,
+    tombstone_leaf_json,
     validate_level,
 )
 from oblivio.core.hashing import sha256
@@ -120,7 +120,6 @@ class _DueEvent:
     capabilities: tuple[Capability, ...]
     event_bytes: bytes
     """The event's JCS bytes exactly as logged."""
-    record: dict[str, JsonValue] = field(default_factory=dict)
     receipt_hash: str | None = None
 
 
@@ -484,12 +483,15 @@ class ForgettingService:
                 uncovered = self.checkpoints.log.size_in(tx) > int((signed or (0,))[0] or 0)
             if not (due or unlogged or pending or receipts or uncovered or force):
                 return None
-            leaves = dict(current) | pending
+            leaves: dict[str, JsonValue] = dict(current) | pending
             for event in due:
-                event.record = _next_record(leaves.get(event.artifact_id), event)
-                leaves[event.artifact_id] = event.record
+                leaves[event.artifact_id] = _next_record(leaves.get(event.artifact_id), event)
             touched = set(pending) | set(current) | {e.artifact_id for e in due if e.level == 2}
-            changed = {a: canonical_json(r) for a, r in leaves.items() if a in touched}
+            changed = {
+                a: r if isinstance(r, bytes) else canonical_json(r)
+                for a, r in leaves.items()
+                if a in touched
+            }
             updates = {smt_key(a): sha256(r) for a, r in changed.items()}
             entries = [receipt for _, receipt in unlogged]
 
@@ -814,11 +816,14 @@ class ForgettingService:
         }
 
 
-def _next_record(current: JsonValue, event: _DueEvent) -> dict[str, JsonValue]:
-    """The leaf record after executing ``event`` on an artifact whose leaf is ``current``."""
+def _next_record(current: JsonValue, event: _DueEvent) -> JsonValue:
+    """The leaf record after executing ``event`` on an artifact whose leaf is ``current``: a
+    TOMBSTONE as its JCS bytes (``tombstone_leaf_json``), other records as parsed JSON."""
     if event.level == 2:
         receipt = None if event.receipt_hash is None else bytes.fromhex(event.receipt_hash)
-        return tombstone_record(sha256(event.event_bytes), receipt)
+        return tombstone_leaf_json(sha256(event.event_bytes), receipt)
+    if isinstance(current, bytes):
+        return current  # a TOMBSTONE made earlier in this epoch: level 0 or 1 change nothing
     if not isinstance(current, dict) or current.get("state") != "ACTIVE":
         # Already a TOMBSTONE: a later level 0 or 1 request changes nothing in the leaf.
         return dict(current) if isinstance(current, dict) else {}
