@@ -159,10 +159,10 @@ SmtNode = SmtLeaf | SmtInner | SmtStub
 
 
 NodeRow = tuple[int, int, int, bytes, int | None, int | None, bytes | None, bytes | None]
-"""One node as a store keeps it: ``(depth, prefix, version, hash, left_version, right_version,
-key, value_hash)``. The position is ``depth`` and ``prefix``, the first ``depth`` bits of the path
-as an integer; ``version`` is the batch that wrote it. Interior rows name their children's
-versions (``None`` = empty child) and no key; leaf rows carry the key and value hash."""
+"""One node a batch made: ``(depth, prefix, version, hash, left_version, right_version, key,
+value_hash)``. The position is ``depth`` and ``prefix``, the first ``depth`` bits of the path as
+an integer; ``version`` is the batch that made it. Interior rows name their children's versions
+(``None`` = empty child) and no key; leaf rows carry the key and value hash."""
 
 
 class BatchResult:
@@ -178,8 +178,8 @@ class BatchResult:
         self.changes = changes
 
     def rows(self) -> list[NodeRow]:
-        """Every node the batch wrote (they hang under changed nodes, so the walk visits only
-        those)."""
+        """Every node the batch made, each hashed once by it (they hang under changed nodes,
+        so the walk visits only those). A leaf that only moved is not one of them."""
         with gc_paused():
             return list(_new_rows(self._root_node, self.version))
 
