@@ -385,7 +385,8 @@ class SmtNodeStore:
 
     def tree(self) -> SparseMerkleTree:
         """The latest version (read from the store on first use or when another process
-        committed since; its groups are loaded when first reached)."""
+        committed since). Its groups are loaded when first reached, each in a read transaction
+        of its own: walk it outside any open transaction of this thread."""
         with self.db.transaction(write=False) as tx:
             return self._current(tx).tree
 
