@@ -43,6 +43,7 @@ leaf's key is never lost and a forgotten one never stays recoverable.
 
 from __future__ import annotations
 
+import functools
 import operator
 import secrets
 import struct
@@ -235,6 +236,22 @@ def node_offsets(blob: bytes) -> tuple[bytes, list[int]]:
     return packed, offsets
 
 
+_SPLIT_IN_ONE_CALL: Final = 256
+
+
+@functools.lru_cache(maxsize=_SPLIT_IN_ONE_CALL)
+def _keys_struct(count: int) -> struct.Struct:
+    return struct.Struct(f"{KEY_SIZE}s" * count)
+
+
+def _split_keys(plain: bytes, count: int) -> Sequence[bytes]:
+    """``count`` concatenated keys, split: in one ``struct`` call for nodes of up to 256
+    children (a forget splits one per node it opens)."""
+    if count <= _SPLIT_IN_ONE_CALL:
+        return _keys_struct(count).unpack(plain)
+    return [plain[at : at + KEY_SIZE] for at in range(0, len(plain), KEY_SIZE)]
+
+
 @dataclass(frozen=True)
 class _Key:
     """A node key in the clear while a batch is being computed (None: the backend root)."""
@@ -324,16 +341,19 @@ class KeyTree:
             [plain] = unwrap_keys(key.key, item)
         if len(plain) != KEY_SIZE * len(offsets):
             raise IntegrityError()
-        return {
-            o: plain[at : at + KEY_SIZE]
-            for o, at in zip(offsets, range(0, len(plain), KEY_SIZE), strict=True)
-        }
+        return dict(zip(offsets, _split_keys(plain, len(offsets)), strict=True))
 
     def _seal(
-        self, root_ref: str, position: tuple[int, int], key: _Key, children: dict[int, bytes]
+        self,
+        root_ref: str,
+        position: tuple[int, int],
+        key: _Key,
+        children: dict[int, bytes],
+        nonce: bytes | None = None,
     ) -> TreeNode:
         """The node as stored: its children's keys sealed under its key in one AEAD operation
-        (in the backend for the root node), bound to its position, version and offsets."""
+        (in the backend for the root node), bound to its position, version and offsets.
+        ``nonce``: a fresh one the caller drew with others (one random call for a batch)."""
         offsets = sorted(children)
         if not offsets:
             return TreeNode(*position, key.version, b"")
@@ -347,7 +367,7 @@ class KeyTree:
         if key.key is None:
             [sealed] = self.backend.wrap_many(root_ref, item)
         else:
-            [sealed] = wrap_keys(key.key, self._random(NONCE_SIZE), item)
+            [sealed] = wrap_keys(key.key, nonce or self._random(NONCE_SIZE), item)
         count = len(offsets).to_bytes(_OFFSET_SIZE, "big")
         return TreeNode(*position, key.version, count + packed + sealed)
 
@@ -537,9 +557,19 @@ class KeyTree:
             key = fresh[(n - 1) * KEY_SIZE : n * KEY_SIZE]
             new[(level, index)] = _Key(old.version + 1, key)
             path.children[(level + 1, index // b)][index % b] = key
+        nonces = self._random(NONCE_SIZE * len(path.keys))
         nodes.save_nodes(
             self.tree,
-            [self._seal(new_root, pos, new[pos], path.children[pos]) for pos in path.keys],
+            [
+                self._seal(
+                    new_root,
+                    pos,
+                    new[pos],
+                    path.children[pos],
+                    nonces[n * NONCE_SIZE : (n + 1) * NONCE_SIZE],
+                )
+                for n, pos in enumerate(path.keys)
+            ],
         )
         nodes.save_head(
             replace(head, generation=head.generation + 1, root_ref=new_root, standby_root=None)
