@@ -210,6 +210,8 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
                 "seals_per_forget": round(counter.seals / singles, 1),
                 "us_per_forget": round(sum(times) / singles * 1e6, 1),
                 "us_per_forget_median": round(times[len(times) // 2] * 1e6, 1),
+                "us_per_forget_p10": round(times[len(times) // 10] * 1e6, 1),
+                "us_per_forget_p90": round(times[len(times) * 9 // 10] * 1e6, 1),
             }
         )
     if batch and batches:
