@@ -62,15 +62,13 @@ class WrapCounter:
     def __init__(self) -> None:
         self.seals = 0
         self.keys = 0
-        original = key_tree_module.wrap_keys
+        original = key_tree_module.wrap_key
 
-        def counting(
-            key: bytes, nonces: bytes, items: Sequence[tuple[bytes, bytes]]
-        ) -> list[bytes]:
-            self._count(items)
-            return original(key, nonces, items)
+        def counting(key: bytes, nonce: bytes, material: bytes, context: bytes) -> bytes:
+            self._count([(material, context)])
+            return original(key, nonce, material, context)
 
-        key_tree_module.wrap_keys = counting  # type: ignore[assignment]
+        key_tree_module.wrap_key = counting
 
     def _count(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         self.seals += len(items)

@@ -59,9 +59,7 @@ from oblivio.core.envelope import (
     KEY_SIZE,
     NONCE_SIZE,
     unwrap_key,
-    unwrap_keys,
     wrap_key,
-    wrap_keys,
 )
 from oblivio.core.errors import IntegrityError, KeyBackendError
 from oblivio.core.identifiers import ArtifactId, Capability, format_time, parse_time
@@ -220,17 +218,17 @@ def capability_context(
     )
 
 
-def node_offsets(blob: bytes) -> tuple[bytes, list[int]]:
+def node_offsets(blob: bytes) -> tuple[bytes, tuple[int, ...]]:
     """The packed and the decoded offsets of the children a stored node lists (ascending, so
     each once); IntegrityError if the bytes are not a node's children as stored."""
     if not blob:
-        return b"", []
+        return b"", ()
     count = int.from_bytes(blob[:_OFFSET_SIZE], "big")
     end = _OFFSET_SIZE * (count + 1)
     if count < 1 or len(blob) <= end:
         raise IntegrityError()
     packed = blob[_OFFSET_SIZE:end]
-    offsets = list(struct.unpack(f">{count}I", packed))
+    offsets = struct.unpack(f">{count}I", packed)
     if not all(map(operator.lt, offsets, offsets[1:])):
         raise IntegrityError()
     return packed, offsets
@@ -334,11 +332,11 @@ class KeyTree:
         if not offsets:
             return {}
         seal = blob[_OFFSET_SIZE + len(packed) :]
-        item = [(seal, node_context(self.tree, *position, key.version, packed))]
+        context = node_context(self.tree, *position, key.version, packed)
         if key.key is None:
-            [plain] = self.backend.unwrap_many(root_ref, item)
+            [plain] = self.backend.unwrap_many(root_ref, [(seal, context)])
         else:
-            [plain] = unwrap_keys(key.key, item)
+            plain = unwrap_key(key.key, seal, context)
         if len(plain) != KEY_SIZE * len(offsets):
             raise IntegrityError()
         return dict(zip(offsets, _split_keys(plain, len(offsets)), strict=True))
@@ -357,19 +355,17 @@ class KeyTree:
         offsets = sorted(children)
         if not offsets:
             return TreeNode(*position, key.version, b"")
-        packed = struct.pack(f">{len(offsets)}I", *offsets)
-        item = [
-            (
-                b"".join([children[o] for o in offsets]),
-                node_context(self.tree, *position, key.version, packed),
-            )
-        ]
+        count = len(offsets)
+        packed = struct.pack(f">{count}I", *offsets)
+        keys = b"".join([children[o] for o in offsets])
+        context = node_context(self.tree, *position, key.version, packed)
         if key.key is None:
-            [sealed] = self.backend.wrap_many(root_ref, item)
+            [sealed] = self.backend.wrap_many(root_ref, [(keys, context)])
         else:
-            [sealed] = wrap_keys(key.key, nonce or self._random(NONCE_SIZE), item)
-        count = len(offsets).to_bytes(_OFFSET_SIZE, "big")
-        return TreeNode(*position, key.version, count + packed + sealed)
+            sealed = wrap_key(key.key, nonce or self._random(NONCE_SIZE), keys, context)
+        return TreeNode(
+            *position, key.version, b"".join((count.to_bytes(_OFFSET_SIZE, "big"), packed, sealed))
+        )
 
     def _path(
         self, nodes: KeyTreeNodes, head: TreeHead, slots: Iterable[int], *, create: bool
