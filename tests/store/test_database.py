@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from oblivio.core.errors import InvalidStoreUriError, SchemaVersionError, StorageError
+from oblivio.core.identifiers import ArtifactId
+from oblivio.keys.key_tree import TreeLeaf
 from oblivio.store.database import (
     ConstraintViolationError,
     Database,
     Transaction,
     open_database,
 )
+from oblivio.store.key_tree_nodes import LEAF_COLUMNS, leaf_values
 from oblivio.store.migrations import LATEST_VERSION, MIGRATIONS, migrate, schema_version
 
 
@@ -179,3 +182,16 @@ def test_key_tree_leaves_move_into_their_artifacts_rows(store_uri: str) -> None:
             (first, 0, b"d1", 1, b"p1", 0, b"r1"),
             (second, None, None, 2, None, None, None),
         ]
+
+
+def test_leaf_columns_are_those_leaf_values_fills() -> None:
+    assert LEAF_COLUMNS == (
+        "decrypt_slot",
+        "decrypt_key",
+        "prove_slot",
+        "prove_key",
+        "recover_slot",
+        "recover_key",
+    )
+    leaf = TreeLeaf(7, ArtifactId("ab" * 32), "prove", b"wrapped")
+    assert leaf_values([leaf]) == (None, None, 7, b"wrapped", None, None)

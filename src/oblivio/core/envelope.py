@@ -143,6 +143,25 @@ def unwrap_key(wrapping_key: bytes, wrapped: bytes, context: bytes) -> bytes:
         raise IntegrityError() from e
 
 
+def wrap_keys_each(
+    wrapping_keys: bytes, nonces: bytes, items: Sequence[tuple[bytes, bytes]]
+) -> list[bytes]:
+    """``wrap_key`` for many ``(key, context)`` pairs, item ``i`` under the ``i``-th 32-byte
+    key of ``wrapping_keys`` with the ``i``-th 12-byte nonce of ``nonces`` (a key-tree leaf's
+    capability key under its own leaf key); equal to wrapping each in turn."""
+    count = len(items)
+    if len(wrapping_keys) != KEY_SIZE * count or len(nonces) != NONCE_SIZE * count:
+        raise ValueError(
+            f"wrap_keys_each: expected {KEY_SIZE * count} key and {NONCE_SIZE * count} nonce bytes"
+        )
+    wrapped = []
+    for n, (key, context) in enumerate(items):
+        nonce = nonces[n * NONCE_SIZE : (n + 1) * NONCE_SIZE]
+        cipher = AESGCM(wrapping_keys[n * KEY_SIZE : (n + 1) * KEY_SIZE])
+        wrapped.append(nonce + cipher.encrypt(nonce, key, KEY_WRAP_AAD_PREFIX + context))
+    return wrapped
+
+
 def wrap_keys(
     wrapping_key: bytes, nonces: bytes, items: Sequence[tuple[bytes, bytes]]
 ) -> list[bytes]:

@@ -25,6 +25,7 @@ from oblivio.keys.key_tree import (
     KeyTree,
     KeyTreeNodes,
     KeyTreeStore,
+    TreeLeaf,
     tree_of,
 )
 
@@ -39,6 +40,13 @@ class KeyCustody(Protocol):
     def store_capability_keys(self, nodes: KeyTreeNodes, items: Sequence[CapabilityKeys]) -> None:
         """Wrap and record the capability keys of new artifacts in the caller's transaction
         (the artifacts' rows must already be written in it)."""
+
+    def wrap_capability_keys(
+        self, nodes: KeyTreeNodes, items: Sequence[CapabilityKeys]
+    ) -> list[TreeLeaf]:
+        """Wrap the capability keys of new artifacts in the caller's transaction and return
+        their leaves, not recorded: the caller records them in the same transaction, with the
+        rows of the artifacts it writes next."""
 
     def unwrap_capability_key(self, artifact_id: ArtifactId, capability: Capability) -> bytes:
         """Return the plain capability key; raise IntegrityError if it cannot be unwrapped
@@ -100,12 +108,25 @@ class KeyTreeCustody:
                 tree.initialise(nodes)
 
     def store_capability_keys(self, nodes: KeyTreeNodes, items: Sequence[CapabilityKeys]) -> None:
+        self._add_leaves(nodes, items, record=True)
+
+    def wrap_capability_keys(
+        self, nodes: KeyTreeNodes, items: Sequence[CapabilityKeys]
+    ) -> list[TreeLeaf]:
+        return self._add_leaves(nodes, items, record=False)
+
+    def _add_leaves(
+        self, nodes: KeyTreeNodes, items: Sequence[CapabilityKeys], *, record: bool
+    ) -> list[TreeLeaf]:
         by_tree: dict[RootKeyPurpose, list[tuple[ArtifactId, Capability, bytes]]] = {}
         for artifact_id, keys in items:
             for capability, key in keys.items():
                 by_tree.setdefault(tree_of(capability), []).append((artifact_id, capability, key))
-        for tree, leaves in by_tree.items():
-            self.trees[tree].add_leaves(nodes, leaves)
+        return [
+            leaf
+            for tree, leaves in by_tree.items()
+            for leaf in self.trees[tree].add_leaves(nodes, leaves, record=record)
+        ]
 
     def unwrap_capability_key(self, artifact_id: ArtifactId, capability: Capability) -> bytes:
         tree = self.trees[tree_of(capability)]

@@ -60,6 +60,7 @@ from oblivio.core.envelope import (
     NONCE_SIZE,
     unwrap_key,
     wrap_key,
+    wrap_keys_each,
 )
 from oblivio.core.errors import IntegrityError, KeyBackendError
 from oblivio.core.identifiers import ArtifactId, Capability, format_time, parse_time
@@ -206,15 +207,18 @@ def node_context(tree: str, level: int, index: int, version: int, offsets: bytes
     return b"".join((prefix, _POSITION.pack(level, index, version), offsets))
 
 
+_CAPABILITY_BYTES: Final = {c: c.encode("ascii") for c in ("decrypt", "prove", "recover")}
+
+
 def capability_context(
     tree: str, slot: int, artifact_id: ArtifactId, capability: Capability
 ) -> bytes:
     """The wrap context of a capability key under its leaf key."""
     return (
-        _TREE_PREFIXES.get(tree, KEY_TREE_CONTEXT + tree.encode())
-        + struct.pack(">Q", slot)
+        (_TREE_PREFIXES.get(tree) or KEY_TREE_CONTEXT + tree.encode())
+        + slot.to_bytes(8, "big")
         + bytes.fromhex(artifact_id)
-        + capability.encode("ascii")
+        + (_CAPABILITY_BYTES.get(capability) or capability.encode("ascii"))
     )
 
 
@@ -376,10 +380,10 @@ class KeyTree:
         then marked changed); without, a missing node is an IntegrityError."""
         b = self.fanout
         slots = set(slots)
-        levels = [
-            (level, sorted({slot // self._span(level) for slot in slots}))
-            for level in range(head.height, 0, -1)
-        ]
+        levels = []
+        for level in range(head.height, 0, -1):
+            span = self._span(level)
+            levels.append((level, sorted({slot // span for slot in slots})))
         rows = {
             (n.level, n.index): n
             for n in nodes.nodes_at(self.tree, [(lvl, i) for lvl, ids in levels for i in ids])
@@ -436,12 +440,18 @@ class KeyTree:
     # -- adding and reading leaves -----------------------------------------------------------
 
     def add_leaves(
-        self, nodes: KeyTreeNodes, items: Sequence[tuple[ArtifactId, Capability, bytes]]
+        self,
+        nodes: KeyTreeNodes,
+        items: Sequence[tuple[ArtifactId, Capability, bytes]],
+        *,
+        record: bool = True,
     ) -> list[TreeLeaf]:
         """Wrap capability keys into new leaves of this tree inside the caller's transaction.
 
         Each capability key is wrapped under a fresh leaf key; the leaf key goes into its
-        level-1 node, so forgetting re-seals leaf keys there and never touches leaf rows."""
+        level-1 node, so forgetting re-seals leaf keys there and never touches leaf rows.
+        Without ``record`` the leaves are returned, not recorded: the caller records them in
+        the same transaction (with the rows of their artifacts)."""
         if not items:
             return []
         head = self.initialise(nodes)
@@ -452,17 +462,23 @@ class KeyTree:
         path = self._path(nodes, head, slots, create=True)
         b = self.fanout
         leaf_keys = self._random(KEY_SIZE * len(items))
-        nonces = self._random(NONCE_SIZE * len(items))
-        leaves: list[TreeLeaf] = []
-        for n, (slot, (aid, capability, key)) in enumerate(zip(slots, items, strict=True)):
-            leaf_key = leaf_keys[n * KEY_SIZE : (n + 1) * KEY_SIZE]
-            nonce = nonces[n * NONCE_SIZE : (n + 1) * NONCE_SIZE]
-            wrapped = wrap_key(
-                leaf_key, nonce, key, capability_context(self.tree, slot, aid, capability)
-            )
-            leaves.append(TreeLeaf(slot, aid, capability, wrapped))
-            path.children[(1, slot // b)][slot % b] = leaf_key
-            path.changed.add((1, slot // b))
+        contexts = [
+            capability_context(self.tree, slot, aid, capability)
+            for slot, (aid, capability, _) in zip(slots, items, strict=True)
+        ]
+        wrapped_keys = wrap_keys_each(
+            leaf_keys,
+            self._random(NONCE_SIZE * len(items)),
+            [(key, context) for (_, _, key), context in zip(items, contexts, strict=True)],
+        )
+        leaves = [
+            TreeLeaf(slot, aid, capability, wrapped)
+            for slot, (aid, capability, _), wrapped in zip(slots, items, wrapped_keys, strict=True)
+        ]
+        children = path.children
+        for n, slot in enumerate(slots):
+            children[(1, slot // b)][slot % b] = leaf_keys[n * KEY_SIZE : (n + 1) * KEY_SIZE]
+        path.changed.update((1, index) for index in range(slots[0] // b, slots[-1] // b + 1))
         nodes.save_nodes(
             self.tree,
             [
@@ -470,7 +486,8 @@ class KeyTree:
                 for position in sorted(path.changed)
             ],
         )
-        nodes.insert_leaves(self.tree, leaves)
+        if record:
+            nodes.insert_leaves(self.tree, leaves)
         nodes.save_head(replace(head, next_slot=end))
         return leaves
 

@@ -47,9 +47,10 @@ from oblivio.core.identifiers import (
     validate_scope,
 )
 from oblivio.keys.custody import KeyCustody
+from oblivio.keys.key_tree import TreeLeaf
 from oblivio.node.ids import new_uuid7, new_uuid7s
 from oblivio.store.database import Database, Transaction
-from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
+from oblivio.store.key_tree_nodes import SqlKeyTreeNodes, leaf_values
 
 CHUNK_SIZE = 1 << 20
 """Ciphertext is stored in chunks of this size (SQLite and PostgreSQL cap a value at 1 GB)."""
@@ -216,9 +217,10 @@ class ArtifactVault:
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", chunk_rows
             )
-            _insert_artifacts(tx, artifact_rows)
-            # The key tree's leaves go in with the artifacts, in the same transaction.
-            self.custody.store_capability_keys(SqlKeyTreeNodes(tx), to_wrap)
+            # The key tree's leaves go in with the artifacts, in the same transaction: each
+            # in its artifact's row (ADR 0010).
+            leaves = self.custody.wrap_capability_keys(SqlKeyTreeNodes(tx), to_wrap)
+            _insert_artifacts(tx, artifact_rows, leaves)
         return ids
 
     def put_stream(
@@ -288,8 +290,8 @@ class ArtifactVault:
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
             )
-            _insert_artifacts(tx, [row])
-            self.custody.store_capability_keys(SqlKeyTreeNodes(tx), [(artifact_id, keys)])
+            leaves = self.custody.wrap_capability_keys(SqlKeyTreeNodes(tx), [(artifact_id, keys)])
+            _insert_artifacts(tx, [row], leaves)
         return artifact_id
 
     def sweep_orphan_chunks(self, older_than: datetime) -> int:
@@ -451,10 +453,23 @@ def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
     )
 
 
-def _insert_artifacts(tx: Transaction, artifact_rows: list[tuple[object, ...]]) -> None:
+# The last six columns are LEAF_COLUMNS, in their order (store/key_tree_nodes.py).
+_INSERT_ARTIFACT = (
+    "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, plaintext_size, "
+    "ciphertext_size, chunk_count, entity_uri, scope, created_at, leaf_record, leaf_pending, "
+    "decrypt_slot, decrypt_key, prove_slot, prove_key, recover_slot, recover_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_artifacts(
+    tx: Transaction, artifact_rows: list[tuple[object, ...]], leaves: Sequence[TreeLeaf]
+) -> None:
+    """Insert artifact rows (their id first) with their key-tree leaves."""
+    by_artifact: dict[str, list[TreeLeaf]] = {}
+    for leaf in leaves:
+        by_artifact.setdefault(leaf.artifact_id, []).append(leaf)
     tx.executemany(
-        "INSERT INTO artifacts (artifact_id, blob_id, metadata, nonce, plaintext_size, "
-        "ciphertext_size, chunk_count, entity_uri, scope, created_at, leaf_record, leaf_pending) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-        artifact_rows,
+        _INSERT_ARTIFACT,
+        [row + leaf_values(by_artifact.get(str(row[0]), [])) for row in artifact_rows],
     )

@@ -49,6 +49,22 @@ def _decode_leaves(data: bytes) -> tuple[tuple[ArtifactId, Capability], ...]:
     )
 
 
+LEAF_COLUMNS: tuple[str, ...] = tuple(name for c in CAPABILITIES for name in _LEAF_COLUMNS[c])
+"""The leaf columns of an artifact's row, in the order ``leaf_values`` gives their values:
+decrypt_slot, decrypt_key, prove_slot, prove_key, recover_slot, recover_key."""
+
+
+def leaf_values(leaves: Sequence[TreeLeaf]) -> tuple[object, ...]:
+    """The values of ``LEAF_COLUMNS`` for one artifact's leaves (NULL for a capability it has
+    no leaf for), for callers that write the artifact's row with its leaves."""
+    by_capability = {leaf.capability: leaf for leaf in leaves}
+    values: list[object] = []
+    for capability in CAPABILITIES:
+        leaf = by_capability.get(capability)
+        values += (None, None) if leaf is None else (leaf.slot, leaf.wrapped)
+    return tuple(values)
+
+
 def _by_capability(leaves: Sequence[TreeLeaf]) -> dict[Capability, list[TreeLeaf]]:
     grouped: dict[Capability, list[TreeLeaf]] = {}
     for leaf in leaves:
