@@ -2,6 +2,7 @@
 
 Prints one JSON object per figure, then a summary:
 
+- the first forget after the fill, apart (it also checkpoints the fill's WAL);
 - level-2 forgets per second in batches of 1, 100 and 10,000 (one request naming the batch,
   then one epoch commit), and the same batch sizes as one request per artifact;
 - forget-to-signed-checkpoint latency p50/p99 with the server's timer epoch running;
@@ -61,6 +62,15 @@ def fill(services: NodeServices, count: int) -> list[str]:
         }
     )
     return ids
+
+
+def first_forget(services: NodeServices, ids: list[str]) -> None:
+    """The first forget after the fill, reported on its own: it also checkpoints the WAL the
+    fill grew and makes the key trees' first new roots, costs of the fill, not of forgetting."""
+    start = time.perf_counter()
+    services.forgetting.forget(artifact_id=ids.pop(), level=2, authority="bench")
+    assert services.forgetting.commit_due() is not None
+    emit({"figure": "first_forget_after_fill", "seconds": time.perf_counter() - start})
 
 
 def forget_batches(
@@ -156,7 +166,7 @@ def main() -> int:
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--epoch-interval-ms", type=float, default=10)
     args = parser.parse_args()
-    needed = 3 * (1 + 100 + 10_000) + args.latency_samples + 10
+    needed = 3 * (1 + 100 + 10_000) + args.latency_samples + 11
     if args.artifacts < needed:
         parser.error(f"--artifacts must be at least {needed}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,6 +175,7 @@ def main() -> int:
             services.forgetting.settings = ForgetSettings(batch_size=10**9)
             ids = fill(services, args.artifacts)
             secrets.SystemRandom().shuffle(ids)
+            first_forget(services, ids)
             level2 = forget_batches(services, ids, level=2, one_request=True)
             level1 = forget_batches(services, ids, level=1, one_request=True)
             forget_batches(services, ids, level=2, one_request=False)
