@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oblivio.core.canonical import canonical_json
+from oblivio.core.canonical import CanonicalTemplate, canonical_json
 
 plain_scalars = (
     st.none()
@@ -50,3 +51,34 @@ def test_keys_sort_by_utf16_code_units_not_code_points() -> None:
     # U+FB33 sorts after U+1F600 in UTF-16 (0xFB33 > 0xD83D) but before it by code point.
     value = {"\U0001f600": 1, "\ufb33": 2}
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_a_template_fills_its_holes_in_text_order() -> None:
+    value = {"b": "ff", "a": "ee", "c": [1, "ee-not-a-hole"]}
+    template = CanonicalTemplate.of(value, ["ee", "ff"])
+    filled = template.fill("0a-1b", "c2")
+    assert filled == canonical_json({"b": "c2", "a": "0a-1b", "c": [1, "ee-not-a-hole"]})
+
+
+@pytest.mark.parametrize(
+    ("value", "markers"),
+    [
+        ({"a": "ee", "b": "ee"}, ["ee"]),  # twice
+        ({"a": "ee"}, ["ff"]),  # absent
+        ({"a": "ee", "b": "ff"}, ["ff", "ee"]),  # out of text order
+    ],
+)
+def test_a_marker_must_be_one_string_of_the_value_in_order(
+    value: dict[str, object], markers: list[str]
+) -> None:
+    with pytest.raises(ValueError, match="JCS template"):
+        CanonicalTemplate.of(value, markers)
+
+
+@pytest.mark.parametrize("bad", ["AB", 'a"b', "a\\b", "é", "g"])
+def test_a_template_takes_only_lowercase_hex_and_dashes(bad: str) -> None:
+    template = CanonicalTemplate.of({"a": "ee"}, ["ee"])
+    with pytest.raises(ValueError, match="lower-case hex"):
+        template.fill(bad)
+    with pytest.raises(ValueError, match="expected 1 values"):
+        template.fill("aa", "bb")

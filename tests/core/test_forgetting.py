@@ -65,7 +65,15 @@ def test_forget_event_entries_are_the_jcs_of_each_event(
 
 
 @pytest.mark.parametrize(
-    "authority", ['x","id":"00000000-0000-0000-0000-000000000000', ',"id":"', "\u0000"]
+    "authority",
+    [
+        'x","id":"00000000-0000-0000-0000-000000000000',
+        ',"id":"',
+        "\u0000",
+        # Equal to the template's markers: the events are then made one by one.
+        "00000000-0000-0000-0000-000000000000",
+        "0" * 64,
+    ],
 )
 def test_an_authority_that_looks_like_the_id_field_stays_a_string(authority: str) -> None:
     event_id, artifact = "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee", "ab" * 32

@@ -7,6 +7,8 @@ else in oblivio serialises JSON for hashing or signing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
@@ -63,6 +65,49 @@ def canonical_json(value: JsonValue) -> bytes:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
         raise InvalidInputError(f"value cannot be canonicalised as RFC 8785 JSON: {e}") from e
+
+
+_TEMPLATE_VALUE_CHARS = frozenset("0123456789abcdef-")
+
+
+@dataclass(frozen=True)
+class CanonicalTemplate:
+    """The JCS text of a JSON value cut at some of its string values (holes), to make many
+    values that differ only there with one ``canonical_json`` call.
+
+    ``fill`` puts strings of lower-case hex digits and ``-`` (digests, ids, UUIDs) in the holes:
+    such strings need no escaping, and JCS orders keys by name, never by value, so the result is
+    the JCS of the filled value (callers hold this with property tests)."""
+
+    parts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, value: JsonValue, markers: Sequence[str]) -> CanonicalTemplate:
+        """Cut ``canonical_json(value)`` at ``markers``, string values of ``value`` given in the
+        order they appear in the text. Raises ValueError unless each marker appears exactly
+        once as a whole JSON string (another string of ``value`` may equal it)."""
+        whole = text = canonical_json(value).decode("utf-8")
+        parts = []
+        for marker in markers:
+            quoted = f'"{marker}"'
+            head, found, text = text.partition(quoted)
+            if not found or whole.count(quoted) != 1:
+                raise ValueError(f"JCS template: {marker!r} is not one string of the value here")
+            parts.append(head + '"')
+            text = '"' + text
+        return cls((*parts, text))
+
+    def fill(self, *values: str) -> bytes:
+        """The JCS bytes with ``values`` in the holes, in order. Raises ValueError for a value
+        that is not lower-case hex digits and ``-``, or a wrong number of values."""
+        if len(values) != len(self.parts) - 1:
+            raise ValueError(f"JCS template: expected {len(self.parts) - 1} values")
+        text = self.parts[0]
+        for value, part in zip(values, self.parts[1:], strict=True):
+            if not _TEMPLATE_VALUE_CHARS.issuperset(value):
+                raise ValueError(f"JCS template: {value!r} is not lower-case hex")
+            text += value + part
+        return text.encode("utf-8")
 
 
 def _reject_constant(name: str) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from oblivio.core.canonical import JsonValue, canonical_json
+from oblivio.core.canonical import CanonicalTemplate, JsonValue, canonical_json
 from oblivio.core.errors import InvalidInputError, VerificationError
 from oblivio.core.hashing import sha256, sha256_concat
 from oblivio.core.identifiers import CAPABILITIES, Capability, parse_artifact_id
@@ -100,9 +100,8 @@ def active_record(
     }
 
 
-_EVENT_ID_PLACEHOLDER: Final = "00000000-0000-0000-0000-000000000000"
-_ARTIFACT_PLACEHOLDER: Final = "0" * 64
-_EVENT_HEAD: Final = '{"artifacts":["'
+_EVENT_ID_MARK: Final = "00000000-0000-0000-0000-000000000000"
+_ARTIFACT_MARK: Final = "0" * 64
 _UUID_CHARS: Final = frozenset("0123456789abcdef-")
 
 
@@ -120,57 +119,53 @@ def forget_event_entries(
     ``artifacts[i]``), equal to ``canonical_json(forget_event(...))`` of each (a property test
     holds them equal).
 
-    The events of a request differ only in their id and artifact, so the JCS text is made once
-    by ``canonical_json`` and each event puts in its two values: a lower-case UUID and an
-    artifact id need no escaping, and in JCS the key order does not depend on values. Raises
-    InvalidInputError as ``forget_event`` does, or for an event id that is not a lower-case UUID.
+    The events of a request differ only in their artifact and id, so they are made from one
+    ``CanonicalTemplate`` (or one by one when another field of the request happens to equal a
+    marker). Raises InvalidInputError as ``forget_event`` does, or for an event id that is not a
+    lower-case UUID.
     """
     if len(event_ids) != len(artifacts):
         raise ValueError("forget events: one event id per artifact")
-    template = canonical_json(
-        forget_event(
-            event_id=_EVENT_ID_PLACEHOLDER,
-            artifacts=[_ARTIFACT_PLACEHOLDER],
-            level=level,
-            capabilities=capabilities,
-            authority=authority,
-            commitment=commitment,
-            requested_at=requested_at,
+    common: dict[str, Any] = {
+        "level": level,
+        "capabilities": capabilities,
+        "authority": authority,
+        "commitment": commitment,
+        "requested_at": requested_at,
+    }
+    marked = forget_event(event_id=_EVENT_ID_MARK, artifacts=[_ARTIFACT_MARK], **common)
+    try:
+        # JCS key order: "artifacts" comes before "id".
+        template: CanonicalTemplate | None = CanonicalTemplate.of(
+            marked, [_ARTIFACT_MARK, _EVENT_ID_MARK]
         )
-    ).decode("utf-8")
-    # Outside strings a quote is never escaped, inside them always: this marker is the key.
-    id_marker = f',"id":"{_EVENT_ID_PLACEHOLDER}"'
-    start = len(_EVENT_HEAD) + len(_ARTIFACT_PLACEHOLDER)
-    at = template.index(id_marker)
-    middle = template[start:at] + ',"id":"'
-    tail = '"' + template[at + len(id_marker) :]
+    except ValueError:
+        template = None
     entries = []
     for event_id, artifact_id in zip(event_ids, artifacts, strict=True):
         if len(event_id) != 36 or not _UUID_CHARS.issuperset(event_id):
             raise InvalidInputError(f"forget event id: expected a lowercase UUID, got {event_id!r}")
         aid = parse_artifact_id(artifact_id)
-        entries.append((_EVENT_HEAD + aid + middle + event_id + tail).encode("utf-8"))
+        entries.append(
+            template.fill(aid, event_id)
+            if template is not None
+            else canonical_json(forget_event(event_id=event_id, artifacts=[aid], **common))
+        )
     return entries
 
 
-_NEW_LEAF_PLACEHOLDER: Final = "0" * 64
-_NEW_LEAF_HEAD, _NEW_LEAF_TAIL = (
-    canonical_json(active_record(bytes(32), CAPABILITIES))
-    .decode("ascii")
-    .split(_NEW_LEAF_PLACEHOLDER)
-)
+_NEW_LEAF: Final = CanonicalTemplate.of(active_record(bytes(32), CAPABILITIES), ["00" * 32])
 
 
 def new_artifact_leaf_json(key_commitment: bytes) -> str:
     """The JCS text of a new artifact's ACTIVE leaf (every capability, no revocation, no hold).
 
     Equal to ``canonical_json(active_record(key_commitment, CAPABILITIES))`` (a property test
-    holds them equal): the JCS bytes are made once and only the hex commitment, which needs no
-    escaping and moves no key, is put in. A put makes one per artifact.
+    holds them equal), made from one ``CanonicalTemplate``. A put makes one per artifact.
     """
     if len(key_commitment) != 32:
         raise InvalidInputError(f"key commitment: expected 32 bytes, got {len(key_commitment)}")
-    return _NEW_LEAF_HEAD + key_commitment.hex() + _NEW_LEAF_TAIL
+    return _NEW_LEAF.fill(key_commitment.hex()).decode("ascii")
 
 
 def tombstone_record(
@@ -189,39 +184,26 @@ def tombstone_record(
 
 _EVENT_HASH_MARK: Final = "00" * 32
 _RECEIPT_HASH_MARK: Final = "11" * 32
-# The JCS text of a TOMBSTONE record cut where its digests go: key order puts the receipt's
-# digest first, then the event's.
-_WITH_RECEIPT: Final = canonical_json(
-    tombstone_record(bytes.fromhex(_EVENT_HASH_MARK), bytes.fromhex(_RECEIPT_HASH_MARK))
-).decode("ascii")
-_WR_HEAD, _, _WR_REST = _WITH_RECEIPT.partition(_RECEIPT_HASH_MARK)
-_WR_MIDDLE, _, _WR_TAIL = _WR_REST.partition(_EVENT_HASH_MARK)
-_NR_HEAD, _, _NR_TAIL = (
-    canonical_json(tombstone_record(bytes.fromhex(_EVENT_HASH_MARK), None))
-    .decode("ascii")
-    .partition(_EVENT_HASH_MARK)
+# JCS key order: "destruction_receipt_hash" comes before "forget_event_hash".
+_TOMBSTONE_WITH_RECEIPT: Final = CanonicalTemplate.of(
+    tombstone_record(bytes.fromhex(_EVENT_HASH_MARK), bytes.fromhex(_RECEIPT_HASH_MARK)),
+    [_RECEIPT_HASH_MARK, _EVENT_HASH_MARK],
+)
+_TOMBSTONE_WITHOUT_RECEIPT: Final = CanonicalTemplate.of(
+    tombstone_record(bytes.fromhex(_EVENT_HASH_MARK), None), [_EVENT_HASH_MARK]
 )
 
 
 def tombstone_leaf_json(forget_event_hash: bytes, destruction_receipt_hash: bytes | None) -> bytes:
     """``canonical_json(tombstone_record(...))`` (a property test holds them equal), made from
-    the JCS text of the record with only its two hex digests put in; an epoch makes one per
-    level-2 forget."""
+    one ``CanonicalTemplate``; an epoch makes one per level-2 forget."""
     if len(forget_event_hash) != 32 or (
         destruction_receipt_hash is not None and len(destruction_receipt_hash) != 32
     ):
         raise InvalidInputError("tombstone leaf: expected 32-byte digests")
     if destruction_receipt_hash is None:
-        text = _NR_HEAD + forget_event_hash.hex() + _NR_TAIL
-    else:
-        text = (
-            _WR_HEAD
-            + destruction_receipt_hash.hex()
-            + _WR_MIDDLE
-            + forget_event_hash.hex()
-            + _WR_TAIL
-        )
-    return text.encode("ascii")
+        return _TOMBSTONE_WITHOUT_RECEIPT.fill(forget_event_hash.hex())
+    return _TOMBSTONE_WITH_RECEIPT.fill(destruction_receipt_hash.hex(), forget_event_hash.hex())
 
 
 def entry_hash(entry: Mapping[str, JsonValue]) -> bytes:
