@@ -560,8 +560,9 @@ def _build_sorted(leaves: list[SmtLeaf], depth: int, version: int) -> SmtLeaf | 
     first = leaves[0]
     node: SmtLeaf | SmtInner = first
     top, kint = -1, first.kint
-    for leaf in leaves[1:]:
-        branch = KEY_BITS - (kint ^ leaf.kint).bit_length()
+    for leaf in [*leaves[1:], None]:
+        # The end (None) closes every pending branch.
+        branch = -1 if leaf is None else KEY_BITS - (kint ^ leaf.kint).bit_length()
         while stack and stack[-1][0] > branch:
             at, left, left_top, left_kint = stack.pop()
             if left_top > at + 1:
@@ -570,16 +571,10 @@ def _build_sorted(leaves: list[SmtLeaf], depth: int, version: int) -> SmtLeaf | 
                 node = raised(node, top, at + 1, kint)
             node = SmtInner(sha(prefix + left.hash + node.hash).digest(), left, node, version)
             top, kint = at, left_kint
+        if leaf is None:
+            break
         stack.append((branch, node, top, kint))
         node, top, kint = leaf, -1, leaf.kint
-    while stack:
-        at, left, left_top, left_kint = stack.pop()
-        if left_top > at + 1:
-            left = raised(left, left_top, at + 1, left_kint)
-        if top > at + 1:
-            node = raised(node, top, at + 1, kint)
-        node = SmtInner(sha(prefix + left.hash + node.hash).digest(), left, node, version)
-        top, kint = at, left_kint
     return raised(node, top, depth, kint) if top > depth else node
 
 
