@@ -90,7 +90,7 @@ class KeyFile:
             f.write(self.magic + (0).to_bytes(8, "big"))
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(self.path.parent)
+        fsync_directory(self.path.parent)
 
     @contextmanager
     def _locked(self, *, write: bool) -> Iterator[int]:
@@ -219,7 +219,8 @@ def _slot(state: int, tag: int, reference: bytes, secret: bytes | None) -> bytes
     return bytes([state, tag]) + bytes(14) + reference + (secret or bytes(SECRET_SIZE))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make a directory's entries (a new or renamed file) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

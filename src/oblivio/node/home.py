@@ -136,15 +136,6 @@ def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> N
         os.fsync(f.fileno())
 
 
-def fsync_directory(path: Path) -> None:
-    """Make a directory's entries (a new or renamed file) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def signing_key_file_bytes(key: SigningKey) -> bytes:
     """How a signing key is kept on disk: its seed, base64url, one line."""
     return (b64url_encode(key.seed) + "\n").encode("ascii")

@@ -25,10 +25,10 @@ from oblivio.core.manifest import (
     verify_manifest,
 )
 from oblivio.core.signing import SigningKey
+from oblivio.keys.key_file import fsync_directory
 from oblivio.node.audit import AuditLog
 from oblivio.node.home import (
     SIGNING_KEY_FILE,
-    fsync_directory,
     load_signing_key,
     new_signing_key,
     signing_key_file_bytes,
