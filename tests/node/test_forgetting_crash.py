@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from oblivio.core.errors import ArtifactForgottenError, IntegrityError
+from oblivio.core.errors import ArtifactForgottenError, IntegrityError, StorageError
 from oblivio.core.identifiers import CAPABILITIES, ArtifactId
 from oblivio.core.pof import verify_document
 from oblivio.node.checkpoints import check_store_agrees
-from oblivio.node.node import init_node, open_node
+from oblivio.node.node import Node, init_node, open_node
 from oblivio.node.services import open_services
 from oblivio.node.vault import ArtifactInput
 
@@ -277,3 +277,76 @@ def test_a_recovery_commit_mixing_old_and_new_forgets_binds_each_its_own_receipt
     assert bound[earlier] in {r.digest().hex() for r in destroyed_first}
     assert bound[fresh] is not None
     assert bound[fresh] not in {r.digest().hex() for r in destroyed_first}
+
+
+def _wrapped_keys(node: Node, artifact_id: ArtifactId) -> tuple[object, ...]:
+    with node.db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT decrypt_key, prove_key, recover_key FROM artifacts WHERE artifact_id = ?",
+            (artifact_id,),
+        )
+    assert row is not None
+    return tuple(row)
+
+
+def test_a_crash_after_the_roots_are_destroyed_and_before_the_epoch_records_them(
+    home: Path,
+) -> None:
+    # An epoch destroys the old roots and records the destructions in its own transaction
+    # (docs/adr/0012). Crash between the two: the roots are gone, nothing says so yet.
+    [artifact_id] = _put_entity(home, "user:unrecorded", 1)
+    with open_node(home) as node:
+        receipt = open_services(node).forgetting.forget(artifact_id=artifact_id, level=2)
+        custody = node.vault.custody
+        destroyed = custody.destroy_roots(custody.begin_forget([artifact_id], CAPABILITIES))
+        assert {d.entry.tree for d in destroyed} == {"wrap", "escrow"}
+        # Unrecorded: the wrapped keys are still in the row, but the tree no longer holds
+        # their leaf keys, so a second batch finds nothing to forget.
+        assert None not in _wrapped_keys(node, artifact_id)
+        assert custody.begin_forget([artifact_id], CAPABILITIES) == []
+    with open_node(home) as node:  # recovery records the destructions, with fresh receipts
+        assert _wrapped_keys(node, artifact_id) == (None, None, None)
+        with pytest.raises(IntegrityError):
+            node.vault.custody.unwrap_capability_key(artifact_id, "recover")
+        services = open_services(node)
+        assert services.forgetting.commit_due() is not None
+        assert services.forgetting.status(receipt.request_id)["state"] == "done"
+        proof = services.forgetting.prove(artifact_id)
+        verify_document(proof, services.checkpoints.verifier_key)
+        bound = proof["destruction_receipt"]
+        assert isinstance(bound, dict)
+        assert bound["key_ref"]["tree"] == "wrap"  # type: ignore[index]
+        # The receipt of the lost epoch was never stored; the recorded one is bound instead.
+        assert bound not in [d.receipt.to_dict() for d in destroyed]
+        assert node.vault.custody.backend.live_root_keys() == _head_roots(node)
+
+
+def test_an_epoch_that_fails_after_destroying_the_roots_is_finished_by_the_next(
+    home: Path,
+) -> None:
+    [artifact_id] = _put_entity(home, "user:failing-epoch", 1)
+    with open_node(home) as node:
+        services = open_services(node)
+        receipt = services.forgetting.forget(artifact_id=artifact_id, level=2)
+        commit_epoch = services.checkpoints.commit_epoch
+
+        def failing(*args: object, **kwargs: object) -> object:
+            raise StorageError("store: commit failed: disk I/O error")
+
+        services.checkpoints.commit_epoch = failing  # type: ignore[method-assign, assignment]
+        with pytest.raises(StorageError):
+            services.forgetting.commit_due()
+        services.checkpoints.commit_epoch = commit_epoch  # type: ignore[method-assign]
+        assert services.forgetting.status(receipt.request_id)["state"] == "pending"
+        assert services.forgetting.commit_due() is not None
+        assert services.forgetting.status(receipt.request_id)["state"] == "done"
+        assert _wrapped_keys(node, artifact_id) == (None, None, None)
+        proof = services.forgetting.prove(artifact_id)
+        verify_document(proof, services.checkpoints.verifier_key)
+        assert proof["destruction_receipt"] is not None
+
+
+def _head_roots(node: Node) -> set[str]:
+    with node.db.transaction(write=False) as tx:
+        rows = tx.fetchall("SELECT root_ref, standby_root FROM key_tree_heads")
+    return {ref for row in rows for ref in row if ref is not None}

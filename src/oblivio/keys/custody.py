@@ -22,9 +22,11 @@ from oblivio.keys.backend import RootKeyPurpose, WrappingKeyBackend
 from oblivio.keys.key_tree import (
     DEFAULT_FANOUT,
     TREES,
+    JournalEntry,
     KeyTree,
     KeyTreeNodes,
     KeyTreeStore,
+    RootDestruction,
     TreeLeaf,
     tree_of,
 )
@@ -57,6 +59,23 @@ class KeyCustody(Protocol):
     ) -> list[DestructionReceipt]:
         """Forget these capability keys at level 1 as one batch; return the receipts of the
         root keys destroyed (none while a destruction window defers destruction)."""
+
+    def begin_forget(
+        self, artifact_ids: Sequence[ArtifactId], capabilities: Sequence[Capability] = CAPABILITIES
+    ) -> list[JournalEntry]:
+        """The intent step of a forget (committed); the old roots still live."""
+
+    def destroy_roots(self, entries: Sequence[JournalEntry]) -> list[RootDestruction]:
+        """Destroy the old roots of these batches (those due), unrecorded."""
+
+    def record_destructions(
+        self, nodes: KeyTreeNodes, destroyed: Sequence[RootDestruction]
+    ) -> list[DestructionReceipt]:
+        """Record destructions and erase the forgotten wrapped keys in the caller's
+        transaction; return the receipts."""
+
+    def destroy_due(self) -> list[DestructionReceipt]:
+        """Destroy (and record) old roots whose destruction window has elapsed."""
 
 
 @dataclass(frozen=True)
@@ -151,24 +170,59 @@ class KeyTreeCustody:
     def forget(
         self, artifact_ids: Sequence[ArtifactId], capabilities: Sequence[Capability] = CAPABILITIES
     ) -> list[DestructionReceipt]:
-        """Forget the capability keys as one batch per tree touched (one root rotation each).
+        """Forget the capability keys as one batch per tree touched (one root rotation each):
+        ``begin_forget``, ``destroy_roots``, then ``record_destructions`` in a transaction of
+        its own.
 
         Unknown or already forgotten keys are skipped. Raises KeyBackendError if the backend
         fails; the journal keeps the batch and ``recover`` finishes it.
         """
-        receipts = []
-        for name, tree in self.trees.items():
-            leaves = [
-                (aid, capability)
-                for aid in artifact_ids
-                for capability in capabilities
-                if tree_of(capability) == name
-            ]
-            if leaves:
-                receipt = tree.forget_leaves(leaves)
-                if receipt is not None:
-                    receipts.append(receipt)
+        destroyed = self.destroy_roots(self.begin_forget(artifact_ids, capabilities))
+        with self.store.transaction() as nodes:
+            receipts = self.record_destructions(nodes, destroyed)
         return receipts + self.destroy_due()
+
+    def begin_forget(
+        self, artifact_ids: Sequence[ArtifactId], capabilities: Sequence[Capability] = CAPABILITIES
+    ) -> list[JournalEntry]:
+        """The intent step of both trees in one transaction: the keys' leaves dropped, the
+        trees re-keyed under new roots, the batches journalled; the old roots still live.
+        Returns the journal entries (none for a tree with no live key among these)."""
+        entries = []
+        with self.store.transaction() as nodes:
+            found = nodes.find_leaves(
+                [
+                    (aid, capability)
+                    for aid in dict.fromkeys(artifact_ids)
+                    for capability in capabilities
+                ]
+            )
+            for tree in self.trees.values():
+                if (entry := tree.rekey_forgotten(nodes, found)) is not None:
+                    entries.append(entry)
+        return entries
+
+    def destroy_roots(self, entries: Sequence[JournalEntry]) -> list[RootDestruction]:
+        """Destroy the old roots of freshly journalled batches whose destruction window has
+        elapsed (each also makes its tree's standby root); nothing is recorded yet. Raises
+        KeyBackendError if the backend fails (the journal keeps the batches)."""
+        return [
+            self.trees[entry.tree].destroy_root(entry, make_standby=True)
+            for entry in entries
+            if self.trees[entry.tree].due(entry)
+        ]
+
+    def record_destructions(
+        self, nodes: KeyTreeNodes, destroyed: Sequence[RootDestruction]
+    ) -> list[DestructionReceipt]:
+        """In the caller's transaction: receipts, journal states and standby roots, and the
+        forgotten wrapped keys erased (one statement per artifact for both trees). Returns the
+        receipts. A caller that writes the same artifacts' rows in that transaction (the
+        node's epoch) writes each row's page once."""
+        for destruction in destroyed:
+            self.trees[destruction.entry.tree].record_destruction(nodes, destruction)
+        nodes.erase_keys([key for d in destroyed for key in d.entry.leaves])
+        return [d.receipt for d in destroyed]
 
     def destroy_due(self) -> list[DestructionReceipt]:
         """Destroy old roots whose destruction window has elapsed; return their receipts."""

@@ -30,15 +30,18 @@ Crash safety is a journal in the same database as the tree, written first and re
                journal entry commit in one transaction (the old root is still alive)
     destroy    old root destroyed in the backend and confirmed by a failed lookup; the same
                backend step makes the next standby root (software: one write, one fsync)
-    commit     in the same transaction as the destroy step: the journal entry marked
-               ``destroyed`` with the signed receipt, the standby recorded in the head
+    commit     the journal entry marked ``destroyed`` with the signed receipt, the standby
+               recorded in the head, the forgotten wrapped keys erased from their rows: in
+               the destroy step's own transaction, or in one the caller commits next (the
+               node's epoch, which rewrites the same rows; docs/adr/0012)
 
 A crash before the intent commits leaves the old state (nothing was acknowledged; an unused new
 root is destroyed by recovery); after it, the new state, and ``recover`` finishes the
-destruction. Recovery also destroys any root the backend still holds that the database does
-not account for, and the standby roots: one made just before a crash, a destroyed one that came
-back (SoftHSMv2 issue 903), a standby a restored database shares with a newer tree. So a live
-leaf's key is never lost and a forgotten one never stays recoverable.
+destruction (destroying a root already gone is harmless; a new receipt is recorded). Recovery
+also destroys any root the backend still holds that the database does not account for, and the
+standby roots: one made just before a crash, a destroyed one that came back (SoftHSMv2 issue
+903), a standby a restored database shares with a newer tree. So a live leaf's key is never lost
+and a forgotten one never stays recoverable.
 """
 
 from __future__ import annotations
@@ -146,6 +149,16 @@ class JournalEntry:
     receipt_hash: str | None = None
 
 
+@dataclass(frozen=True)
+class RootDestruction:
+    """A batch's old root destroyed in the backend, not yet recorded: its journal entry, the
+    signed receipt, and the standby root the same backend step made (if any)."""
+
+    entry: JournalEntry
+    receipt: DestructionReceipt
+    standby: str | None
+
+
 class KeyTreeNodes(Protocol):
     """The key tree's persistence inside one open transaction (implemented by the store)."""
 
@@ -172,9 +185,9 @@ class KeyTreeNodes(Protocol):
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         """Record new leaves (their artifacts must exist already)."""
 
-    def erase_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
-        """Erase the wrapped capability keys of these leaves from the live tree; a leaf without
-        one is forgotten (``leaf`` and ``find_leaves`` no longer return it)."""
+    def erase_keys(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> None:
+        """Erase these wrapped capability keys (their leaves' keys are gone from the tree); a
+        leaf without one is forgotten (``leaf`` and ``find_leaves`` no longer return it)."""
 
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:
         """Journal entries in the given states, oldest first."""
@@ -522,43 +535,70 @@ class KeyTree:
         if not, nothing changed, and ``recover`` destroys the unused new root.
         """
         with self.store.transaction() as nodes:
-            head = self.initialise(nodes)
             wanted = [key for key in dict.fromkeys(leaves) if tree_of(key[1]) == self.tree]
-            present = nodes.find_leaves(wanted)
-            if not present:
-                return None
-            # The standby root made when the previous root was destroyed, if it is still there
-            # (recovery destroys standbys); else a new root now.
-            new_root = head.standby_root
-            if new_root is None or not self.backend.has_root_key(new_root):
-                new_root = self.backend.create_root_key(self.tree)
-            self._rekey(nodes, head, {leaf.slot for leaf in present}, new_root)
-            nodes.erase_leaves(self.tree, present)
-            destroy_after = self._clock() + self.destruction_window
-            entry = JournalEntry(
-                batch_id=str(uuid6.uuid7()),
-                tree=self.tree,
-                state="intent",
-                old_generation=head.generation,
-                old_root=head.root_ref,
-                new_root=new_root,
-                leaves=tuple((leaf.artifact_id, leaf.capability) for leaf in present),
-                created_at=format_time(self._clock()),
-                destroy_after=format_time(destroy_after),
-            )
-            nodes.add_journal(entry)
-        if destroy_after > self._clock():
+            entry = self.rekey_forgotten(nodes, nodes.find_leaves(wanted))
+        if entry is None or not self.due(entry):
             return None
         return self._destroy(entry)
 
-    def _rekey(
-        self, nodes: KeyTreeNodes, head: TreeHead, forgotten: set[int], new_root: str
-    ) -> None:
-        """Drop the leaf keys of ``forgotten`` slots; give every node above them a new key and
-        re-seal its remaining children under it; the root becomes ``new_root``. Each node on
-        the paths is opened and sealed once (two AEAD operations) and written as one row."""
+    def rekey_forgotten(
+        self, nodes: KeyTreeNodes, found: Sequence[TreeLeaf]
+    ) -> JournalEntry | None:
+        """The intent step of a forget batch, in the caller's transaction: drop the leaf keys
+        of these leaves (as ``find_leaves`` found them; those of this tree that the live tree
+        still holds) from their level-1 nodes, re-key every node above them under a new root
+        (the standby root, or one made now) and journal the batch as ``intent``. The old root
+        stays alive until ``destroy_root``; None when no leaf was live (nothing changes then).
+
+        A leaf is live when its level-1 node still lists its key: the tree is the authority,
+        so a batch whose destruction is not recorded yet (its wrapped keys still in their rows)
+        is never forgotten twice."""
+        head = self.initialise(nodes)
+        found = [leaf for leaf in found if tree_of(leaf.capability) == self.tree]
+        if not found:
+            return None
         b = self.fanout
-        path = self._path(nodes, head, forgotten, create=False)
+        path = self._path(nodes, head, {leaf.slot for leaf in found}, create=False)
+        present = [leaf for leaf in found if leaf.slot % b in path.children[(1, leaf.slot // b)]]
+        if not present:
+            return None
+        # The standby root made when the previous root was destroyed, if it is still there
+        # (recovery destroys standbys); else a new root now.
+        new_root = head.standby_root
+        if new_root is None or not self.backend.has_root_key(new_root):
+            new_root = self.backend.create_root_key(self.tree)
+        self._rekey(nodes, head, path, {leaf.slot for leaf in present}, new_root)
+        entry = JournalEntry(
+            batch_id=str(uuid6.uuid7()),
+            tree=self.tree,
+            state="intent",
+            old_generation=head.generation,
+            old_root=head.root_ref,
+            new_root=new_root,
+            leaves=tuple((leaf.artifact_id, leaf.capability) for leaf in present),
+            created_at=format_time(self._clock()),
+            destroy_after=format_time(self._clock() + self.destruction_window),
+        )
+        nodes.add_journal(entry)
+        return entry
+
+    def due(self, entry: JournalEntry) -> bool:
+        """Whether the destruction window of a journalled batch has elapsed."""
+        return entry.destroy_after is None or parse_time(entry.destroy_after) <= self._clock()
+
+    def _rekey(
+        self,
+        nodes: KeyTreeNodes,
+        head: TreeHead,
+        path: _Path,
+        forgotten: set[int],
+        new_root: str,
+    ) -> None:
+        """Drop the leaf keys of ``forgotten`` slots from ``path`` (the nodes above them, as
+        opened); give every node on it a new key and re-seal its remaining children under it;
+        the root becomes ``new_root``. Each node on the paths is opened and sealed once (two
+        AEAD operations) and written as one row."""
+        b = self.fanout
         for slot in forgotten:
             path.children[(1, slot // b)].pop(slot % b, None)
         fresh = self._random(KEY_SIZE * (len(path.keys) - 1))
@@ -588,45 +628,62 @@ class KeyTree:
             replace(head, generation=head.generation + 1, root_ref=new_root, standby_root=None)
         )
 
+    def destroy_root(self, entry: JournalEntry, *, make_standby: bool) -> RootDestruction:
+        """Destroy a journalled batch's old root in the backend, confirm it, and sign the
+        receipt; nothing is recorded (``record_destruction`` does, in a later transaction).
+        With ``make_standby`` the same backend step makes the tree's next root (software: the
+        same write and fsync; docs/adr/0008). Raises KeyBackendError if destruction cannot be
+        confirmed; repeating it is harmless."""
+        evidence, standby = None, None
+        if make_standby:
+            try:
+                evidence, standby = self.backend.rotate_root_key(entry.old_root, self.tree)
+            except KeyBackendError:
+                # A standby only saves the next forget a step: a backend that can destroy but
+                # not create (a custodian offline) still destroys.
+                evidence = None
+        if evidence is None:
+            evidence = self.backend.destroy_root_key(entry.old_root)
+        receipt = DestructionReceipt(
+            backend=evidence.backend,
+            key_ref=dict(evidence.key_ref) | {"tree": self.tree},
+            epoch=entry.old_generation,
+            destroyed_at=format_time(self._clock()),
+            evidence=dict(evidence.evidence) | {"forgotten_keys": len(entry.leaves)},
+        ).signed_by(self.signer)
+        return RootDestruction(entry, receipt, standby)
+
+    def record_destruction(self, nodes: KeyTreeNodes, destruction: RootDestruction) -> None:
+        """In the caller's transaction: the receipt, the journal entry ``destroyed``, and the
+        standby root in the head (destroyed at once if the head has one already). The
+        forgotten wrapped keys are the caller's to erase (``KeyTreeNodes.erase_keys``), in
+        the same transaction."""
+        if destruction.standby is not None:
+            head = nodes.head(self.tree)
+            if head is not None and head.standby_root is None:
+                nodes.save_head(replace(head, standby_root=destruction.standby))
+            else:
+                self.backend.destroy_root_key(destruction.standby)
+        nodes.record_destruction(destruction.entry, destruction.receipt)
+
     def _destroy(self, entry: JournalEntry) -> DestructionReceipt:
-        """Destroy the batch's old root, confirm it, and record the signed receipt, in one
-        transaction. Unless the tree has a standby root, the same backend step makes one
-        (software: the same write and fsync) for the next forget (docs/adr/0008)."""
+        """Destroy the batch's old root and record it, with its wrapped keys erased, in one
+        transaction (a standby root is made unless the tree has one)."""
         with self.store.transaction() as nodes:
             head = nodes.head(self.tree)
-            evidence = None
-            if head is not None and head.standby_root is None:
-                try:
-                    evidence, standby = self.backend.rotate_root_key(entry.old_root, self.tree)
-                    nodes.save_head(replace(head, standby_root=standby))
-                except KeyBackendError:
-                    # A standby only saves the next forget a step: a backend that can destroy
-                    # but not create (a custodian offline) still records the destruction.
-                    evidence = None
-            if evidence is None:
-                evidence = self.backend.destroy_root_key(entry.old_root)
-            receipt = DestructionReceipt(
-                backend=evidence.backend,
-                key_ref=dict(evidence.key_ref) | {"tree": self.tree},
-                epoch=entry.old_generation,
-                destroyed_at=format_time(self._clock()),
-                evidence=dict(evidence.evidence) | {"forgotten_keys": len(entry.leaves)},
-            ).signed_by(self.signer)
-            nodes.record_destruction(entry, receipt)
-        return receipt
+            destruction = self.destroy_root(
+                entry, make_standby=head is not None and head.standby_root is None
+            )
+            self.record_destruction(nodes, destruction)
+            nodes.erase_keys(entry.leaves)
+        return destruction.receipt
 
     # -- recovery ----------------------------------------------------------------------------
 
     def destroy_due(self) -> list[DestructionReceipt]:
         """Destroy the old roots of committed batches whose destruction window has elapsed."""
-        now = self._clock()
         with self.store.transaction(write=False) as nodes:
-            due = [
-                e
-                for e in nodes.journal(["intent"])
-                if e.tree == self.tree
-                and (e.destroy_after is None or parse_time(e.destroy_after) <= now)
-            ]
+            due = [e for e in nodes.journal(["intent"]) if e.tree == self.tree and self.due(e)]
         return [self._destroy(entry) for entry in due]
 
     def pending_roots(self, nodes: KeyTreeNodes) -> set[str]:

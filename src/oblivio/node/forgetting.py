@@ -56,9 +56,8 @@ from oblivio.core.identifiers import (
 )
 from oblivio.core.merkle_log import InclusionProof
 from oblivio.core.pof import build_proof, bundle, verify_proof
-from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.smt import smt_key
-from oblivio.keys.key_tree import tree_of
+from oblivio.keys.key_tree import RootDestruction
 from oblivio.node.checkpoints import CheckpointService, EpochCommit
 from oblivio.node.ids import new_uuid7, new_uuid7s
 from oblivio.node.node import Node
@@ -370,57 +369,32 @@ class ForgettingService:
             for r in rows
         ]
 
-    def _execute_keys(self, due: list[_DueEvent]) -> list[DestructionReceipt]:
-        """Level 1 and 2: forget the capability keys in one key-tree batch per capability set."""
+    def _execute_keys(self, due: list[_DueEvent]) -> list[RootDestruction]:
+        """Level 1 and 2: forget the capability keys in one key-tree batch per capability set
+        and destroy the old roots; the destructions are recorded by the epoch's transaction.
+        Batches an interrupted epoch left behind are destroyed and recorded first."""
+        custody = self.node.vault.custody
+        custody.destroy_due()
         groups: dict[tuple[Capability, ...], list[ArtifactId]] = {}
         for event in due:
             if event.level >= 1:
                 groups.setdefault(event.capabilities, []).append(event.artifact_id)
-        receipts: list[DestructionReceipt] = []
+        destroyed: list[RootDestruction] = []
         for caps, ids in groups.items():
-            batch = self.node.vault.custody.forget(ids, caps)
-            receipts.extend(batch)
-            bound = next(
-                (r for r in batch if r.key_ref.get("tree") == "wrap"), batch[0] if batch else None
-            )
+            batch = custody.destroy_roots(custody.begin_forget(ids, caps))
+            destroyed.extend(batch)
+            bound = next((d for d in batch if d.entry.tree == "wrap"), batch[0] if batch else None)
             group = [e for e in due if e.level >= 1 and e.capabilities == caps]
-            fresh = self._forgotten_by(bound, ids, caps)
+            fresh = set() if bound is None else {aid for aid, _ in bound.entry.leaves}
             # Keys this batch did not find were forgotten by an earlier batch (a crash fell
             # between it and its epoch commit, or a level-1 forget came first): bind its receipt.
             earlier = self._earlier_receipts([a for a in ids if a not in fresh], caps)
             for event in group:
                 if bound is not None and event.artifact_id in fresh:
-                    event.receipt_hash = bound.digest().hex()
+                    event.receipt_hash = bound.receipt.digest().hex()
                 else:
                     event.receipt_hash = earlier.get(event.artifact_id)
-        return receipts
-
-    def _forgotten_by(
-        self,
-        receipt: DestructionReceipt | None,
-        ids: Sequence[ArtifactId],
-        caps: Sequence[Capability],
-    ) -> set[ArtifactId]:
-        """The artifacts among ``ids`` whose keys the batch of ``receipt`` forgot: all of them
-        when it counts as many keys as they hold in its tree (the usual case, read from the
-        receipt), else those its journal entry lists."""
-        if receipt is None or not ids:
-            return set()
-        tree = receipt.key_ref.get("tree")
-        held = len(ids) * sum(1 for c in caps if tree_of(c) == tree)
-        if receipt.evidence.get("forgotten_keys") == held:
-            return set(ids)
-        digest = receipt.digest().hex()
-        with self.db.transaction(write=False) as tx:
-            entries = SqlKeyTreeNodes(tx).journal(["destroyed"])
-        wanted = set(ids)
-        return {
-            aid
-            for entry in entries
-            if entry.receipt_hash == digest
-            for aid, _ in entry.leaves
-            if aid in wanted
-        }
+        return destroyed
 
     def _earlier_receipts(
         self, ids: Sequence[ArtifactId], caps: Sequence[Capability]
@@ -457,9 +431,13 @@ class ForgettingService:
         with self._lock:
             with self.db.transaction(write=False) as tx:
                 due = self._due_events(tx, format_time(moment))
-            receipts = self._execute_keys(due)
+            destroyed = self._execute_keys(due)
             with self.db.transaction(write=False) as tx:
-                unlogged = self._unlogged_receipts(tx)
+                # Receipts recorded outside an epoch (a window elapsed, a crash recovered),
+                # then this epoch's, which its own transaction records.
+                unlogged = self._unlogged_receipts(tx) + [
+                    (d.receipt.digest().hex(), d.receipt.to_bytes()) for d in destroyed
+                ]
                 pending_json: dict[str, str] = {
                     r[0]: r[1]
                     for r in tx.fetchall(
@@ -481,7 +459,7 @@ class ForgettingService:
                 # they are due for a checkpoint too.
                 signed = tx.fetchone("SELECT MAX(tree_size) FROM checkpoints")
                 uncovered = self.checkpoints.log.size_in(tx) > int((signed or (0,))[0] or 0)
-            if not (due or unlogged or pending or receipts or uncovered or force):
+            if not (due or unlogged or pending or uncovered or force):
                 return None
             leaves: dict[str, JsonValue] = dict(current) | pending
             for event in due:
@@ -496,6 +474,7 @@ class ForgettingService:
             entries = [receipt for _, receipt in unlogged]
 
             def bookkeeping(tx: Transaction, epoch: int, first_index: int) -> None:
+                self.node.vault.custody.record_destructions(SqlKeyTreeNodes(tx), destroyed)
                 self._record_epoch(
                     tx, epoch, first_index, _Executed(due, changed, pending_json, unlogged)
                 )

@@ -162,23 +162,27 @@ class SqlKeyTreeNodes:
         return found[0] if found else None
 
     def find_leaves(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> list[TreeLeaf]:
-        by_capability: dict[Capability, list[ArtifactId]] = {}
-        for aid, capability in dict.fromkeys(keys):
-            by_capability.setdefault(capability, []).append(aid)
+        """One statement per ``_CHUNK`` artifacts, whatever capabilities are asked for."""
+        wanted: dict[ArtifactId, set[Capability]] = {}
+        for aid, capability in keys:
+            wanted.setdefault(aid, set()).add(capability)
+        capabilities = [c for c in CAPABILITIES if any(c in caps for caps in wanted.values())]
+        columns = ", ".join(name for c in capabilities for name in _LEAF_COLUMNS[c])
+        ids = list(wanted)
         found: list[TreeLeaf] = []
-        for capability, ids in by_capability.items():
-            slot, key = _LEAF_COLUMNS[capability]
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                rows = self.tx.fetchall(
-                    f"SELECT artifact_id, {slot}, {key} FROM artifacts "  # noqa: S608
-                    f"WHERE artifact_id IN ({', '.join('?' * len(chunk))}) "
-                    f"AND {slot} IS NOT NULL AND {key} IS NOT NULL",
-                    chunk,
-                )
-                found += [
-                    TreeLeaf(int(r[1]), ArtifactId(r[0]), capability, bytes(r[2])) for r in rows
-                ]
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = self.tx.fetchall(
+                f"SELECT artifact_id, {columns} FROM artifacts "  # noqa: S608
+                f"WHERE artifact_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for row in rows:
+                aid = ArtifactId(row[0])
+                for n, capability in enumerate(capabilities):
+                    slot, key = row[1 + 2 * n], row[2 + 2 * n]
+                    if capability in wanted[aid] and slot is not None and key is not None:
+                        found.append(TreeLeaf(int(slot), aid, capability, bytes(key)))
         return found
 
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
@@ -189,15 +193,20 @@ class SqlKeyTreeNodes:
                 [(leaf.slot, leaf.wrapped, leaf.artifact_id) for leaf in rows],
             )
 
-    def erase_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
-        """Clear the wrapped key in the artifact's row; the slot stays as the marker of a
-        forgotten key. The row is one page, which the epoch's TOMBSTONE rewrites anyway
-        (docs/adr/0010)."""
-        for capability, rows in _by_capability(leaves).items():
-            slot, key = _LEAF_COLUMNS[capability]
+    def erase_keys(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> None:
+        """Clear the wrapped keys in their artifacts' rows, one statement per artifact; the
+        slot stays as the marker of a forgotten key (docs/adr/0010)."""
+        by_artifact: dict[ArtifactId, set[Capability]] = {}
+        for aid, capability in keys:
+            by_artifact.setdefault(aid, set()).add(capability)
+        by_set: dict[tuple[Capability, ...], list[tuple[ArtifactId]]] = {}
+        for aid, caps in by_artifact.items():
+            by_set.setdefault(tuple(c for c in CAPABILITIES if c in caps), []).append((aid,))
+        for erased, rows in by_set.items():
+            cleared = ", ".join(f"{_LEAF_COLUMNS[c][1]} = NULL" for c in erased)
             self.tx.executemany(
-                f"UPDATE artifacts SET {key} = NULL WHERE artifact_id = ? AND {slot} = ?",  # noqa: S608
-                [(leaf.artifact_id, leaf.slot) for leaf in rows],
+                f"UPDATE artifacts SET {cleared} WHERE artifact_id = ?",  # noqa: S608
+                rows,
             )
 
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:
