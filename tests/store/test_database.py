@@ -195,3 +195,25 @@ def test_leaf_columns_are_those_leaf_values_fills() -> None:
     )
     leaf = TreeLeaf(7, ArtifactId("ab" * 32), "prove", b"wrapped")
     assert leaf_values([leaf]) == (None, None, 7, b"wrapped", None, None)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT COUNT(*) FROM forget_events WHERE epoch IS NULL",
+        "SELECT event_id FROM forget_events WHERE epoch IS NULL ORDER BY log_index",
+    ],
+)
+def test_pending_forget_events_are_found_without_scanning_every_event(
+    sqlite_uri: str, query: str
+) -> None:
+    """Regression: every forget request counted the pending events by scanning all events ever
+    logged (migration 13 indexes the pending ones)."""
+    db = open_database(sqlite_uri)
+    try:
+        migrate(db)
+        with db.transaction(write=False) as tx:
+            plan = " ".join(str(r[-1]) for r in tx.fetchall("EXPLAIN QUERY PLAN " + query))
+    finally:
+        db.close()
+    assert "idx_forget_events_pending" in plan, plan

@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, NamedTuple, Protocol
 
 import uuid6
 
@@ -245,13 +245,19 @@ def node_offsets(blob: bytes) -> tuple[bytes, tuple[int, ...]]:
     if count < 1 or len(blob) <= end:
         raise IntegrityError()
     packed = blob[_OFFSET_SIZE:end]
-    offsets = struct.unpack(f">{count}I", packed)
+    offsets = _offsets_struct(count).unpack(packed)
     if not all(map(operator.lt, offsets, offsets[1:])):
         raise IntegrityError()
     return packed, offsets
 
 
 _SPLIT_IN_ONE_CALL: Final = 256
+
+
+@functools.lru_cache(maxsize=4096)
+def _offsets_struct(count: int) -> struct.Struct:
+    """Packed offsets of a node with ``count`` children (big-endian uint32 each)."""
+    return struct.Struct(f">{count}I")
 
 
 @functools.lru_cache(maxsize=_SPLIT_IN_ONE_CALL)
@@ -267,9 +273,9 @@ def _split_keys(plain: bytes, count: int) -> Sequence[bytes]:
     return [plain[at : at + KEY_SIZE] for at in range(0, len(plain), KEY_SIZE)]
 
 
-@dataclass(frozen=True)
-class _Key:
-    """A node key in the clear while a batch is being computed (None: the backend root)."""
+class _Key(NamedTuple):
+    """A node key in the clear while a batch is being computed (None: the backend root); a
+    tuple, as a batch makes two per node it touches."""
 
     version: int
     key: bytes | None
@@ -373,8 +379,8 @@ class KeyTree:
         if not offsets:
             return TreeNode(*position, key.version, b"")
         count = len(offsets)
-        packed = struct.pack(f">{count}I", *offsets)
-        keys = b"".join([children[o] for o in offsets])
+        packed = _offsets_struct(count).pack(*offsets)
+        keys = b"".join(map(children.__getitem__, offsets))
         context = node_context(self.tree, *position, key.version, packed)
         if key.key is None:
             [sealed] = self.backend.wrap_many(root_ref, [(keys, context)])

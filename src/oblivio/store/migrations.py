@@ -400,6 +400,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP TABLE artifact_keys",
         ),
     ),
+    Migration(
+        13,
+        "pending_forget_events",
+        (
+            # The events no epoch has executed yet, in log order: each forget request counts
+            # them and each epoch reads them, which scanned every event ever logged.
+            """CREATE INDEX idx_forget_events_pending ON forget_events(log_index)
+                WHERE epoch IS NULL""",
+        ),
+    ),
 )
 
 
