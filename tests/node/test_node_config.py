@@ -21,17 +21,17 @@ def _fanouts(home: Path) -> dict[str, int]:
 
 def test_init_makes_trees_of_the_fanout_asked_for(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    with init_node(home, fanout=64) as node:
+    with init_node(home, fanout=24) as node:
         artifact = node.vault.put(b"kept", {})
         assert node.vault.get(artifact) == b"kept"
-    assert json.loads((home / "config.json").read_text())["key_tree"] == {"fanout": 64}
-    assert _fanouts(home) == {"wrap": 64, "escrow": 64}
+    assert json.loads((home / "config.json").read_text())["key_tree"] == {"fanout": 24}
+    assert _fanouts(home) == {"wrap": 24, "escrow": 24}
 
 
-def test_the_default_fanout_is_16(tmp_path: Path) -> None:
+def test_the_default_fanout_is_64(tmp_path: Path) -> None:
     with init_node(tmp_path / "home"):
         pass
-    assert _fanouts(tmp_path / "home") == {"wrap": 16, "escrow": 16}
+    assert _fanouts(tmp_path / "home") == {"wrap": 64, "escrow": 64}
 
 
 @pytest.mark.parametrize("fanout", [0, 1, 4097])

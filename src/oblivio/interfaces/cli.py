@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--store", help="store URI (default sqlite:///HOME/oblivio.db)")
     init.add_argument("--keys", help="wrapping-key backend URI (default software:)")
     init.add_argument(
-        "--fanout", type=int, help="children per key-tree node (default 16; DESIGN.md §5)"
+        "--fanout", type=int, help="children per key-tree node (default 64; DESIGN.md §5)"
     )
     init.set_defaults(run=cmd_init)
 

@@ -62,7 +62,7 @@ def init_node(
     fanout: int | None = None,
 ) -> Node:
     """Create a node in ``home``: signing key, database schema, wrapping-key backend, and key
-    trees of ``fanout`` (default 16, DESIGN.md §5).
+    trees of ``fanout`` (default 64, DESIGN.md §5).
 
     Both URIs are checked, and the database reached, before anything is written, so a bad URI
     or an unreachable database leaves no half-made home. Raises InvalidInputError (node name),
