@@ -50,6 +50,7 @@ import functools
 import operator
 import secrets
 import struct
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -251,26 +252,48 @@ def node_offsets(blob: bytes) -> tuple[bytes, tuple[int, ...]]:
     return packed, offsets
 
 
-_SPLIT_IN_ONE_CALL: Final = 256
-
-
 @functools.lru_cache(maxsize=4096)
 def _offsets_struct(count: int) -> struct.Struct:
     """Packed offsets of a node with ``count`` children (big-endian uint32 each)."""
     return struct.Struct(f">{count}I")
 
 
-@functools.lru_cache(maxsize=_SPLIT_IN_ONE_CALL)
-def _keys_struct(count: int) -> struct.Struct:
-    return struct.Struct(f"{KEY_SIZE}s" * count)
+class _Children:
+    """A node's children's keys in the clear: the offsets it lists, ascending, and their keys
+    concatenated in the same order, as the seal holds them. A batch changes a few children of
+    each node it touches; the others stay in one buffer and are never split into objects."""
 
+    __slots__ = ("keys", "offsets")
 
-def _split_keys(plain: bytes, count: int) -> Sequence[bytes]:
-    """``count`` concatenated keys, split: in one ``struct`` call for nodes of up to 256
-    children (a forget splits one per node it opens)."""
-    if count <= _SPLIT_IN_ONE_CALL:
-        return _keys_struct(count).unpack(plain)
-    return [plain[at : at + KEY_SIZE] for at in range(0, len(plain), KEY_SIZE)]
+    def __init__(self, offsets: list[int], keys: bytearray) -> None:
+        self.offsets = offsets
+        self.keys = keys
+
+    def _at(self, offset: int) -> int:
+        """The position of ``offset`` in ``offsets``, or -1."""
+        at = bisect_left(self.offsets, offset)
+        return at if at < len(self.offsets) and self.offsets[at] == offset else -1
+
+    def __contains__(self, offset: int) -> bool:
+        return self._at(offset) >= 0
+
+    def get(self, offset: int) -> bytes | None:
+        at = self._at(offset)
+        return None if at < 0 else bytes(self.keys[at * KEY_SIZE : (at + 1) * KEY_SIZE])
+
+    def __setitem__(self, offset: int, key: bytes) -> None:
+        at = bisect_left(self.offsets, offset)
+        if at < len(self.offsets) and self.offsets[at] == offset:
+            self.keys[at * KEY_SIZE : (at + 1) * KEY_SIZE] = key
+        else:
+            self.offsets.insert(at, offset)
+            self.keys[at * KEY_SIZE : at * KEY_SIZE] = key
+
+    def discard(self, offset: int) -> None:
+        at = self._at(offset)
+        if at >= 0:
+            del self.offsets[at]
+            del self.keys[at * KEY_SIZE : (at + 1) * KEY_SIZE]
 
 
 class _Key(NamedTuple):
@@ -287,7 +310,7 @@ class _Path:
     clear (mutable), and which positions changed and must be sealed and written back."""
 
     keys: dict[tuple[int, int], _Key] = field(default_factory=dict)
-    children: dict[tuple[int, int], dict[int, bytes]] = field(default_factory=dict)
+    children: dict[tuple[int, int], _Children] = field(default_factory=dict)
     changed: set[tuple[int, int]] = field(default_factory=set)
 
 
@@ -346,14 +369,12 @@ class KeyTree:
 
     # -- sealing nodes -----------------------------------------------------------------------
 
-    def _open(
-        self, root_ref: str, position: tuple[int, int], key: _Key, blob: bytes
-    ) -> dict[int, bytes]:
+    def _open(self, root_ref: str, position: tuple[int, int], key: _Key, blob: bytes) -> _Children:
         """A node's children's keys in the clear, by offset: one AEAD operation (in the backend
         for the root node). IntegrityError if the bytes or their position do not match."""
         packed, offsets = node_offsets(blob)
         if not offsets:
-            return {}
+            return _Children([], bytearray())
         seal = blob[_OFFSET_SIZE + len(packed) :]
         context = node_context(self.tree, *position, key.version, packed)
         if key.key is None:
@@ -362,25 +383,25 @@ class KeyTree:
             plain = unwrap_key(key.key, seal, context)
         if len(plain) != KEY_SIZE * len(offsets):
             raise IntegrityError()
-        return dict(zip(offsets, _split_keys(plain, len(offsets)), strict=True))
+        return _Children(list(offsets), bytearray(plain))
 
     def _seal(
         self,
         root_ref: str,
         position: tuple[int, int],
         key: _Key,
-        children: dict[int, bytes],
+        children: _Children,
         nonce: bytes | None = None,
     ) -> TreeNode:
         """The node as stored: its children's keys sealed under its key in one AEAD operation
         (in the backend for the root node), bound to its position, version and offsets.
         ``nonce``: a fresh one the caller drew with others (one random call for a batch)."""
-        offsets = sorted(children)
+        offsets = children.offsets
         if not offsets:
             return TreeNode(*position, key.version, b"")
         count = len(offsets)
         packed = _offsets_struct(count).pack(*offsets)
-        keys = b"".join(map(children.__getitem__, offsets))
+        keys = bytes(children.keys)
         context = node_context(self.tree, *position, key.version, packed)
         if key.key is None:
             [sealed] = self.backend.wrap_many(root_ref, [(keys, context)])
@@ -449,7 +470,7 @@ class KeyTree:
             self.tree,
             [
                 self._seal(head.root_ref, (level, 0), _Key(0, fresh), children),
-                self._seal(head.root_ref, (level + 1, 0), root, {0: fresh}),
+                self._seal(head.root_ref, (level + 1, 0), root, _Children([0], bytearray(fresh))),
             ],
         )
         grown = replace(head, height=head.height + 1)
@@ -606,7 +627,7 @@ class KeyTree:
         AEAD operations) and written as one row."""
         b = self.fanout
         for slot in forgotten:
-            path.children[(1, slot // b)].pop(slot % b, None)
+            path.children[(1, slot // b)].discard(slot % b)
         fresh = self._random(KEY_SIZE * (len(path.keys) - 1))
         new: dict[tuple[int, int], _Key] = {}
         for n, ((level, index), old) in enumerate(path.keys.items()):
