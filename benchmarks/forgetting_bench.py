@@ -204,8 +204,8 @@ def main() -> int:
                 forgotten = [
                     r[0]
                     for r in tx.fetchall(
-                        "SELECT artifact_id FROM artifacts WHERE leaf_record LIKE ? LIMIT 500",
-                        ('%"TOMBSTONE"%',),
+                        "SELECT e.artifact_id FROM forget_events e JOIN forget_requests r "
+                        "ON r.id = e.request_id WHERE e.epoch > 0 AND r.level = 2 LIMIT 500"
                     )
                 ]
             proofs(services, forgotten, 200)

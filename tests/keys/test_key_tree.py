@@ -317,21 +317,34 @@ def test_recover_destroys_standby_roots(database: Database, tmp_path: Path) -> N
         assert _readable(custody, aid) == (aid not in ids[:2])
 
 
-def test_a_forgotten_leaf_keeps_no_wrapped_key(database: Database, tmp_path: Path) -> None:
-    """The leaf's slot stays as a marker of the forgotten key; its wrapped key is erased."""
+def test_a_forgotten_leaf_is_gone_from_the_live_tree_though_its_wrapped_key_stays(
+    database: Database, tmp_path: Path
+) -> None:
+    """The live tree says a leaf is forgotten (docs/adr/0014): its leaf key is in no live node,
+    so the wrapped key left in the row cannot be unwrapped, and a second forget finds nothing
+    to do."""
     custody = _custody(database, tmp_path, 4)
     ids = artifact_ids(0, 4)
     add_artifacts(database, custody, ids)
+    with database.transaction(write=False) as tx:
+        before = tx.fetchone(
+            "SELECT decrypt_slot, decrypt_key FROM artifacts WHERE artifact_id = ?", (ids[2],)
+        )
     custody.forget([ids[2]], ["decrypt"])
     with database.transaction(write=False) as tx:
-        row = tx.fetchone(
+        after = tx.fetchone(
             "SELECT decrypt_slot, decrypt_key, prove_key FROM artifacts WHERE artifact_id = ?",
             (ids[2],),
         )
-    assert row is not None
-    assert row[0] is not None
-    assert row[1] is None
-    assert row[2] is not None
-    assert custody.forget([ids[2]], ["decrypt"]) == []
+    assert before is not None
+    assert after is not None
+    assert tuple(after[:2]) == tuple(before)  # the row is not rewritten
     assert not _readable(custody, ids[2])
     assert _readable(custody, ids[2], "prove")
+    assert custody.forget([ids[2]], ["decrypt"]) == []
+    assert custody.begin_forget([ids[2]], ["decrypt"]) == []
+    tree = custody.trees["wrap"]
+    with SqlKeyTreeStore(database).transaction(write=False) as nodes:
+        [leaf] = nodes.find_leaves([(ids[2], "decrypt")])
+        with pytest.raises(IntegrityError):
+            tree.unwrap_leaf(nodes, leaf)

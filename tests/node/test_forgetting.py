@@ -64,13 +64,8 @@ def _readable(node: Node, artifact_id: str) -> bool:
     return True
 
 
-def _leaf(db: Database, artifact_id: str) -> tuple[dict[str, Any], bool]:
-    with db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT leaf_record, leaf_pending FROM artifacts WHERE artifact_id = ?", (artifact_id,)
-        )
-    assert row is not None
-    return parse_json(row[0]), bool(row[1])
+def _leaf(services: NodeServices, artifact_id: str) -> tuple[dict[str, Any], bool]:
+    return services.forgetting.leaf_record(artifact_id)
 
 
 def _count(db: Database, table: str) -> int:
@@ -139,7 +134,7 @@ def test_level_2_is_logged_before_the_ack_then_tombstoned_and_proven(
         node.vault.get(artifact_id)
     for capability in CAPABILITIES:
         assert not _key_kept(node, artifact_id, capability), capability
-    record, pending = _leaf(node.db, artifact_id)
+    record, pending = _leaf(services, artifact_id)
     assert not pending
     assert record["state"] == "TOMBSTONE"
     assert record["forget_event_hash"] == entry_hash(logged).hex()
@@ -157,13 +152,65 @@ def test_level_2_is_logged_before_the_ack_then_tombstoned_and_proven(
     assert services.forgetting.commit_due() is None
 
 
+def _row_leaf(db: Database, artifact_id: str) -> str:
+    with db.transaction(write=False) as tx:
+        row = tx.fetchone("SELECT leaf_record FROM artifacts WHERE artifact_id = ?", (artifact_id,))
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_level_2_epoch_leaves_the_artifacts_rows_alone_and_later_forgets_keep_the_tombstone(
+    node: Node, services: NodeServices
+) -> None:
+    """docs/adr/0014: the committed level-2 event is the TOMBSTONE's source, not the row."""
+    artifact_id = node.vault.put(b"twice forgotten", {})
+    services.forgetting.commit_due()
+    row_before = _row_leaf(node.db, artifact_id)
+    services.forgetting.forget(artifact_id=artifact_id, level=2)
+    first = services.forgetting.commit_due()
+    assert first is not None
+    assert _row_leaf(node.db, artifact_id) == row_before
+    record, pending = _leaf(services, artifact_id)
+    assert record["state"] == "TOMBSTONE"
+    assert not pending
+    proof = _verified(services, artifact_id)
+    # A later level-0 and level-1 request change nothing in the leaf: the SMT still holds the
+    # same TOMBSTONE, and the proof still verifies under the newer checkpoint.
+    services.forgetting.forget(artifact_id=artifact_id, level=0)
+    services.forgetting.forget(artifact_id=artifact_id, level=1)
+    later = services.forgetting.commit_due()
+    assert later is not None
+    assert later.smt_root == first.smt_root
+    assert _leaf(services, artifact_id) == (record, False)
+    assert _verified(services, artifact_id).forget_event_id == proof.forget_event_id
+    assert check_store_agrees(node.db) is not None
+
+
+def test_forgetting_an_artifact_put_in_the_same_epoch_tombstones_it_for_good(
+    node: Node, services: NodeServices
+) -> None:
+    artifact_id = node.vault.put(b"short-lived", {})  # its ACTIVE leaf is still pending
+    services.forgetting.forget(artifact_id=artifact_id, level=2)
+    first = services.forgetting.commit_due()
+    assert first is not None
+    record, pending = _leaf(services, artifact_id)
+    assert record["state"] == "TOMBSTONE"
+    assert not pending
+    # The pending ACTIVE leaf must not come back at a later epoch.
+    again = services.forgetting.commit_due(force=True)
+    assert again is not None
+    assert again.smt_root == first.smt_root
+    assert _leaf(services, artifact_id) == (record, False)
+    assert _verified(services, artifact_id).level == 2
+
+
 def test_level_0_is_reversible(node: Node, services: NodeServices) -> None:
     artifact_id = node.vault.put(b"revocable", {})
     services.forgetting.forget(artifact_id=artifact_id, level=0)
     with pytest.raises(ArtifactForgottenError, match="revoked"):
         node.vault.get(artifact_id)
     assert services.forgetting.commit_due() is not None
-    record, _ = _leaf(node.db, artifact_id)
+    record, _ = _leaf(services, artifact_id)
     assert record["state"] == "ACTIVE"
     assert record["policy"]["revoked"] is True
     assert record["capabilities"] == list(CAPABILITIES)
@@ -174,7 +221,7 @@ def test_level_0_is_reversible(node: Node, services: NodeServices) -> None:
     services.forgetting.restore(artifact_id, authority="DPO", reason="sent in error")
     assert node.vault.get(artifact_id) == b"revocable"
     assert services.forgetting.commit_due() is not None
-    record, pending = _leaf(node.db, artifact_id)
+    record, pending = _leaf(services, artifact_id)
     assert record["policy"]["revoked"] is False
     assert not pending
     assert any(
@@ -192,7 +239,7 @@ def test_level_1_is_not_reversible(node: Node, services: NodeServices) -> None:
     with pytest.raises(ArtifactForgottenError, match="forgotten at level 1"):
         node.vault.get(artifact_id)
     assert not any(_key_kept(node, artifact_id, c) for c in CAPABILITIES)
-    record, _ = _leaf(node.db, artifact_id)
+    record, _ = _leaf(services, artifact_id)
     assert record["state"] == "ACTIVE"  # level 1 does not tombstone the leaf
     assert record["capabilities"] == []
     with pytest.raises(ConflictError, match="cannot be restored"):
@@ -269,7 +316,7 @@ def test_forgetting_decrypt_at_level_1_keeps_the_recover_escrow(
     assert not _key_kept(node, artifact_id, "decrypt")
     assert _key_kept(node, artifact_id, "prove")
     assert _key_kept(node, artifact_id, "recover")
-    record, _ = _leaf(node.db, artifact_id)
+    record, _ = _leaf(services, artifact_id)
     assert record["capabilities"] == ["prove", "recover"]
 
 

@@ -71,8 +71,7 @@ class KeyCustody(Protocol):
     def record_destructions(
         self, nodes: KeyTreeNodes, destroyed: Sequence[RootDestruction]
     ) -> list[DestructionReceipt]:
-        """Record destructions and erase the forgotten wrapped keys in the caller's
-        transaction; return the receipts."""
+        """Record destructions in the caller's transaction; return the receipts."""
 
     def destroy_due(self) -> list[DestructionReceipt]:
         """Destroy (and record) old roots whose destruction window has elapsed."""
@@ -215,13 +214,11 @@ class KeyTreeCustody:
     def record_destructions(
         self, nodes: KeyTreeNodes, destroyed: Sequence[RootDestruction]
     ) -> list[DestructionReceipt]:
-        """In the caller's transaction: receipts, journal states and standby roots, and the
-        forgotten wrapped keys erased (one statement per artifact for both trees). Returns the
-        receipts. A caller that writes the same artifacts' rows in that transaction (the
-        node's epoch) writes each row's page once."""
+        """In the caller's transaction (the node's epoch): receipts, journal states and standby
+        roots. Returns the receipts. The forgotten wrapped keys stay in their rows, unreadable
+        (docs/adr/0014)."""
         for destruction in destroyed:
             self.trees[destruction.entry.tree].record_destruction(nodes, destruction)
-        nodes.erase_keys([key for d in destroyed for key in d.entry.leaves])
         return [d.receipt for d in destroyed]
 
     def destroy_due(self) -> list[DestructionReceipt]:

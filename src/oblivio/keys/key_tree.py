@@ -31,9 +31,12 @@ Crash safety is a journal in the same database as the tree, written first and re
     destroy    old root destroyed in the backend and confirmed by a failed lookup; the same
                backend step makes the next standby root (software: one write, one fsync)
     commit     the journal entry marked ``destroyed`` with the signed receipt, the standby
-               recorded in the head, the forgotten wrapped keys erased from their rows: in
-               the destroy step's own transaction, or in one the caller commits next (the
-               node's epoch, which rewrites the same rows; docs/adr/0012)
+               recorded in the head: in the destroy step's own transaction, or in one the
+               caller commits next (the node's epoch; docs/adr/0012)
+
+A forgotten leaf's wrapped key stays in its row: its leaf key is in no live node, and every
+older node that held it is sealed under a destroyed root (docs/adr/0014). The live tree, not the
+row, says whether a leaf is forgotten.
 
 A crash before the intent commits leaves the old state (nothing was acknowledged; an unused new
 root is destroyed by recovery); after it, the new state, and ``recover`` finishes the
@@ -185,10 +188,6 @@ class KeyTreeNodes(Protocol):
 
     def insert_leaves(self, tree: RootKeyPurpose, leaves: Sequence[TreeLeaf]) -> None:
         """Record new leaves (their artifacts must exist already)."""
-
-    def erase_keys(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> None:
-        """Erase these wrapped capability keys (their leaves' keys are gone from the tree); a
-        leaf without one is forgotten (``leaf`` and ``find_leaves`` no longer return it)."""
 
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:
         """Journal entries in the given states, oldest first."""
@@ -682,9 +681,7 @@ class KeyTree:
 
     def record_destruction(self, nodes: KeyTreeNodes, destruction: RootDestruction) -> None:
         """In the caller's transaction: the receipt, the journal entry ``destroyed``, and the
-        standby root in the head (destroyed at once if the head has one already). The
-        forgotten wrapped keys are the caller's to erase (``KeyTreeNodes.erase_keys``), in
-        the same transaction."""
+        standby root in the head (destroyed at once if the head has one already)."""
         if destruction.standby is not None:
             head = nodes.head(self.tree)
             if head is not None and head.standby_root is None:
@@ -694,15 +691,14 @@ class KeyTree:
         nodes.record_destruction(destruction.entry, destruction.receipt)
 
     def _destroy(self, entry: JournalEntry) -> DestructionReceipt:
-        """Destroy the batch's old root and record it, with its wrapped keys erased, in one
-        transaction (a standby root is made unless the tree has one)."""
+        """Destroy the batch's old root and record it in one transaction (a standby root is
+        made unless the tree has one)."""
         with self.store.transaction() as nodes:
             head = nodes.head(self.tree)
             destruction = self.destroy_root(
                 entry, make_standby=head is not None and head.standby_root is None
             )
             self.record_destruction(nodes, destruction)
-            nodes.erase_keys(entry.leaves)
         return destruction.receipt
 
     # -- recovery ----------------------------------------------------------------------------

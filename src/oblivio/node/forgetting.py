@@ -144,6 +144,9 @@ class _Executed:
     pending_json: Mapping[str, str]
     """The pending leaves' record text as read, to update only rows nobody changed since."""
     unlogged: list[tuple[str, bytes]]
+    tombstoned: frozenset[str]
+    """Artifacts whose leaf a level-2 event of this epoch made a TOMBSTONE: their rows are not
+    rewritten (the committed event is the record's source; docs/adr/0014)."""
 
 
 def _dump(value: JsonValue) -> str:
@@ -414,6 +417,37 @@ class ForgettingService:
                         found[artifact_id] = entry.receipt_hash
         return found
 
+    def _tombstone_records(self, tx: Transaction, ids: Sequence[str]) -> dict[str, bytes]:
+        """The TOMBSTONE leaf record (JCS bytes) of each of ``ids`` that a committed level-2
+        forget replaced, as the SMT holds it: the one binding its latest such event and that
+        event's receipt. The artifact's row does not hold it (docs/adr/0014)."""
+        latest: dict[str, tuple[int, str, str | None]] = {}
+        for aid, index, event_json, receipt_hash in _select_in(tx, _COMMITTED_LEVEL_2, ids):
+            if aid not in latest or index > latest[aid][0]:
+                latest[aid] = (int(index), event_json, receipt_hash)
+        return {
+            aid: tombstone_leaf_json(
+                sha256(event_json.encode("utf-8")),
+                None if receipt_hash is None else bytes.fromhex(receipt_hash),
+            )
+            for aid, (_, event_json, receipt_hash) in latest.items()
+        }
+
+    def leaf_record(self, artifact_id: str) -> tuple[dict[str, JsonValue], bool]:
+        """The SMT leaf record of an artifact as the latest epoch committed it, or as the next
+        will when it is still pending (second value). Raises ArtifactNotFoundError."""
+        aid = parse_artifact_id(artifact_id)
+        with self.db.transaction(write=False) as tx:
+            row = tx.fetchone(
+                "SELECT leaf_record, leaf_pending FROM artifacts WHERE artifact_id = ?", (aid,)
+            )
+            if row is None:
+                raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
+            tombstone = self._tombstone_records(tx, [aid]).get(aid)
+        if tombstone is not None and not row[1]:
+            return parse_json(tombstone), False
+        return parse_json(row[0]), bool(row[1])
+
     def _unlogged_receipts(self, tx: Transaction) -> list[tuple[str, bytes]]:
         rows = tx.fetchall(
             "SELECT d.receipt_hash, d.receipt FROM destruction_receipts d WHERE NOT EXISTS "
@@ -445,16 +479,16 @@ class ForgettingService:
                     )
                 }
                 pending = {a: parse_json(r) for a, r in pending_json.items()}
-                current = {
+                # A TOMBSTONE does not depend on the leaf it replaces; other changes do.
+                changing = [e.artifact_id for e in due if e.level < 2]
+                current: dict[str, JsonValue] = {
                     a: parse_json(r)
                     for a, r in _select_in(
-                        tx,
-                        "SELECT artifact_id, leaf_record FROM artifacts",
-                        # A TOMBSTONE does not depend on the leaf it replaces.
-                        [e.artifact_id for e in due if e.level < 2],
+                        tx, "SELECT artifact_id, leaf_record FROM artifacts", changing
                     )
                     if r is not None
                 }
+                current |= self._tombstone_records(tx, changing)
                 # Holds, releases, restores and cancellations are logged outside an epoch:
                 # they are due for a checkpoint too.
                 signed = tx.fetchone("SELECT MAX(tree_size) FROM checkpoints")
@@ -472,11 +506,15 @@ class ForgettingService:
             }
             updates = {smt_key(a): sha256(r) for a, r in changed.items()}
             entries = [receipt for _, receipt in unlogged]
+            tombstoned = frozenset(e.artifact_id for e in due if e.level == 2)
 
             def bookkeeping(tx: Transaction, epoch: int, first_index: int) -> None:
                 self.node.vault.custody.record_destructions(SqlKeyTreeNodes(tx), destroyed)
                 self._record_epoch(
-                    tx, epoch, first_index, _Executed(due, changed, pending_json, unlogged)
+                    tx,
+                    epoch,
+                    first_index,
+                    _Executed(due, changed, pending_json, unlogged, tombstoned),
                 )
 
             return self.checkpoints.commit_epoch(updates, entries, now=moment, within=bookkeeping)
@@ -484,7 +522,7 @@ class ForgettingService:
     def _record_epoch(self, tx: Transaction, epoch: int, first_index: int, done: _Executed) -> None:
         """Inside the epoch's transaction: what it executed, which leaves it committed."""
         due, changed, unlogged = done.due, done.changed, done.unlogged
-        pending_json = done.pending_json
+        pending_json, tombstoned = done.pending_json, done.tombstoned
         tx.executemany(
             "INSERT INTO logged_receipts (receipt_hash, log_index) VALUES (?, ?)",
             [(h, first_index + i) for i, (h, _) in enumerate(unlogged)],
@@ -503,6 +541,7 @@ class ForgettingService:
                     pending_json.get(artifact_id, ""),
                 )
                 for artifact_id, record in changed.items()
+                if artifact_id not in tombstoned or artifact_id in pending_json
             ],
         )
         executed = [e for e in due if e.level >= 1]
@@ -718,11 +757,9 @@ class ForgettingService:
         with self.db.transaction(write=False) as tx:
             if tx.fetchone("SELECT 1 FROM artifacts WHERE artifact_id = ?", (aid,)) is None:
                 raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
-            leaf = tx.fetchone(
-                "SELECT leaf_record, leaf_pending FROM artifacts WHERE artifact_id = ?", (aid,)
-            )
-            record = parse_json(leaf[0]) if leaf is not None else None
-            if leaf is None or record is None or record.get("state") != "TOMBSTONE" or leaf[1]:
+            tombstone = self._tombstone_records(tx, [aid]).get(aid)
+            record = None if tombstone is None else parse_json(tombstone)
+            if record is None:
                 raise ConflictError(
                     f"artifact {aid} has no committed level-2 forget: proofs exist for level 2 "
                     "only, once its epoch has committed"
@@ -824,6 +861,15 @@ def _next_record(current: JsonValue, event: _DueEvent) -> JsonValue:
 def _scope_json(scope: object) -> JsonValue:
     pattern = validate_scope_pattern(scope)
     return pattern if isinstance(pattern, str) else list(pattern)
+
+
+_COMMITTED_LEVEL_2 = (
+    "SELECT artifact_id, log_index, event_json, receipt_hash FROM ("
+    "SELECT e.artifact_id AS artifact_id, e.log_index AS log_index, e.event_json AS event_json, "
+    "e.receipt_hash AS receipt_hash FROM forget_events e JOIN forget_requests r "
+    "ON r.id = e.request_id WHERE e.epoch > 0 AND r.level = 2) AS committed"
+)
+"""Level-2 forget events an epoch executed (for ``_select_in``: one row per event)."""
 
 
 def _select_in(tx: Transaction, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:

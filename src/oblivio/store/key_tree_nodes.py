@@ -6,7 +6,7 @@ key_tree_nodes        nodes: (tree, level, idx) → version, their children's ke
                       their own (the root's under the backend's root key)
 artifacts             the leaves, in their artifact's row (migration 12): per capability its
                       slot in the tree and the capability key wrapped under its leaf key
-                      (decrypt_slot/decrypt_key, prove_…, recover_…; the key NULL once forgotten)
+                      (decrypt_slot/decrypt_key, prove_…, recover_…; docs/adr/0014)
 key_tree_journal      forget batches: intent → destroyed
 destruction_receipts  signed receipts (oblivio.destruction.v1) by hash
 """
@@ -34,7 +34,8 @@ _LEAF_COLUMNS: dict[Capability, tuple[str, str]] = {
     c: (f"{c}_slot", f"{c}_key") for c in CAPABILITIES
 }
 """The columns of an artifact's row holding each capability's leaf: its slot in the tree and
-the capability key wrapped under the leaf key (NULL once forgotten)."""
+the capability key wrapped under the leaf key (NULL only in rows from before migration 12 whose
+leaf was erased in place; a forgotten leaf keeps its now unreadable key, docs/adr/0014)."""
 
 
 def _encode_leaves(leaves: Sequence[tuple[ArtifactId, Capability]]) -> bytes:
@@ -191,22 +192,6 @@ class SqlKeyTreeNodes:
             self.tx.executemany(
                 f"UPDATE artifacts SET {slot} = ?, {key} = ? WHERE artifact_id = ?",  # noqa: S608
                 [(leaf.slot, leaf.wrapped, leaf.artifact_id) for leaf in rows],
-            )
-
-    def erase_keys(self, keys: Sequence[tuple[ArtifactId, Capability]]) -> None:
-        """Clear the wrapped keys in their artifacts' rows, one statement per artifact; the
-        slot stays as the marker of a forgotten key (docs/adr/0010)."""
-        by_artifact: dict[ArtifactId, set[Capability]] = {}
-        for aid, capability in keys:
-            by_artifact.setdefault(aid, set()).add(capability)
-        by_set: dict[tuple[Capability, ...], list[tuple[ArtifactId]]] = {}
-        for aid, caps in by_artifact.items():
-            by_set.setdefault(tuple(c for c in CAPABILITIES if c in caps), []).append((aid,))
-        for erased, rows in by_set.items():
-            cleared = ", ".join(f"{_LEAF_COLUMNS[c][1]} = NULL" for c in erased)
-            self.tx.executemany(
-                f"UPDATE artifacts SET {cleared} WHERE artifact_id = ?",  # noqa: S608
-                rows,
             )
 
     def journal(self, states: Sequence[JournalState]) -> list[JournalEntry]:
