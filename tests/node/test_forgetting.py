@@ -204,6 +204,36 @@ def test_forgetting_an_artifact_put_in_the_same_epoch_tombstones_it_for_good(
     assert _verified(services, artifact_id).level == 2
 
 
+def test_one_epoch_with_two_capability_sets_rotates_each_tree_per_batch(
+    node: Node, services: NodeServices
+) -> None:
+    """Two key-tree batches in one epoch: the second re-keys under the first's new root before
+    the epoch records either destruction (docs/adr/0012)."""
+    first, second, kept = (node.vault.put(b"%d" % i, {}) for i in range(3))
+    services.forgetting.commit_due()
+    services.forgetting.forget(artifact_id=first, level=2)
+    services.forgetting.forget(artifact_id=second, level=2, capabilities=["decrypt", "recover"])
+    assert services.forgetting.commit_due() is not None
+    for artifact_id in (first, second):
+        assert _verified(services, artifact_id).level == 2
+        assert not _key_kept(node, artifact_id, "decrypt")
+        assert not _key_kept(node, artifact_id, "recover")
+    assert not _key_kept(node, first, "prove")
+    assert _key_kept(node, second, "prove")
+    assert all(_key_kept(node, kept, c) for c in CAPABILITIES)
+    with node.db.transaction(write=False) as tx:
+        heads = {
+            r
+            for row in tx.fetchall("SELECT root_ref, standby_root FROM key_tree_heads")
+            for r in row
+            if r is not None
+        }
+        states = {r[0] for r in tx.fetchall("SELECT state FROM key_tree_journal")}
+    assert node.vault.custody.backend.live_root_keys() == heads
+    assert states == {"destroyed"}
+    assert check_store_agrees(node.db) is not None
+
+
 def test_level_0_is_reversible(node: Node, services: NodeServices) -> None:
     artifact_id = node.vault.put(b"revocable", {})
     services.forgetting.forget(artifact_id=artifact_id, level=0)
