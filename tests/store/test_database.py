@@ -149,6 +149,35 @@ def test_smt_leaves_move_into_their_artifacts_rows(store_uri: str) -> None:
         assert pending == [(f"{0:064x}",)]
 
 
+def test_receipts_carry_where_they_were_logged(store_uri: str) -> None:
+    """Migration 14 moves each logged receipt's log index into its row; the receipts not
+    logged yet keep none and are the ones the partial index lists."""
+    with open_database(store_uri) as db:
+        with db.transaction() as tx:
+            _migrate_below(db, tx, 14)
+            tx.executemany(
+                "INSERT INTO destruction_receipts (receipt_hash, batch_id, tree, epoch, receipt, "
+                "destroyed_at) VALUES (?, 'batch', 'wrap', 1, ?, ?)",
+                [
+                    ("a" * 64, b"{}", "2026-11-22T00:00:00.000Z"),
+                    ("b" * 64, b"{}", "2026-11-22T00:00:01.000Z"),
+                ],
+            )
+            tx.execute(
+                "INSERT INTO logged_receipts (receipt_hash, log_index) VALUES (?, 7)", ("a" * 64,)
+            )
+        assert 14 in [m.version for m in migrate(db)]
+        with db.transaction(write=False) as tx:
+            rows = tx.fetchall(
+                "SELECT receipt_hash, log_index FROM destruction_receipts ORDER BY receipt_hash"
+            )
+            unlogged = tx.fetchall(
+                "SELECT receipt_hash FROM destruction_receipts WHERE log_index IS NULL"
+            )
+        assert rows == [("a" * 64, 7), ("b" * 64, None)]
+        assert unlogged == [("b" * 64,)]
+
+
 def test_key_tree_leaves_move_into_their_artifacts_rows(store_uri: str) -> None:
     """Migration 12 carries every key-tree leaf (slot and wrapped key) into its artifact's row;
     a leaf erased in place keeps its slot and no key; one without a slot (before the key tree)
@@ -198,17 +227,26 @@ def test_leaf_columns_are_those_leaf_values_fills() -> None:
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "index"),
     [
-        "SELECT COUNT(*) FROM forget_events WHERE epoch IS NULL",
-        "SELECT event_id FROM forget_events WHERE epoch IS NULL ORDER BY log_index",
+        ("SELECT COUNT(*) FROM forget_events WHERE epoch IS NULL", "idx_forget_events_pending"),
+        (
+            "SELECT event_id FROM forget_events WHERE epoch IS NULL ORDER BY log_index",
+            "idx_forget_events_pending",
+        ),
+        (
+            "SELECT receipt_hash FROM destruction_receipts WHERE log_index IS NULL "
+            "ORDER BY destroyed_at, receipt_hash",
+            "idx_destruction_receipts_unlogged",
+        ),
     ],
 )
-def test_pending_forget_events_are_found_without_scanning_every_event(
-    sqlite_uri: str, query: str
+def test_pending_work_is_found_without_scanning_every_row(
+    sqlite_uri: str, query: str, index: str
 ) -> None:
     """Regression: every forget request counted the pending events by scanning all events ever
-    logged (migration 13 indexes the pending ones)."""
+    logged, and every epoch compared all receipts ever recorded with the logged ones
+    (migrations 13 and 14 index what is pending)."""
     db = open_database(sqlite_uri)
     try:
         migrate(db)
@@ -216,4 +254,4 @@ def test_pending_forget_events_are_found_without_scanning_every_event(
             plan = " ".join(str(r[-1]) for r in tx.fetchall("EXPLAIN QUERY PLAN " + query))
     finally:
         db.close()
-    assert "idx_forget_events_pending" in plan, plan
+    assert index in plan, plan

@@ -450,9 +450,8 @@ class ForgettingService:
 
     def _unlogged_receipts(self, tx: Transaction) -> list[tuple[str, bytes]]:
         rows = tx.fetchall(
-            "SELECT d.receipt_hash, d.receipt FROM destruction_receipts d WHERE NOT EXISTS "
-            "(SELECT 1 FROM logged_receipts l WHERE l.receipt_hash = d.receipt_hash) "
-            "ORDER BY d.destroyed_at, d.receipt_hash"
+            "SELECT receipt_hash, receipt FROM destruction_receipts WHERE log_index IS NULL "
+            "ORDER BY destroyed_at, receipt_hash"
         )
         return [(r[0], bytes(r[1])) for r in rows]
 
@@ -523,9 +522,10 @@ class ForgettingService:
         """Inside the epoch's transaction: what it executed, which leaves it committed."""
         due, changed, unlogged = done.due, done.changed, done.unlogged
         pending_json, tombstoned = done.pending_json, done.tombstoned
+        # This epoch's own receipts were recorded above in the same transaction.
         tx.executemany(
-            "INSERT INTO logged_receipts (receipt_hash, log_index) VALUES (?, ?)",
-            [(h, first_index + i) for i, (h, _) in enumerate(unlogged)],
+            "UPDATE destruction_receipts SET log_index = ? WHERE receipt_hash = ?",
+            [(first_index + i, h) for i, (h, _) in enumerate(unlogged)],
         )
         tx.executemany(
             "UPDATE forget_events SET epoch = ?, receipt_hash = ? WHERE event_id = ?",

@@ -410,6 +410,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE epoch IS NULL""",
         ),
     ),
+    Migration(
+        14,
+        "receipt_log_index",
+        (
+            # Where a destruction receipt was appended to the log, in its own row: the receipts
+            # not logged yet are found through a partial index, where each epoch compared every
+            # receipt ever recorded with the table of logged ones.
+            "ALTER TABLE destruction_receipts ADD COLUMN log_index {bigint}",
+            """UPDATE destruction_receipts SET log_index = (SELECT l.log_index
+                FROM logged_receipts l WHERE l.receipt_hash = destruction_receipts.receipt_hash)""",
+            """CREATE INDEX idx_destruction_receipts_unlogged
+                ON destruction_receipts(destroyed_at, receipt_hash) WHERE log_index IS NULL""",
+            "DROP TABLE logged_receipts",
+        ),
+    ),
 )
 
 
