@@ -33,6 +33,10 @@ _log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 60_000
 CACHE_KIB = 64 * 1024
 """Page cache per connection."""
+MMAP_BYTES = 2 * 1024**3
+"""Reads map up to this much of the database file instead of copying pages in with a system
+call each (SQLite clamps it to its build's ceiling, 2 GiB by default; ADR 0015). Forgetting
+looks up thousands of rows spread over the file; writes still go through the WAL."""
 WAL_CHECKPOINT_PAGES = 16_384
 """Frames the WAL may hold before the background thread copies them back: 64 MiB of 4 KiB
 pages, so that an index page several commits dirty is written back once (ADR 0010; SQLite's
@@ -277,6 +281,7 @@ class SqliteDatabase(Database):
             # checkpoints; a writer does only if the WAL outgrows the thread.
             pages = self._wal_checkpoint_pages
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             conn.execute(f"PRAGMA wal_autocheckpoint = {pages * WAL_AUTOCHECKPOINT_FACTOR}")
             conn.execute(f"PRAGMA journal_size_limit = {pages * WAL_AUTOCHECKPOINT_FACTOR * 4096}")
         except sqlite3.Error as e:
