@@ -359,16 +359,9 @@ class ForgettingService:
             "ORDER BY e.log_index",
             (now,),
         )
-        capabilities: dict[str, tuple[Capability, ...]] = {}
+        capabilities = {text: tuple(parse_json(text)) for text in {r[4] for r in rows}}
         return [
-            _DueEvent(
-                r[0],
-                r[1],
-                ArtifactId(r[2]),
-                r[3],
-                capabilities.setdefault(r[4], tuple(parse_json(r[4]))),
-                r[5].encode("utf-8"),
-            )
+            _DueEvent(r[0], r[1], ArtifactId(r[2]), r[3], capabilities[r[4]], r[5].encode("utf-8"))
             for r in rows
         ]
 
@@ -392,9 +385,10 @@ class ForgettingService:
             # Keys this batch did not find were forgotten by an earlier batch (a crash fell
             # between it and its epoch commit, or a level-1 forget came first): bind its receipt.
             earlier = self._earlier_receipts([a for a in ids if a not in fresh], caps)
+            bound_hash = None if bound is None else bound.receipt.digest().hex()
             for event in group:
-                if bound is not None and event.artifact_id in fresh:
-                    event.receipt_hash = bound.receipt.digest().hex()
+                if event.artifact_id in fresh:
+                    event.receipt_hash = bound_hash
                 else:
                     event.receipt_hash = earlier.get(event.artifact_id)
         return destroyed
