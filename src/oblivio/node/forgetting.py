@@ -36,7 +36,6 @@ from oblivio.core.errors import (
 )
 from oblivio.core.forgetting import (
     active_record,
-    entry_hash,
     forget_event_entries,
     requestor_commitment,
     tombstone_leaf_json,
@@ -411,20 +410,24 @@ class ForgettingService:
                         found[artifact_id] = entry.receipt_hash
         return found
 
-    def _tombstone_records(self, tx: Transaction, ids: Sequence[str]) -> dict[str, bytes]:
-        """The TOMBSTONE leaf record (JCS bytes) of each of ``ids`` that a committed level-2
-        forget replaced, as the SMT holds it: the one binding its latest such event and that
-        event's receipt. The artifact's row does not hold it (docs/adr/0014)."""
+    def _latest_tombstone_events(
+        self, tx: Transaction, ids: Sequence[str]
+    ) -> dict[str, tuple[int, str, str | None]]:
+        """Per artifact of ``ids`` that a committed level-2 forget replaced, its latest such
+        event: (log index, JCS text, bound receipt hash). The SMT's TOMBSTONE binds it; the
+        artifact's row does not hold it (docs/adr/0014)."""
         latest: dict[str, tuple[int, str, str | None]] = {}
         for aid, index, event_json, receipt_hash in _select_in(tx, _COMMITTED_LEVEL_2, ids):
             if aid not in latest or index > latest[aid][0]:
                 latest[aid] = (int(index), event_json, receipt_hash)
+        return latest
+
+    def _tombstone_records(self, tx: Transaction, ids: Sequence[str]) -> dict[str, bytes]:
+        """The TOMBSTONE leaf record (JCS bytes) of each of ``ids`` that a committed level-2
+        forget replaced, as the SMT holds it."""
         return {
-            aid: tombstone_leaf_json(
-                sha256(event_json.encode("utf-8")),
-                None if receipt_hash is None else bytes.fromhex(receipt_hash),
-            )
-            for aid, (_, event_json, receipt_hash) in latest.items()
+            aid: _tombstone_of(event_json.encode("utf-8"), receipt_hash)
+            for aid, (_, event_json, receipt_hash) in self._latest_tombstone_events(tx, ids).items()
         }
 
     def leaf_record(self, artifact_id: str) -> tuple[dict[str, JsonValue], bool]:
@@ -751,36 +754,26 @@ class ForgettingService:
         with self.db.transaction(write=False) as tx:
             if tx.fetchone("SELECT 1 FROM artifacts WHERE artifact_id = ?", (aid,)) is None:
                 raise ArtifactNotFoundError(f"artifact {aid} is not stored on this node")
-            tombstone = self._tombstone_records(tx, [aid]).get(aid)
-            record = None if tombstone is None else parse_json(tombstone)
-            if record is None:
+            latest = self._latest_tombstone_events(tx, [aid]).get(aid)
+            if latest is None:
                 raise ConflictError(
                     f"artifact {aid} has no committed level-2 forget: proofs exist for level 2 "
                     "only, once its epoch has committed"
                 )
-            events = tx.fetchall(
-                "SELECT event_json, log_index FROM forget_events WHERE artifact_id = ? "
-                "AND epoch IS NOT NULL AND epoch > 0 ORDER BY log_index DESC",
-                (aid,),
-            )
-            match = next(
-                (
-                    (parse_json(e), i)
-                    for e, i in events
-                    if entry_hash(parse_json(e)).hex() == record["forget_event_hash"]
-                ),
-                None,
-            )
+            log_index, event_json, receipt_hash = latest
             receipt = None
-            if record["destruction_receipt_hash"] is not None:
+            if receipt_hash is not None:
                 row = tx.fetchone(
                     "SELECT receipt FROM destruction_receipts WHERE receipt_hash = ?",
-                    (record["destruction_receipt_hash"],),
+                    (receipt_hash,),
                 )
-                receipt = None if row is None else parse_json(bytes(row[0]))
-        if match is None or (record["destruction_receipt_hash"] is not None and receipt is None):
-            raise StorageError(f"store: the evidence of artifact {aid}'s tombstone is missing")
-        event, log_index = match
+                if row is None:
+                    raise StorageError(
+                        f"store: the evidence of artifact {aid}'s tombstone is missing"
+                    )
+                receipt = parse_json(bytes(row[0]))
+        record = parse_json(_tombstone_of(event_json.encode("utf-8"), receipt_hash))
+        event = parse_json(event_json)
         _, _, smt_proof = self.checkpoints.smt.prove(smt_key(aid), version=at.epoch)
         proof = build_proof(
             artifact_id=aid,
@@ -830,8 +823,7 @@ def _next_record(current: JsonValue, event: _DueEvent) -> JsonValue:
     """The leaf record after executing ``event`` on an artifact whose leaf is ``current``: a
     TOMBSTONE as its JCS bytes (``tombstone_leaf_json``), other records as parsed JSON."""
     if event.level == 2:
-        receipt = None if event.receipt_hash is None else bytes.fromhex(event.receipt_hash)
-        return tombstone_leaf_json(sha256(event.event_bytes), receipt)
+        return _tombstone_of(event.event_bytes, event.receipt_hash)
     if isinstance(current, bytes):
         return current  # a TOMBSTONE made earlier in this epoch: level 0 or 1 change nothing
     if not isinstance(current, dict) or current.get("state") != "ACTIVE":
@@ -850,6 +842,13 @@ def _next_record(current: JsonValue, event: _DueEvent) -> JsonValue:
         revoked=bool(policy.get("revoked")),
         legal_hold=bool(policy.get("legal_hold")),
     )
+
+
+def _tombstone_of(event_bytes: bytes, receipt_hash: str | None) -> bytes:
+    """The TOMBSTONE record (JCS bytes) binding a logged forget event (its exact bytes) and
+    the hash of its destruction receipt."""
+    receipt = None if receipt_hash is None else bytes.fromhex(receipt_hash)
+    return tombstone_leaf_json(sha256(event_bytes), receipt)
 
 
 def _scope_json(scope: object) -> JsonValue:
