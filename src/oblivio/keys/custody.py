@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from oblivio.core.errors import IntegrityError
-from oblivio.core.identifiers import CAPABILITIES, ArtifactId, Capability, format_time
+from oblivio.core.identifiers import CAPABILITIES, ArtifactId, Capability
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import RootKeyPurpose, WrappingKeyBackend
@@ -104,7 +104,6 @@ class KeyTreeCustody:
         self.backend = backend
         self.store = store
         self.signer = signer
-        self._clock = clock
         self.trees: dict[RootKeyPurpose, KeyTree] = {
             tree: KeyTree(
                 tree,
@@ -258,14 +257,9 @@ class KeyTreeCustody:
                     # The root came back after its destruction was confirmed: destroy it
                     # again and issue a fresh receipt that says so.
                     resurrected.append(ref)
-                    receipt = DestructionReceipt(
-                        backend=evidence.backend,
-                        key_ref=dict(evidence.key_ref) | {"tree": entry.tree},
-                        epoch=entry.old_generation,
-                        destroyed_at=format_time(self._clock()),
-                        evidence=dict(evidence.evidence)
-                        | {"forgotten_keys": len(entry.leaves), "destroyed_again": True},
-                    ).signed_by(self.signer)
+                    receipt = self.trees[entry.tree].sign_receipt(
+                        entry, evidence, destroyed_again=True
+                    )
                     nodes.record_destruction(entry, receipt)
                     receipts.append(receipt)
         receipts.extend(self.destroy_due())

@@ -62,6 +62,7 @@ from typing import Final, Literal, NamedTuple, Protocol
 
 import uuid6
 
+from oblivio.core.canonical import JsonValue
 from oblivio.core.envelope import (
     KEY_SIZE,
     NONCE_SIZE,
@@ -73,7 +74,7 @@ from oblivio.core.errors import IntegrityError, KeyBackendError
 from oblivio.core.identifiers import ArtifactId, Capability, format_time, parse_time
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.signing import SigningKey
-from oblivio.keys.backend import RootKeyPurpose, WrappingKeyBackend
+from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose, WrappingKeyBackend
 
 KEY_TREE_CONTEXT: Final = b"oblivio/key-tree/v1"
 """Capability keys under their leaf keys."""
@@ -670,14 +671,24 @@ class KeyTree:
                 evidence = None
         if evidence is None:
             evidence = self.backend.destroy_root_key(entry.old_root)
-        receipt = DestructionReceipt(
+        return RootDestruction(entry, self.sign_receipt(entry, evidence), standby)
+
+    def sign_receipt(
+        self, entry: JournalEntry, evidence: DestructionEvidence, *, destroyed_again: bool = False
+    ) -> DestructionReceipt:
+        """The signed receipt (``oblivio.destruction.v1``) of a batch's old root, from the
+        backend's evidence; ``destroyed_again`` marks a root that came back and was destroyed
+        anew by recovery."""
+        facts: dict[str, JsonValue] = {"forgotten_keys": len(entry.leaves)}
+        if destroyed_again:
+            facts["destroyed_again"] = True
+        return DestructionReceipt(
             backend=evidence.backend,
             key_ref=dict(evidence.key_ref) | {"tree": self.tree},
             epoch=entry.old_generation,
             destroyed_at=format_time(self._clock()),
-            evidence=dict(evidence.evidence) | {"forgotten_keys": len(entry.leaves)},
+            evidence=dict(evidence.evidence) | facts,
         ).signed_by(self.signer)
-        return RootDestruction(entry, receipt, standby)
 
     def record_destruction(self, nodes: KeyTreeNodes, destruction: RootDestruction) -> None:
         """In the caller's transaction: the receipt, the journal entry ``destroyed``, and the
