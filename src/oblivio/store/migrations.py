@@ -369,8 +369,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             # An artifact's row holds its key-tree leaves: per capability, the slot in its tree
             # and the capability key wrapped under the leaf key (docs/adr/0010). A put writes no
-            # row keyed by the random artifact id but its own, and a forget only clears columns
-            # of the row its epoch rewrites anyway.
+            # row keyed by the random artifact id but its own (since docs/adr/0014 a forget
+            # does not write the row at all).
             "ALTER TABLE artifacts ADD COLUMN decrypt_slot {bigint}",
             "ALTER TABLE artifacts ADD COLUMN decrypt_key {blob}",
             "ALTER TABLE artifacts ADD COLUMN prove_slot {bigint}",
