@@ -162,3 +162,16 @@ class KeyBackendError(InfrastructureError):
     """The wrapping-key backend failed (an unwrap failure is an IntegrityError instead)."""
 
     code = "key_backend_error"
+
+
+class NodeStateMismatchError(OblivioError):
+    """The node's database and its key store do not belong together, or one of them is missing
+    (DESIGN.md §5, docs/key-erasure.md): a restored backup older than the key store, a key store
+    that lacks roots the database needs, a key store or database of another node, a missing
+    database file. The node refuses to open and destroys nothing; ``kind`` says which."""
+
+    code = "node_state_mismatch"
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

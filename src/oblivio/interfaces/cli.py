@@ -8,6 +8,9 @@ Errors are one line on stderr and a non-zero exit status:
     5  storage or key backend failure        6  no node at --home
     7  the artifact was forgotten, revoked or is suppressed
     8  verify: the proof is invalid (the failing link is named)
+    9  the database and the key store do not belong together, or one is missing (a restored
+       backup older than the key store, a key store lacking roots, another node's store or
+       keys, a missing database file): the node refuses to open and destroys nothing
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from oblivio.core.errors import (
     InfrastructureError,
     IntegrityError,
     InvalidInputError,
+    NodeStateMismatchError,
     NotFoundError,
     OblivioError,
     VerificationError,
@@ -34,9 +38,10 @@ from oblivio.core.errors import (
 from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
+from oblivio.keys.custody import RestorePlan
 from oblivio.node.compliance import open_compliance
 from oblivio.node.home import NodeHomeError, default_home, load_config
-from oblivio.node.node import Node, init_node, open_node
+from oblivio.node.node import Node, init_node, open_node, restore_backup
 from oblivio.node.services import open_services
 
 EXIT_ERROR = 1
@@ -47,6 +52,7 @@ EXIT_INFRASTRUCTURE = 5
 EXIT_NO_NODE = 6
 EXIT_FORGOTTEN = 7
 EXIT_PROOF_INVALID = 8
+EXIT_NODE_STATE = 9
 
 
 def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
@@ -112,7 +118,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     """Write an artifact's plaintext to standard output or -o FILE."""
-    with open_node(args.home) as node:
+    with open_node(args.home, recover=False) as node:
         if args.output:
             target = Path(args.output)
             partial = target.with_name(target.name + ".partial")
@@ -148,7 +154,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_key(args: argparse.Namespace) -> int:
     """Print the node's C2SP verifier key."""
-    with open_node(args.home) as node:
+    with open_node(args.home, recover=False) as node:
         summary = _node_summary(node)
     _emit(
         args,
@@ -231,7 +237,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print audit log events."""
-    with open_node(args.home) as node:
+    with open_node(args.home, recover=False) as node:
         events = open_compliance(node).audit.read(args.after, args.limit)
     for event in events:
         if args.json:
@@ -346,6 +352,40 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore_backup(args: argparse.Namespace) -> int:
+    """Bring a restored database back into service with the live key store (docs/
+    key-erasure.md): say what it destroys and loses, ask unless --yes, then do it, audited."""
+
+    def confirm(plan: RestorePlan) -> bool:
+        lost = ", ".join(plan.lost_trees) or "none"
+        print(
+            f"restore-backup: database generation {plan.database_generation}, key store "
+            f"generation {plan.key_store_generation}\n"
+            f"  root keys to destroy (what was written after the backup becomes unreadable "
+            f"in every copy): {len(plan.roots_to_destroy)}\n"
+            f"  key trees whose root key is gone: {lost}; artifacts of this backup that can "
+            f"never be read again: {plan.unreadable_artifacts}",
+            file=sys.stderr,
+        )
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InvalidInputError("restore-backup: confirm with --yes (no terminal to ask on)")
+        answer = input("Type 'restore' to destroy these keys and go on: ")
+        return answer.strip() == "restore"
+
+    plan = restore_backup(args.home, confirm)
+    if plan is None:
+        _emit(args, "restore-backup: nothing changed", {"restored": False})
+        return EXIT_USAGE
+    _emit(
+        args,
+        f"restore-backup: done; {len(plan.roots_to_destroy)} root keys destroyed",
+        {"restored": True, **plan.to_dict()},
+    )
+    return 0
+
+
 def cmd_hold(args: argparse.Namespace) -> int:
     """Place or release a legal hold."""
     with open_node(args.home) as node:
@@ -412,6 +452,14 @@ def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> 
     restore.add_argument("--authority", default="unspecified")
     restore.add_argument("--reason")
     restore.set_defaults(run=cmd_restore)
+
+    restore_backup = commands.add_parser(
+        "restore-backup",
+        parents=[common],
+        help="bring a restored database back into service (destroys newer keys; asks first)",
+    )
+    restore_backup.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore_backup.set_defaults(run=cmd_restore_backup)
 
     hold = commands.add_parser("hold", parents=[common], help="place or release a legal hold")
     hold.add_argument("action", choices=["place", "release"])
@@ -487,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _EXIT_CODES: tuple[tuple[type[OblivioError], int], ...] = (
+    (NodeStateMismatchError, EXIT_NODE_STATE),
     (ArtifactForgottenError, EXIT_FORGOTTEN),
     (VerificationError, EXIT_PROOF_INVALID),
     (NodeHomeError, EXIT_NO_NODE),

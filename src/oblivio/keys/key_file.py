@@ -7,6 +7,13 @@ in place (``pwrite`` over the same bytes, never a new file) and fsyncs::
     header = magic (8) | generation (8, big-endian, bumped by every change)
     slot = state (1) | tag (1) | reserved (14) | reference (16) | secret (32)
 
+A slot's state is live (1), destroyed (0) or the file's *binding* (2): at most one slot that
+names the key store this file belongs to (``KeyStoreBinding``, keys/backend.py), written in the
+same ``pwrite``s and fsync as the slots a change makes.
+
+A missing file is an error unless the caller creates it (``create=True``, at ``oblivio init``):
+a key file that vanished is never silently replaced by an empty one (docs/key-erasure.md).
+
 Honest limitation (docs/key-erasure.md): flash media and copy-on-write file systems may keep the
 old blocks of an overwritten slot; a node that needs strong level-1 claims uses an HSM.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +50,7 @@ def parse_key_reference(key_ref: str, prefix: str) -> bytes | None:
 
 _LIVE = 1
 _DESTROYED = 0
+_BINDING = 2
 
 
 @dataclass(frozen=True)
@@ -60,15 +68,21 @@ class KeyFile:
     under ``flock`` (shared to read, exclusive to change), so an operation costs its system
     calls and, for a change, one fsync."""
 
-    def __init__(self, path: Path, magic: bytes) -> None:
+    def __init__(self, path: Path, magic: bytes, *, create: bool = False) -> None:
         if len(magic) != 8:
             raise ValueError("key file magic: expected 8 bytes")
         self.path = path
         self.magic = magic
         self._lock = threading.Lock()
         self._cache: dict[bytes, Slot] = {}
+        self._binding: tuple[bytes, bytes] | None = None
         self._cache_generation: bytes | None = None
         if not path.exists():
+            if not create:
+                raise KeyBackendError(
+                    f"key file: {path} is missing (a key store is never re-made empty: restore "
+                    "it, or see docs/key-erasure.md)"
+                )
             self._create_file()
         try:
             self._fd = os.open(self.path, os.O_RDWR)
@@ -111,22 +125,33 @@ class KeyFile:
 
     def _read(self, fd: int) -> bytes:
         data = os.pread(fd, os.fstat(fd).st_size, 0)
-        self._cache = self._parse(data)
+        self._cache, self._binding = self._parse(data)
         self._cache_generation = data[len(self.magic) : HEADER_SIZE]
         return data
 
-    def live(self) -> dict[bytes, Slot]:
-        """Live slots by reference; re-read when any process has changed the file, as the
-        header's generation counter shows."""
+    def _refresh(self) -> None:
+        """Re-read the file when any process has changed it, as the header's counter shows."""
         with self._lock:
             if self._fd < 0:
                 raise KeyBackendError(f"key file: {self.path} is closed")
-            generation = os.pread(self._fd, 8, len(self.magic))
+            try:
+                generation = os.pread(self._fd, 8, len(self.magic))
+            except OSError as e:
+                raise KeyBackendError(f"key file: {self.path}: {e}") from e
             if generation == self._cache_generation:
-                return self._cache
+                return
         with self._locked(write=False) as fd:
             self._read(fd)
-            return self._cache
+
+    def live(self) -> dict[bytes, Slot]:
+        """Live slots by reference (re-read when the file changed)."""
+        self._refresh()
+        return self._cache
+
+    def binding(self) -> tuple[bytes, bytes] | None:
+        """The binding slot's reference and secret, or None if the file has none."""
+        self._refresh()
+        return self._binding
 
     def get(self, reference: bytes) -> Slot | None:
         """The live slot ``reference`` names, or None."""
@@ -148,11 +173,15 @@ class KeyFile:
         reference: bytes | None,
         tag: int = 0,
         secret: bytes = b"",
+        *,
+        binding: Callable[[tuple[bytes, bytes] | None], tuple[bytes, bytes] | None] | None = None,
     ) -> None:
         """Destroy ``destroyed`` (as ``destroy``) and add ``reference`` (as ``add``) with one
         write and one fsync: the new secret takes the first destroyed slot, so it overwrites
-        the old secret in place. The destruction is confirmed by reading the file again;
-        KeyBackendError if any slot of ``destroyed`` is still live."""
+        the old secret in place. A live ``reference`` is left as it is (adding is idempotent).
+        ``binding``, if given, maps the current binding slot (reference, secret) to the one to
+        write in the same fsync (None: leave it). The destruction is confirmed by reading the
+        file again; KeyBackendError if any slot of ``destroyed`` is still live."""
         if reference is not None and (
             len(reference) != REFERENCE_SIZE or len(secret) != SECRET_SIZE or not 0 <= tag < 256
         ):
@@ -161,7 +190,23 @@ class KeyFile:
             data = bytearray(os.pread(fd, os.fstat(fd).st_size, 0))
             if not data.startswith(self.magic):
                 raise KeyBackendError(f"key file: header of {self.path} is damaged")
+            slots, current = self._parse(bytes(data))
+            if reference is not None and reference in slots:
+                reference = None
             writes: list[tuple[int, bytes]] = []
+            end = len(data) - (len(data) - HEADER_SIZE) % SLOT_SIZE
+            if binding is not None and (new_binding := binding(current)) is not None:
+                at = next(
+                    (
+                        offset
+                        for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE)
+                        if data[offset] == _BINDING
+                    ),
+                    None,
+                )
+                if at is None:
+                    at, end = end, end + SLOT_SIZE
+                writes.append((at, _slot(_BINDING, 0, new_binding[0], new_binding[1])))
             for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE):
                 if (
                     destroyed is not None
@@ -177,7 +222,7 @@ class KeyFile:
                         for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE)
                         if data[offset] == _DESTROYED
                     ),
-                    len(data) - (len(data) - HEADER_SIZE) % SLOT_SIZE,
+                    end,
                 )
                 # The first destroyed slot (the one just destroyed, if no older one is free):
                 # the new slot is written over it instead of its zeros.
@@ -195,15 +240,18 @@ class KeyFile:
                     f"key file: slot {destroyed.hex()} still live after destruction"
                 )
 
-    def _parse(self, data: bytes) -> dict[bytes, Slot]:
+    def _parse(self, data: bytes) -> tuple[dict[bytes, Slot], tuple[bytes, bytes] | None]:
         if not data.startswith(self.magic):
             raise KeyBackendError(f"key file: header of {self.path} is damaged")
         slots: dict[bytes, Slot] = {}
+        binding = None
         for offset in range(HEADER_SIZE, len(data) - SLOT_SIZE + 1, SLOT_SIZE):
             slot = data[offset : offset + SLOT_SIZE]
             if slot[0] == _LIVE:
                 slots[slot[16:32]] = Slot(slot[1], slot[32:64])
-        return slots
+            elif slot[0] == _BINDING:
+                binding = (slot[16:32], slot[32:64])
+        return slots, binding
 
     def close(self) -> None:
         """Release the file descriptor."""

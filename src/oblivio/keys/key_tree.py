@@ -74,7 +74,12 @@ from oblivio.core.errors import IntegrityError, KeyBackendError
 from oblivio.core.identifiers import ArtifactId, Capability, format_time, parse_time
 from oblivio.core.receipts import DestructionReceipt
 from oblivio.core.signing import SigningKey
-from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose, WrappingKeyBackend
+from oblivio.keys.backend import (
+    DestructionEvidence,
+    KeyStoreBinding,
+    RootKeyPurpose,
+    WrappingKeyBackend,
+)
 
 KEY_TREE_CONTEXT: Final = b"oblivio/key-tree/v1"
 """Capability keys under their leaf keys."""
@@ -152,6 +157,9 @@ class JournalEntry:
     created_at: str
     destroy_after: str | None = None
     receipt_hash: str | None = None
+    next_root: str | None = None
+    next_generation: int | None = None
+    """The standby root the batch's destruction makes, planned by its intent (docs/adr/0016)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,43 @@ class KeyTreeNodes(Protocol):
     def record_destruction(self, entry: JournalEntry, receipt: DestructionReceipt) -> None:
         """Store a destruction receipt (as served) for a batch and mark its journal entry
         ``destroyed`` with the receipt's hash."""
+
+    def drop_nodes(self, tree: RootKeyPurpose) -> None:
+        """Delete every node of a tree (``oblivio restore-backup``, for a tree whose root key
+        is gone: its nodes can never be opened again)."""
+
+    def artifacts_with_leaves(self, trees: Sequence[RootKeyPurpose]) -> int:
+        """How many artifacts hold a leaf in any of these trees."""
+
+    def binding(self) -> KeyStoreBinding | None:
+        """The key store this database belongs to, or None (a new or pre-binding database)."""
+
+    def save_binding(self, binding: KeyStoreBinding) -> None:
+        """Insert or replace the binding."""
+
+    def plan_root(self, plan: RootPlan) -> None:
+        """Name a root key before the backend makes it (write-ahead; docs/adr/0016)."""
+
+    def planned_roots(self) -> list[RootPlan]:
+        """Roots planned and neither adopted nor abandoned yet."""
+
+    def settle_root(self, key_ref: str, state: RootPlanState) -> None:
+        """Mark a planned root ``adopted`` (a head names it) or ``abandoned`` (destroyed or
+        never made)."""
+
+
+RootPlanState = Literal["planned", "adopted", "abandoned"]
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    """A root key named in the database before the backend makes it."""
+
+    key_ref: str
+    tree: RootKeyPurpose
+    generation: int
+    planned_at: str
+    state: RootPlanState = "planned"
 
 
 class KeyTreeStore(Protocol):
@@ -314,6 +359,14 @@ class _Path:
     changed: set[tuple[int, int]] = field(default_factory=set)
 
 
+class StandbyMissingError(KeyBackendError):
+    """A forget found its tree without a standby root (another process used it meanwhile):
+    the caller makes one (``KeyTreeCustody.ensure_standbys``) and tries again."""
+
+    def __init__(self, tree: str) -> None:
+        super().__init__(f"key tree {tree}: no standby root")
+
+
 class KeyTree:
     """One tree (``wrap`` or ``escrow``) over a backend; stateless between calls.
 
@@ -349,16 +402,75 @@ class KeyTree:
     def _span(self, level: int) -> int:
         return int(self.fanout**level)
 
-    def initialise(self, nodes: KeyTreeNodes) -> TreeHead:
-        """Return the tree's head, creating the tree (one root key in the backend) if new."""
+    def initialise(self, nodes: KeyTreeNodes, root: str | None = None) -> TreeHead:
+        """Return the tree's head, creating the tree if new under ``root``: a root key planned
+        (``plan_root``, committed) and made (``make_root``) beforehand. Raises KeyBackendError
+        if the tree is new and no root is given."""
         head = nodes.head(self.tree)
         if head is None:
-            head = TreeHead(
-                self.tree, self.fanout, 1, 0, self.backend.create_root_key(self.tree), 0
-            )
+            if root is None:
+                raise KeyBackendError(f"key tree {self.tree}: not initialised")
+            head = TreeHead(self.tree, self.fanout, 1, 0, root, 0)
             nodes.save_nodes(self.tree, [TreeNode(1, 0, 0, b"")])
             nodes.save_head(head)
+            nodes.settle_root(root, "adopted")
         return self._adopt(head)
+
+    def plan_root(self, nodes: KeyTreeNodes) -> RootPlan:
+        """Name a new root key of this tree in the caller's transaction, at the database's
+        next generation (write-ahead, docs/adr/0016): the backend makes it only once this is
+        committed, so recovery can tell a root made and never used from one it knows nothing
+        of. Raises KeyBackendError if the database has no key-store binding."""
+        binding = nodes.binding()
+        if binding is None:
+            raise KeyBackendError("key tree: the database has no key-store binding")
+        binding = binding.advanced(binding.generation + 1)
+        nodes.save_binding(binding)
+        plan = RootPlan(
+            self.backend.new_root_reference(),
+            self.tree,
+            binding.generation,
+            format_time(self._clock()),
+        )
+        nodes.plan_root(plan)
+        return plan
+
+    def make_root(self, plan: RootPlan) -> str:
+        """Make a planned root key in the backend (after the plan committed); idempotent."""
+        return self.backend.create_root_key(self.tree, plan.key_ref, generation=plan.generation)
+
+    def needs_standby(self, nodes: KeyTreeNodes) -> bool:
+        """Whether the tree has no usable standby root for its next forget."""
+        head = nodes.head(self.tree)
+        return head is not None and (
+            head.standby_root is None or not self.backend.has_root_key(head.standby_root)
+        )
+
+    def ensure_standby(self) -> None:
+        """Give the tree a standby root if it has no usable one: planned and committed, made
+        in the backend, then recorded (three steps, so a crash leaves at most a planned root,
+        which recovery destroys). Raises KeyBackendError."""
+        with self.store.transaction(write=False) as nodes:
+            if not self.needs_standby(nodes):
+                return
+        with self.store.transaction() as nodes:
+            if not self.needs_standby(nodes):
+                return
+            plan = self.plan_root(nodes)
+        self.make_root(plan)
+        with self.store.transaction() as nodes:
+            self.adopt_standby(nodes, plan)
+
+    def adopt_standby(self, nodes: KeyTreeNodes, plan: RootPlan) -> None:
+        """Record a made root as the tree's standby (in the caller's transaction), unless the
+        tree got a usable one meanwhile; then the plan stays for recovery to destroy."""
+        head = nodes.head(self.tree)
+        if head is None:
+            return
+        if head.standby_root is not None and self.backend.has_root_key(head.standby_root):
+            return
+        nodes.save_head(replace(head, standby_root=plan.key_ref))
+        nodes.settle_root(plan.key_ref, "adopted")
 
     def _adopt(self, head: TreeHead) -> TreeHead:
         """A tree keeps the fan-out it was made with; the configured one applies to new trees."""
@@ -561,6 +673,7 @@ class KeyTree:
         was committed the journal holds the batch and ``destroy_due``/``recover`` finish it;
         if not, nothing changed, and ``recover`` destroys the unused new root.
         """
+        self.ensure_standby()
         with self.store.transaction() as nodes:
             wanted = [key for key in dict.fromkeys(leaves) if tree_of(key[1]) == self.tree]
             entry = self.rekey_forgotten(nodes, nodes.find_leaves(wanted))
@@ -589,11 +702,12 @@ class KeyTree:
         present = [leaf for leaf in found if leaf.slot % b in path.children[(1, leaf.slot // b)]]
         if not present:
             return None
-        # The standby root made when the previous root was destroyed, if it is still there
-        # (recovery destroys standbys); else a new root now.
+        # The standby root, made and recorded before (``KeyTreeCustody.ensure_standbys``);
+        # the batch plans the next one, which its destruction makes.
         new_root = head.standby_root
-        if new_root is None or not self.backend.has_root_key(new_root):
-            new_root = self.backend.create_root_key(self.tree)
+        if new_root is None:
+            raise StandbyMissingError(self.tree)
+        next_plan = self.plan_root(nodes)
         self._rekey(nodes, head, path, {leaf.slot for leaf in present}, new_root)
         entry = JournalEntry(
             batch_id=str(uuid6.uuid7()),
@@ -605,6 +719,8 @@ class KeyTree:
             leaves=tuple((leaf.artifact_id, leaf.capability) for leaf in present),
             created_at=format_time(self._clock()),
             destroy_after=format_time(self._clock() + self.destruction_window),
+            next_root=next_plan.key_ref,
+            next_generation=next_plan.generation,
         )
         nodes.add_journal(entry)
         return entry
@@ -662,9 +778,14 @@ class KeyTree:
         same write and fsync; docs/adr/0008). Raises KeyBackendError if destruction cannot be
         confirmed; repeating it is harmless."""
         evidence, standby = None, None
-        if make_standby:
+        if make_standby and entry.next_root is not None:
             try:
-                evidence, standby = self.backend.rotate_root_key(entry.old_root, self.tree)
+                evidence, standby = self.backend.rotate_root_key(
+                    entry.old_root,
+                    self.tree,
+                    entry.next_root,
+                    generation=entry.next_generation or 0,
+                )
             except KeyBackendError:
                 # A standby only saves the next forget a step: a backend that can destroy but
                 # not create (a custodian offline) still destroys.
@@ -697,8 +818,11 @@ class KeyTree:
             head = nodes.head(self.tree)
             if head is not None and head.standby_root is None:
                 nodes.save_head(replace(head, standby_root=destruction.standby))
+                nodes.settle_root(destruction.standby, "adopted")
             else:
+                # Made by this batch's plan and never used: destroying it is on purpose.
                 self.backend.destroy_root_key(destruction.standby)
+                nodes.settle_root(destruction.standby, "abandoned")
         nodes.record_destruction(destruction.entry, destruction.receipt)
 
     def _destroy(self, entry: JournalEntry) -> DestructionReceipt:
@@ -721,23 +845,17 @@ class KeyTree:
         return [self._destroy(entry) for entry in due]
 
     def pending_roots(self, nodes: KeyTreeNodes) -> set[str]:
-        """Roots this tree still needs: its head's, and old roots kept alive by the destruction
-        window until their batch's destruction. Not its standby root, which recovery destroys
-        (``clear_standby``)."""
+        """Roots this tree names: its head's root and standby, the old roots of batches not
+        destroyed yet (the destruction window) and the standbys those batches will make."""
         head = nodes.head(self.tree)
-        needed = {head.root_ref} if head is not None else set()
+        needed = set()
+        if head is not None:
+            needed.add(head.root_ref)
+            if head.standby_root is not None:
+                needed.add(head.standby_root)
         for entry in nodes.journal(["intent"]):
             if entry.tree == self.tree:
                 needed.add(entry.old_root)
+                if entry.next_root is not None:
+                    needed.add(entry.next_root)
         return needed
-
-    def clear_standby(self, nodes: KeyTreeNodes) -> str | None:
-        """Forget the tree's standby root (the caller destroys it); return its reference.
-
-        Recovery does this: a restored database may name as its standby a root that the live
-        node went on to use for a newer tree, which must not stay alive (docs/adr/0008)."""
-        head = nodes.head(self.tree)
-        if head is None or head.standby_root is None:
-            return None
-        nodes.save_head(replace(head, standby_root=None))
-        return head.standby_root

@@ -20,9 +20,11 @@ URI (RFC 7512 style)::
     pkcs11:token=LABEL[;object=PREFIX]?module-path=/usr/lib/softhsm/libsofthsm2.so
            &pin-value=PIN | &pin-source=/path/to/pin-file [&wrap-mechanism=aes-key-wrap]
 
-``object`` (default ``oblivio``) namespaces this node's keys in a shared token: the key tree's
-recovery destroys every root under its prefix that the node's database does not account for,
-so a prefix belongs to one node. python-pkcs11 (the ``hsm`` extra) is imported lazily.
+``object`` namespaces this node's keys in a shared token, so that several nodes can share one:
+``oblivio init`` writes ``object=oblivio-`` and the first 16 hex characters of the node's key id
+into the keys URI it records when the URI names none (a URI without it means ``oblivio``, the
+prefix of nodes made before). The key store's binding (keys/backend.py) is a data object
+labelled ``PREFIX-binding``. python-pkcs11 (the ``hsm`` extra) is imported lazily.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from oblivio.core.envelope import NONCE_SIZE, TAG_SIZE, digests_equal, key_wrap_aad
 from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
 from oblivio.core.hashing import sha256
-from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+from oblivio.keys.backend import DestructionEvidence, KeyStoreBinding, RootKeyPurpose
 from oblivio.keys.key_file import parse_key_reference
 
 if TYPE_CHECKING:
@@ -113,6 +115,15 @@ def parse_pkcs11_uri(uri: str) -> Pkcs11Config:
     return Pkcs11Config(module, attributes["token"], pin, prefix, mechanism)
 
 
+def pkcs11_object_prefix(uri: str) -> str | None:
+    """The ``object=`` prefix a ``pkcs11:`` URI names, or None if it names none."""
+    for item in filter(None, urlsplit(uri).path.split(";")):
+        name, sep, value = item.partition("=")
+        if sep and name == "object" and value:
+            return unquote(value)
+    return None
+
+
 def _reference(key_ref: str) -> bytes | None:
     return parse_key_reference(key_ref, _REF_PREFIX)
 
@@ -174,14 +185,81 @@ class Pkcs11Backend:
                     found.append(obj)
         return found
 
-    def create_root_key(self, purpose: RootKeyPurpose) -> str:
-        """Generate a non-extractable AES-256 key in the token; confirm it can be found."""
+    def new_root_reference(self) -> str:
+        return _REF_PREFIX + secrets.token_hex(16)
+
+    def _binding_objects(self) -> list[object]:
+        from pkcs11 import Attribute, ObjectClass
+
+        return list(
+            self._session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: self._binding_label}
+            )
+        )
+
+    @property
+    def _binding_label(self) -> str:
+        return f"{self.config.object_prefix}-binding"
+
+    def binding(self) -> KeyStoreBinding | None:
+        import pkcs11
+        from pkcs11 import Attribute
+
+        with self._lock:
+            try:
+                found = self._binding_objects()
+                value = found[0][Attribute.VALUE] if found else None  # type: ignore[index]
+            except pkcs11.PKCS11Error as e:
+                raise KeyBackendError(f"pkcs11 keys: reading the binding failed: {e!r}") from e
+        if not isinstance(value, bytes) or len(value) != 48:
+            return None
+        return KeyStoreBinding.from_slot(value[:16], value[16:])
+
+    def bind(self, binding: KeyStoreBinding) -> None:
+        """Write the binding as a token data object (replacing the one there)."""
+        import pkcs11
+        from pkcs11 import Attribute, ObjectClass
+
+        reference, secret = binding.to_slot()
+        with self._lock:
+            try:
+                for obj in self._binding_objects():
+                    obj.destroy()  # type: ignore[attr-defined]
+                self._session.create_object(
+                    {
+                        Attribute.CLASS: ObjectClass.DATA,
+                        Attribute.TOKEN: True,
+                        Attribute.PRIVATE: True,
+                        Attribute.LABEL: self._binding_label,
+                        Attribute.APPLICATION: "oblivio",
+                        Attribute.VALUE: reference + secret,
+                    }
+                )
+            except pkcs11.PKCS11Error as e:
+                raise KeyBackendError(f"pkcs11 keys: writing the binding failed: {e!r}") from e
+
+    def _advance_generation(self, generation: int) -> None:
+        current = self.binding()
+        if current is not None and current.generation < generation:
+            self.bind(current.advanced(generation))
+
+    def create_root_key(
+        self, purpose: RootKeyPurpose, key_ref: str | None = None, *, generation: int = 0
+    ) -> str:
+        """Raise the binding's generation, then generate a non-extractable AES-256 key in the
+        token named ``key_ref`` (left as it is if it exists); confirm it can be found."""
         import pkcs11
         from pkcs11 import Attribute, KeyType
 
-        reference = secrets.token_bytes(16)
+        key_ref = key_ref or self.new_root_reference()
+        reference = _reference(key_ref)
+        if reference is None:
+            raise KeyBackendError(f"pkcs11 keys: not a pkcs11 key reference: {key_ref}")
+        self._advance_generation(generation)
         with self._lock:
             try:
+                if self._find(reference):
+                    return key_ref
                 self._session.generate_key(
                     KeyType.AES,
                     256,
@@ -204,7 +282,7 @@ class Pkcs11Backend:
                     raise KeyBackendError("pkcs11 keys: a new root key cannot be found")
             except pkcs11.PKCS11Error as e:
                 raise KeyBackendError(f"pkcs11 keys: cannot create a root key: {e!r}") from e
-        return _REF_PREFIX + reference.hex()
+        return key_ref
 
     def has_root_key(self, key_ref: str) -> bool:
         import pkcs11
@@ -333,10 +411,16 @@ class Pkcs11Backend:
         return material
 
     def rotate_root_key(
-        self, key_ref: str, purpose: RootKeyPurpose
+        self,
+        key_ref: str,
+        purpose: RootKeyPurpose,
+        new_ref: str | None = None,
+        *,
+        generation: int = 0,
     ) -> tuple[DestructionEvidence, str]:
         """``destroy_root_key`` then ``create_root_key``: two steps in this backend."""
-        return self.destroy_root_key(key_ref), self.create_root_key(purpose)
+        evidence = self.destroy_root_key(key_ref)
+        return evidence, self.create_root_key(purpose, new_ref, generation=generation)
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """``C_DestroyObject`` on every object with this ``CKA_ID``; then a lookup must fail."""

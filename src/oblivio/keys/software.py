@@ -10,12 +10,13 @@ old blocks of an overwritten key; a node that needs strong level-1 claims uses a
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from oblivio.core.envelope import KEY_SIZE
 from oblivio.core.errors import InvalidKeysUriError, KeyBackendError
-from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+from oblivio.keys.backend import DestructionEvidence, KeyStoreBinding, RootKeyPurpose
 from oblivio.keys.in_process import InProcessRootWrapping
 from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile, parse_key_reference
 
@@ -43,18 +44,37 @@ class SoftwareBackend(InProcessRootWrapping):
 
     scheme = "software"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
-        self._file = KeyFile(path, MAGIC)
+        self._file = KeyFile(path, MAGIC, create=create)
 
     def close(self) -> None:
         """Release the key file."""
         self._file.close()
 
-    def create_root_key(self, purpose: RootKeyPurpose) -> str:
-        reference = secrets.token_bytes(REFERENCE_SIZE)
-        self._file.add(reference, _PURPOSES[purpose], secrets.token_bytes(KEY_SIZE))
-        return _REF_PREFIX + reference.hex()
+    def new_root_reference(self) -> str:
+        return _REF_PREFIX + secrets.token_hex(REFERENCE_SIZE)
+
+    def create_root_key(
+        self, purpose: RootKeyPurpose, key_ref: str | None = None, *, generation: int = 0
+    ) -> str:
+        """Add the key's slot and raise the binding's generation in one write and fsync."""
+        key_ref = key_ref or self.new_root_reference()
+        self._file.replace(
+            None,
+            self._reference_of(key_ref),
+            _PURPOSES[purpose],
+            secrets.token_bytes(KEY_SIZE),
+            binding=_advance(generation),
+        )
+        return key_ref
+
+    def binding(self) -> KeyStoreBinding | None:
+        slot = self._file.binding()
+        return None if slot is None else KeyStoreBinding.from_slot(*slot)
+
+    def bind(self, binding: KeyStoreBinding) -> None:
+        self._file.replace(None, None, binding=lambda _current: binding.to_slot())
 
     def _missing_root(self, key_ref: str) -> str:
         return f"software keys: no live root key {key_ref}"
@@ -73,19 +93,26 @@ class SoftwareBackend(InProcessRootWrapping):
         return self._evidence(key_ref)
 
     def rotate_root_key(
-        self, key_ref: str, purpose: RootKeyPurpose
+        self,
+        key_ref: str,
+        purpose: RootKeyPurpose,
+        new_ref: str | None = None,
+        *,
+        generation: int = 0,
     ) -> tuple[DestructionEvidence, str]:
-        """Destroy ``key_ref`` and add a fresh root key with one write and one fsync: the new
-        key goes into a destroyed slot (the old key's own, unless an older one is free), so it
-        overwrites the old key in place; then confirm the old key is gone."""
-        reference = secrets.token_bytes(REFERENCE_SIZE)
+        """Destroy ``key_ref`` and add a fresh root key (and raise the binding's generation)
+        with one write and one fsync: the new key goes into a destroyed slot (the old key's
+        own, unless an older one is free), so it overwrites the old key in place; then confirm
+        the old key is gone."""
+        new_ref = new_ref or self.new_root_reference()
         self._file.replace(
             self._reference_of(key_ref),
-            reference,
+            self._reference_of(new_ref),
             _PURPOSES[purpose],
             secrets.token_bytes(KEY_SIZE),
+            binding=_advance(generation),
         )
-        return self._evidence(key_ref), _REF_PREFIX + reference.hex()
+        return self._evidence(key_ref), new_ref
 
     def _reference_of(self, key_ref: str) -> bytes:
         reference = _reference(key_ref)
@@ -103,3 +130,18 @@ class SoftwareBackend(InProcessRootWrapping):
                 "limitation": "flash media may keep overwritten blocks (docs/key-erasure.md)",
             },
         )
+
+
+def _advance(
+    generation: int,
+) -> Callable[[tuple[bytes, bytes] | None], tuple[bytes, bytes] | None]:
+    """A key file binding update raising the generation to ``generation`` (an unbound file,
+    or one already there, is left as it is)."""
+
+    def update(current: tuple[bytes, bytes] | None) -> tuple[bytes, bytes] | None:
+        if current is None:
+            return None
+        binding = KeyStoreBinding.from_slot(*current)
+        return None if binding.generation >= generation else binding.advanced(generation).to_slot()
+
+    return update

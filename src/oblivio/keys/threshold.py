@@ -35,11 +35,12 @@ from oblivio.core.identifiers import format_time
 from oblivio.core.receipts import sign_share_deletion
 from oblivio.core.shamir import Share, combine_shares, split_secret
 from oblivio.core.signing import SEED_SIZE, SigningKey, VerifyKey
-from oblivio.keys.backend import DestructionEvidence, RootKeyPurpose
+from oblivio.keys.backend import DestructionEvidence, KeyStoreBinding, RootKeyPurpose
 from oblivio.keys.in_process import InProcessRootWrapping
 from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile, parse_key_reference
 
 SHARE_MAGIC = b"OBLVSHR1"
+BINDING_MAGIC = b"OBLVBND1"
 _REF_PREFIX = "th-"
 
 
@@ -94,11 +95,19 @@ class Custodian(Protocol):
 
 
 class FileCustodian:
-    """A custodian kept in a directory: signing key and share file (in-place destruction)."""
+    """A custodian kept in a directory: signing key and share file (in-place destruction).
 
-    def __init__(self, directory: Path) -> None:
+    Made only with ``create`` (``oblivio init``): a missing signing key is an error, and a
+    custodian whose share file is gone is one that cannot be reached (its calls raise
+    KeyBackendError), never a new empty one."""
+
+    def __init__(self, directory: Path, *, create: bool = False) -> None:
         self.directory = directory
         key_path = directory / "signing.key"
+        self._shares: KeyFile | None = None
+        self._missing: str | None = None
+        if not create and not key_path.exists():
+            raise KeyBackendError(f"custodian {directory}: its signing key is missing")
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not key_path.exists():
@@ -110,31 +119,40 @@ class FileCustodian:
             self._signing_key = SigningKey(b64url_decode(key_path.read_text("ascii").strip()))
         except (OSError, ValueError) as e:
             raise KeyBackendError(f"custodian {directory}: cannot load its signing key: {e}") from e
-        self._shares = KeyFile(directory / "shares", SHARE_MAGIC)
+        try:
+            self._shares = KeyFile(directory / "shares", SHARE_MAGIC, create=create)
+        except KeyBackendError as e:
+            self._missing = f"custodian {directory}: {e}"
+
+    def _share_file(self) -> KeyFile:
+        if self._shares is None:
+            raise KeyBackendError(self._missing or f"custodian {self.directory}: unavailable")
+        return self._shares
 
     @property
     def verify_key(self) -> VerifyKey:
         return self._signing_key.verify_key
 
     def store_share(self, reference: bytes, share: Share) -> None:
-        self._shares.add(reference, share.x, share.y)
+        self._share_file().add(reference, share.x, share.y)
 
     def share(self, reference: bytes) -> Share | None:
-        slot = self._shares.get(reference)
+        slot = self._share_file().get(reference)
         return None if slot is None else Share(slot.tag, slot.secret)
 
     def references(self) -> set[bytes]:
-        return set(self._shares.live())
+        return set(self._share_file().live())
 
     def delete_share(
         self, reference: bytes, key_id: str, share_x: int, now: datetime
     ) -> dict[str, JsonValue]:
-        self._shares.destroy(reference)
+        self._share_file().destroy(reference)
         return sign_share_deletion(self._signing_key, key_id, share_x, format_time(now))
 
     def close(self) -> None:
         """Release the share file."""
-        self._shares.close()
+        if self._shares is not None:
+            self._shares.close()
 
 
 def _reference(key_ref: str) -> bytes | None:
@@ -151,21 +169,51 @@ class ThresholdBackend(InProcessRootWrapping):
         custodians: Sequence[Custodian],
         threshold: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        binding_file: KeyFile | None = None,
     ) -> None:
         if not 1 <= threshold <= len(custodians) <= 255:
             raise ValueError(f"threshold: expected 1 <= t <= n <= 255, got t={threshold}")
         self.custodians = list(custodians)
         self.threshold = threshold
         self._clock = clock
+        self._binding_file = binding_file
 
     @classmethod
-    def open(cls, config: ThresholdConfig) -> ThresholdBackend:
-        """Open (creating if new) the ``n`` file custodians of ``config``."""
+    def open(cls, config: ThresholdConfig, *, create: bool = False) -> ThresholdBackend:
+        """Open the ``n`` file custodians of ``config`` and the key store's binding file
+        (``DIR/binding``); ``create`` makes what is missing (``oblivio init``). Raises
+        KeyBackendError if the binding file is missing and not ``create``."""
         custodians = [
-            FileCustodian(config.directory / f"custodian-{i:02d}")
+            FileCustodian(config.directory / f"custodian-{i:02d}", create=create)
             for i in range(1, config.shares + 1)
         ]
-        return cls(custodians, config.threshold)
+        try:
+            binding_file = KeyFile(config.directory / "binding", BINDING_MAGIC, create=create)
+        except KeyBackendError:
+            for custodian in custodians:
+                custodian.close()
+            raise
+        return cls(custodians, config.threshold, binding_file=binding_file)
+
+    def binding(self) -> KeyStoreBinding | None:
+        if self._binding_file is None:
+            return None
+        slot = self._binding_file.binding()
+        return None if slot is None else KeyStoreBinding.from_slot(*slot)
+
+    def bind(self, binding: KeyStoreBinding) -> None:
+        if self._binding_file is None:
+            raise KeyBackendError("threshold keys: this key store has no binding file")
+        self._binding_file.replace(None, None, binding=lambda _current: binding.to_slot())
+
+    def _advance_generation(self, generation: int) -> None:
+        current = self.binding()
+        if current is not None and current.generation < generation:
+            self.bind(current.advanced(generation))
+
+    def new_root_reference(self) -> str:
+        return _REF_PREFIX + secrets.token_hex(REFERENCE_SIZE)
 
     @property
     def custodian_keys(self) -> list[VerifyKey]:
@@ -173,14 +221,25 @@ class ThresholdBackend(InProcessRootWrapping):
         return [c.verify_key for c in self.custodians]
 
     def close(self) -> None:
-        """Release the custodians' share files."""
+        """Release the custodians' share files and the binding file."""
         for custodian in self.custodians:
             if isinstance(custodian, FileCustodian):
                 custodian.close()
+        if self._binding_file is not None:
+            self._binding_file.close()
 
-    def create_root_key(self, purpose: RootKeyPurpose) -> str:
-        """Split a fresh key among all custodians; every one must store its share."""
-        reference = secrets.token_bytes(REFERENCE_SIZE)
+    def create_root_key(
+        self, purpose: RootKeyPurpose, key_ref: str | None = None, *, generation: int = 0
+    ) -> str:
+        """Raise the binding's generation, then split a fresh key among all custodians; every
+        one must store its share. A root of which any share exists is left as it is."""
+        key_ref = key_ref or self.new_root_reference()
+        reference = _reference(key_ref)
+        if reference is None:
+            raise KeyBackendError(f"threshold keys: not a threshold key reference: {key_ref}")
+        self._advance_generation(generation)
+        if key_ref in self.live_root_keys():
+            return key_ref
         shares = split_secret(
             secrets.token_bytes(KEY_SIZE),
             len(self.custodians),
@@ -189,7 +248,7 @@ class ThresholdBackend(InProcessRootWrapping):
         )
         for custodian, share in zip(self.custodians, shares, strict=True):
             custodian.store_share(reference, share)
-        return _REF_PREFIX + reference.hex()
+        return key_ref
 
     def _missing_root(self, key_ref: str) -> str:
         return f"threshold keys: fewer than t shares of {key_ref} reachable"
@@ -221,10 +280,16 @@ class ThresholdBackend(InProcessRootWrapping):
         return refs
 
     def rotate_root_key(
-        self, key_ref: str, purpose: RootKeyPurpose
+        self,
+        key_ref: str,
+        purpose: RootKeyPurpose,
+        new_ref: str | None = None,
+        *,
+        generation: int = 0,
     ) -> tuple[DestructionEvidence, str]:
         """``destroy_root_key`` then ``create_root_key``: two steps in this backend."""
-        return self.destroy_root_key(key_ref), self.create_root_key(purpose)
+        evidence = self.destroy_root_key(key_ref)
+        return evidence, self.create_root_key(purpose, new_ref, generation=generation)
 
     def destroy_root_key(self, key_ref: str) -> DestructionEvidence:
         """Ask every custodian to delete its share; proven with ``n - t + 1`` signed statements.

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from oblivio.core.errors import InvalidInputError, OblivioError
+from oblivio.core.errors import InvalidInputError, NodeStateMismatchError, OblivioError
 from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import WrappingKeyBackend, check_keys_uri, open_key_backend
-from oblivio.keys.custody import KeyTreeCustody
+from oblivio.keys.custody import KeyTreeCustody, RestorePlan, plan_restore
+from oblivio.keys.custody import restore_backup as restore_backup_in
 from oblivio.keys.key_tree import MIN_FANOUT
+from oblivio.keys.pkcs11 import pkcs11_object_prefix
+from oblivio.node.audit import AuditLog
 from oblivio.node.home import (
     DEFAULT_KEYS_URI,
     MAX_FANOUT,
@@ -61,17 +65,19 @@ def init_node(
     keys_uri: str | None = None,
     fanout: int | None = None,
 ) -> Node:
-    """Create a node in ``home``: signing key, database schema, wrapping-key backend, and key
-    trees of ``fanout`` (default 64, DESIGN.md §5).
+    """Create a node in ``home``: signing key, database schema, wrapping-key backend bound to
+    the database (docs/adr/0016), and key trees of ``fanout`` (default 64, DESIGN.md §5).
 
-    Both URIs are checked, and the database reached, before anything is written, so a bad URI
-    or an unreachable database leaves no half-made home. Raises InvalidInputError (node name),
-    InvalidStoreUriError, InvalidKeysUriError, StorageError, KeyBackendError, NodeHomeError.
+    Both URIs are checked, the database reached and the key store opened before the home is
+    written, so a bad URI, an unreachable database or a wrong PIN leaves no half-made home. A
+    database or key store that already belongs to a node is refused (NodeStateMismatchError).
+    Raises InvalidInputError (node name), InvalidStoreUriError, InvalidKeysUriError,
+    StorageError, KeyBackendError, NodeHomeError, NodeStateMismatchError.
     """
     home = home.resolve()
     ensure_uninitialised(home)
     keys_uri = keys_uri or DEFAULT_KEYS_URI
-    check_keys_uri(keys_uri)
+    scheme = check_keys_uri(keys_uri)
     if store_uri is not None:
         check_store_uri(store_uri)
     if fanout is not None and not MIN_FANOUT <= fanout <= MAX_FANOUT:
@@ -81,12 +87,20 @@ def init_node(
     key_tree = {} if fanout is None else {"fanout": fanout}
     signing_key = new_signing_key()
     name = validate_node_name(name) if name is not None else default_node_name(signing_key)
+    if scheme == "pkcs11":
+        keys_uri = with_node_object_prefix(keys_uri, signing_key.key_id)
     created_home = not home.exists()
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         store_uri = store_uri or default_store_uri(home)
         with open_database(store_uri) as db:
             migrate(db)
+            backend = open_key_backend(keys_uri, home, create=True)
+            try:
+                custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key)
+                custody.bind_new(signing_key.key_id)
+            finally:
+                backend.close()
         write_home(home, NodeConfig(name, store_uri, keys_uri, key_tree=key_tree), signing_key)
     except OblivioError:
         if created_home:
@@ -95,30 +109,97 @@ def init_node(
     return open_node(home)
 
 
-def open_node(home: Path) -> Node:
-    """Open an initialised node, applying pending schema migrations and finishing whatever a
-    crash interrupted in the key tree (``KeyTreeCustody.recover``: interrupted forget batches,
-    root keys left over or come back).
+def with_node_object_prefix(keys_uri: str, node_key_id: str) -> str:
+    """A ``pkcs11:`` keys URI with this node's own object prefix (``object=oblivio-`` and 16
+    hex characters of its key id) unless it names one, so that nodes can share a token."""
+    if pkcs11_object_prefix(keys_uri) is not None:
+        return keys_uri
+    path, sep, query = keys_uri.partition("?")
+    return f"{path};object=oblivio-{node_key_id[:16]}{sep}{query}"
 
-    Raises NodeHomeError if ``home`` holds no node, and the errors of the store and keys URIs.
+
+def open_node(home: Path, *, recover: bool = True) -> Node:
+    """Open an initialised node, applying pending schema migrations, after checking that its
+    database and key store belong together and to it (``KeyTreeCustody.check_key_store``;
+    docs/adr/0016). With ``recover`` (any command that may write) it then finishes whatever a
+    crash interrupted in the key tree (``KeyTreeCustody.recover``), auditing what recovery
+    destroyed or found; read-only commands pass ``recover=False`` and destroy nothing.
+
+    A refusal is audited in the database when it can be opened, and raised. Raises
+    NodeHomeError if ``home`` holds no node, NodeStateMismatchError (database and key store
+    do not belong together, or the database file is missing), and the errors of the store and
+    keys URIs.
     """
     home = home.resolve()
     config = load_config(home)
     signing_key = load_signing_key(home)
-    db = open_database(config.store_uri)
+    db = open_database(config.store_uri, create=False)
+    backend: WrappingKeyBackend | None = None
     try:
         migrate(db)
         backend = open_key_backend(config.keys_uri, home)
+        settings = key_tree_settings(config.key_tree)
+        custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout)
+        try:
+            custody.check_key_store(signing_key.key_id)
+        except NodeStateMismatchError as e:
+            AuditLog(db).append(
+                "node_open_refused", subject=config.name, details={"kind": e.kind, "error": str(e)}
+            )
+            raise
+        if recover:
+            custody.initialise()
+            report = custody.recover()
+            if report.changed:
+                AuditLog(db).append(
+                    "key_recovery",
+                    subject=config.name,
+                    details={
+                        "receipts": len(report.receipts),
+                        "abandoned_roots_destroyed": list(report.abandoned_roots_destroyed),
+                        "resurrected_roots_destroyed": list(report.resurrected_roots_destroyed),
+                        "unknown_roots_kept": list(report.unknown_roots),
+                    },
+                )
     except OblivioError:
-        db.close()
-        raise
-    settings = key_tree_settings(config.key_tree)
-    custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout)
-    try:
-        custody.initialise()
-        custody.recover()
-    except OblivioError:
-        backend.close()
+        if backend is not None:
+            backend.close()
         db.close()
         raise
     return Node(home, config, signing_key, db, backend, ArtifactVault(db, custody))
+
+
+def restore_backup(home: Path, confirm: Callable[[RestorePlan], bool]) -> RestorePlan | None:
+    """Bring a restored database back into service with the node's live key store: the one
+    explicit, audited path around ``open_node``'s refusal (DESIGN.md §5, docs/key-erasure.md).
+
+    Shows ``confirm`` what it would destroy and lose (``RestorePlan``) before destroying
+    anything; returns None, having changed nothing, if it declines. Otherwise carries the plan
+    out, audits it, and returns it. Raises NodeStateMismatchError if the database or key store
+    is another node's, and the errors of ``open_node``.
+    """
+    home = home.resolve()
+    config = load_config(home)
+    signing_key = load_signing_key(home)
+    db = open_database(config.store_uri, create=False)
+    try:
+        migrate(db)
+        backend = open_key_backend(config.keys_uri, home)
+        try:
+            settings = key_tree_settings(config.key_tree)
+            custody = KeyTreeCustody(
+                backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout
+            )
+            plan = plan_restore(custody, signing_key.key_id)
+            if not confirm(plan):
+                return None
+            AuditLog(db).append(
+                "restore_backup_started", subject=config.name, details=plan.to_dict()
+            )
+            done = restore_backup_in(custody, signing_key.key_id, plan)
+            AuditLog(db).append("restore_backup", subject=config.name, details=done.to_dict())
+            return done
+        finally:
+            backend.close()
+    finally:
+        db.close()

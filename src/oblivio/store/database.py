@@ -96,16 +96,17 @@ def check_store_uri(uri: str) -> Dialect:
     )
 
 
-def open_database(uri: str) -> Database:
+def open_database(uri: str, *, create: bool = True) -> Database:
     """Open the database a store URI names: ``sqlite:///ABS/PATH``, ``sqlite:REL/PATH`` or
-    ``postgresql://…`` (``postgres://`` too).
+    ``postgresql://…`` (``postgres://`` too). A missing SQLite file is made only with ``create``.
 
-    Raises InvalidStoreUriError for any other URI, StorageError if the database cannot be opened.
+    Raises InvalidStoreUriError for any other URI, StorageError if the database cannot be opened,
+    NodeStateMismatchError if the SQLite file is missing and not ``create``.
     """
     if check_store_uri(uri) == "sqlite":
         from oblivio.store.sqlite import SqliteDatabase, sqlite_path_from_uri
 
-        return SqliteDatabase(sqlite_path_from_uri(uri), uri)
+        return SqliteDatabase(sqlite_path_from_uri(uri), uri, create=create)
     from oblivio.store.postgres import PostgresDatabase
 
     return PostgresDatabase(uri)

@@ -7,8 +7,12 @@ key_tree_nodes        nodes: (tree, level, idx) → version, their children's ke
 artifacts             the leaves, in their artifact's row (migration 12): per capability its
                       slot in the tree and the capability key wrapped under its leaf key
                       (decrypt_slot/decrypt_key, prove_…, recover_…; docs/adr/0014)
-key_tree_journal      forget batches: intent → destroyed
+key_tree_journal      forget batches: intent → destroyed (with the standby each one's
+                      destruction makes, migration 15)
 destruction_receipts  signed receipts (oblivio.destruction.v1) by hash
+key_store_binding     the key store this database belongs to, and the generation (migration 15)
+key_root_plans        root keys named before the backend makes them: planned → adopted or
+                      abandoned (migration 15; docs/adr/0016)
 """
 
 from __future__ import annotations
@@ -20,8 +24,17 @@ from typing import cast
 from oblivio.core.errors import IntegrityError
 from oblivio.core.identifiers import CAPABILITIES, ArtifactId, Capability
 from oblivio.core.receipts import DestructionReceipt
-from oblivio.keys.backend import RootKeyPurpose
-from oblivio.keys.key_tree import JournalEntry, JournalState, TreeHead, TreeLeaf, TreeNode
+from oblivio.keys.backend import KeyStoreBinding, RootKeyPurpose
+from oblivio.keys.key_tree import (
+    JournalEntry,
+    JournalState,
+    RootPlan,
+    RootPlanState,
+    TreeHead,
+    TreeLeaf,
+    TreeNode,
+    tree_of,
+)
 from oblivio.store.database import Database, Transaction
 
 # Any constant works: it only has to be the same for every oblivio process on a database.
@@ -198,7 +211,8 @@ class SqlKeyTreeNodes:
         marks = ", ".join("?" * len(states))
         rows = self.tx.fetchall(
             "SELECT batch_id, tree, state, old_generation, old_root, new_root, leaves, "  # noqa: S608
-            "created_at, destroy_after, receipt_hash FROM key_tree_journal "
+            "created_at, destroy_after, receipt_hash, next_root, next_generation "
+            "FROM key_tree_journal "
             f"WHERE state IN ({marks}) ORDER BY batch_id",
             tuple(states),
         )
@@ -214,6 +228,8 @@ class SqlKeyTreeNodes:
                 created_at=r[7],
                 destroy_after=r[8],
                 receipt_hash=r[9],
+                next_root=r[10],
+                next_generation=None if r[11] is None else int(r[11]),
             )
             for r in rows
         ]
@@ -221,8 +237,8 @@ class SqlKeyTreeNodes:
     def add_journal(self, entry: JournalEntry) -> None:
         self.tx.execute(
             "INSERT INTO key_tree_journal (batch_id, tree, state, old_generation, old_root, "
-            "new_root, leaves, created_at, destroy_after, receipt_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "new_root, leaves, created_at, destroy_after, receipt_hash, next_root, "
+            "next_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.batch_id,
                 entry.tree,
@@ -234,6 +250,8 @@ class SqlKeyTreeNodes:
                 entry.created_at,
                 entry.destroy_after,
                 entry.receipt_hash,
+                entry.next_root,
+                entry.next_generation,
             ),
         )
 
@@ -259,6 +277,59 @@ class SqlKeyTreeNodes:
         )
         if changed != 1:
             raise IntegrityError()
+
+    def drop_nodes(self, tree: RootKeyPurpose) -> None:
+        self.tx.execute("DELETE FROM key_tree_nodes WHERE tree = ?", (tree,))
+
+    def artifacts_with_leaves(self, trees: Sequence[RootKeyPurpose]) -> int:
+        slots = [_LEAF_COLUMNS[c][0] for c in CAPABILITIES if tree_of(c) in trees]
+        if not slots:
+            return 0
+        condition = " OR ".join(f"{slot} IS NOT NULL" for slot in slots)
+        row = self.tx.fetchone(f"SELECT COUNT(*) FROM artifacts WHERE {condition}")  # noqa: S608
+        return int(row[0]) if row else 0
+
+    def binding(self) -> KeyStoreBinding | None:
+        row = self.tx.fetchone(
+            "SELECT store_id, node, generation FROM key_store_binding WHERE singleton = 1"
+        )
+        return None if row is None else KeyStoreBinding(row[0], row[1], int(row[2]))
+
+    def save_binding(self, binding: KeyStoreBinding) -> None:
+        values = (binding.store_id, binding.node, binding.generation)
+        changed = self.tx.execute(
+            "UPDATE key_store_binding SET store_id = ?, node = ?, generation = ? "
+            "WHERE singleton = 1",
+            values,
+        )
+        if changed == 0:
+            self.tx.execute(
+                "INSERT INTO key_store_binding (store_id, node, generation, singleton) "
+                "VALUES (?, ?, ?, 1)",
+                values,
+            )
+
+    def plan_root(self, plan: RootPlan) -> None:
+        self.tx.execute(
+            "INSERT INTO key_root_plans (key_ref, tree, generation, state, planned_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (plan.key_ref, plan.tree, plan.generation, plan.state, plan.planned_at),
+        )
+
+    def planned_roots(self) -> list[RootPlan]:
+        rows = self.tx.fetchall(
+            "SELECT key_ref, tree, generation, planned_at FROM key_root_plans "
+            "WHERE state = 'planned' ORDER BY generation"
+        )
+        return [
+            RootPlan(r[0], cast(RootKeyPurpose, r[1]), int(r[2]), r[3], "planned") for r in rows
+        ]
+
+    def settle_root(self, key_ref: str, state: RootPlanState) -> None:
+        self.tx.execute(
+            "UPDATE key_root_plans SET state = ? WHERE key_ref = ? AND state = 'planned'",
+            (state, key_ref),
+        )
 
 
 class SqlKeyTreeStore:

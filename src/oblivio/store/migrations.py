@@ -425,6 +425,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP TABLE logged_receipts",
         ),
     ),
+    Migration(
+        15,
+        "key_store_binding",
+        (
+            # The key store this database belongs to and the generation both sides share
+            # (docs/adr/0016): a database older than its key store is refused, not "repaired".
+            """CREATE TABLE key_store_binding (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                store_id TEXT NOT NULL,
+                node TEXT NOT NULL,
+                generation {bigint} NOT NULL
+            )""",
+            # Every root key is named here, committed, before the backend makes it: recovery
+            # destroys only roots planned here and never adopted, never "whatever is not named".
+            """CREATE TABLE key_root_plans (
+                key_ref TEXT PRIMARY KEY,
+                tree TEXT NOT NULL,
+                generation {bigint} NOT NULL,
+                state TEXT NOT NULL,
+                planned_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX idx_key_root_plans_planned ON key_root_plans(state) "
+            "WHERE state = 'planned'",
+            # The standby root a forget batch's destruction makes, planned by its intent.
+            "ALTER TABLE key_tree_journal ADD COLUMN next_root TEXT",
+            "ALTER TABLE key_tree_journal ADD COLUMN next_generation {bigint}",
+        ),
+    ),
 )
 
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from oblivio.core.errors import InvalidStoreUriError, StorageError
+from oblivio.core.errors import InvalidStoreUriError, NodeStateMismatchError, StorageError
 from oblivio.store.database import ConstraintViolationError, Database, Dialect, Params, Row
 
 _log = logging.getLogger(__name__)
@@ -241,7 +241,14 @@ class SqliteDatabase(Database):
 
     dialect: Dialect = "sqlite"
 
-    def __init__(self, path: Path, uri: str, *, wal_checkpoint_pages: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        uri: str,
+        *,
+        wal_checkpoint_pages: int | None = None,
+        create: bool = True,
+    ) -> None:
         self.path = path
         self.uri = uri
         self._local = threading.local()
@@ -255,6 +262,13 @@ class SqliteDatabase(Database):
         weakref.finalize(self, self._checkpointer.stop)
         if not path.parent.exists():
             raise StorageError(f"store: directory {path.parent} does not exist")
+        if not path.exists() and not create:
+            raise NodeStateMismatchError(
+                "database_missing",
+                f"store: the database file {path} is missing; the node refuses to make a new "
+                "empty one beside its key store (restore the file, or see 'oblivio "
+                "restore-backup' in docs/key-erasure.md)",
+            )
         if not path.exists():
             # The database holds personal data (encrypted) and its metadata: owner-only.
             try:
