@@ -175,7 +175,7 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
         if not backend_uri.startswith("pkcs11")
         else backend_uri.replace("token=bench", f"token=bench;object=f{fanout}")
     )
-    backend = open_key_backend(uri, home)
+    backend = open_key_backend(uri, home, create=True)
     counter.watch(backend)
     tree = KeyTree("wrap", backend, SqlKeyTreeStore(db), SigningKey(bytes(32)), fanout=fanout)
     seconds = build(db, tree, keys)

@@ -90,7 +90,7 @@ def open_backend(tmp_path: Path) -> Iterator[Callable[[str, Path | None], Wrappi
     opened: list[WrappingKeyBackend] = []
 
     def opener(uri: str, home: Path | None = None) -> WrappingKeyBackend:
-        backend = open_key_backend(uri, home or tmp_path / "home")
+        backend = open_key_backend(uri, home or tmp_path / "home", create=True)
         opened.append(backend)
         return backend
 

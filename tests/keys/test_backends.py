@@ -16,9 +16,15 @@ from oblivio.core.shamir import Share
 from oblivio.core.signing import SigningKey, VerifyKey
 from oblivio.keys.backend import WrappingKeyBackend, check_keys_uri
 from oblivio.keys.custody import KeyTreeCustody
+from oblivio.keys.key_file import KeyFile
 from oblivio.keys.pkcs11 import parse_pkcs11_uri
 from oblivio.keys.software import SoftwareBackend
-from oblivio.keys.threshold import FileCustodian, ThresholdBackend, parse_threshold_uri
+from oblivio.keys.threshold import (
+    BINDING_MAGIC,
+    FileCustodian,
+    ThresholdBackend,
+    parse_threshold_uri,
+)
 from oblivio.store.database import Database
 from oblivio.store.key_tree_nodes import SqlKeyTreeStore
 from tests.keys.helpers import add_artifacts, artifact_ids
@@ -91,7 +97,7 @@ def test_rotate_destroys_one_root_and_makes_another(keys_uri: str, open_backend:
 def test_software_rotation_writes_the_new_key_over_the_old_one(tmp_path: Path) -> None:
     """ADR 0008: one write and one fsync; the old key's bytes are gone from the file, whose
     size does not change."""
-    backend = SoftwareBackend(tmp_path / "roots")
+    backend = SoftwareBackend(tmp_path / "roots", create=True)
     old = backend.create_root_key("wrap")
     backend.create_root_key("escrow")
     secret = backend._root_key(old)
@@ -183,7 +189,7 @@ class OfflineCustodian:
 
 
 def _custodians(tmp_path: Path, n: int) -> list[FileCustodian]:
-    return [FileCustodian(tmp_path / f"c{i}") for i in range(n)]
+    return [FileCustodian(tmp_path / f"c{i}", create=True) for i in range(n)]
 
 
 def test_threshold_needs_t_shares_and_proves_destruction_below_quorum(tmp_path: Path) -> None:
@@ -245,13 +251,24 @@ def test_a_destruction_is_recorded_when_no_standby_can_be_made(
     standby, and the next forget makes its root when it can."""
     custodians = _custodians(tmp_path, 5)
     store = SqlKeyTreeStore(database)
-    online = KeyTreeCustody(ThresholdBackend(custodians, 3), store, NODE_KEY, fanout=4)
+    binding = tmp_path / "binding"
+    online = KeyTreeCustody(
+        ThresholdBackend(custodians, 3, binding_file=KeyFile(binding, BINDING_MAGIC, create=True)),
+        store,
+        NODE_KEY,
+        fanout=4,
+    )
+    online.bind_new(NODE_KEY.key_id)
     online.initialise()
     ids = artifact_ids(0, 8)
     add_artifacts(database, online, ids)
     online.forget([ids[0]])  # leaves a standby root for each tree
     degraded = KeyTreeCustody(
-        ThresholdBackend([OfflineCustodian(custodians[0]), *custodians[1:]], 3),
+        ThresholdBackend(
+            [OfflineCustodian(custodians[0]), *custodians[1:]],
+            3,
+            binding_file=KeyFile(binding, BINDING_MAGIC),
+        ),
         store,
         NODE_KEY,
         fanout=4,

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from oblivio.core.errors import IntegrityError
+from oblivio.core.errors import IntegrityError, NodeStateMismatchError
 from oblivio.core.identifiers import ArtifactId
 from oblivio.keys.backend import open_key_backend
-from oblivio.keys.custody import KeyTreeCustody
+from oblivio.keys.custody import KeyTreeCustody, plan_restore, restore_backup
 from oblivio.node.node import Node, init_node
 from oblivio.store.database import open_database
 from oblivio.store.key_tree_nodes import SqlKeyTreeStore
 
-ERASABLE = ("software-root-keys", "shares")
+ERASABLE = ("software-root-keys", "shares", "binding")
 
 
 def _backup(node: Node, target: Path) -> Path:
@@ -161,8 +161,9 @@ def test_a_restored_standby_root_does_not_keep_a_newer_tree_alive(
     keys_uri: str, tmp_path: Path
 ) -> None:
     """ADR 0008: a backup names as its standby a root that the live node later made the root of
-    a newer tree. The restored node's recovery destroys it, so a copy of that newer tree (which
-    still holds keys the restored node goes on to forget) reads nothing."""
+    a newer tree. The restored database is refused until ``restore-backup`` (docs/adr/0016),
+    which destroys that root, so a copy of that newer tree (which still holds keys the
+    restored node goes on to forget) reads nothing."""
     with init_node(tmp_path / "home", name="live", keys_uri=keys_uri) as node:
         ids = _put(node, 12)
         node.vault.custody.forget([ids[0]])  # type: ignore[attr-defined]
@@ -174,11 +175,19 @@ def test_a_restored_standby_root_does_not_keep_a_newer_tree_alive(
         node.vault.custody.forget([ids[1]])  # the live tree moves to the standby root
         newer = _backup(node, tmp_path / "newer")
         _with_live_key_store(node, restored)
-    # The live node is gone; the backup is restored in its place, with the live key store.
+    # The live node is gone; the backup is restored in its place, with the live key store. It
+    # is refused as older than the key store (docs/adr/0016), destroying nothing...
     restored_node = _reader(node, restored)
-    report = restored_node.recover()
-    assert standby in report.standby_roots_destroyed
+    with pytest.raises(NodeStateMismatchError) as refused:
+        restored_node.check_key_store(node.signing_key.key_id)
+    assert refused.value.kind == "database_older"
+    assert restored_node.backend.has_root_key(standby)
+    # ...until restore-backup, told what it destroys, brings it back into service.
+    plan = plan_restore(restored_node, node.signing_key.key_id)
+    assert standby in plan.roots_to_destroy
+    restore_backup(restored_node, node.signing_key.key_id, plan)
     assert not restored_node.backend.has_root_key(standby)
+    restored_node.check_key_store(node.signing_key.key_id)
     # A copy of the newer tree, read with the key store the restored node now owns.
     newer_tree = KeyTreeCustody(
         open_key_backend(node.config.keys_uri, restored),

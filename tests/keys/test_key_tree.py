@@ -22,8 +22,9 @@ NODE_KEY = SigningKey(bytes([7]) * 32)
 
 
 def _custody(db: Database, tmp_path: Path, fanout: int, **kwargs: object) -> KeyTreeCustody:
-    backend = SoftwareBackend(tmp_path / "roots")
+    backend = SoftwareBackend(tmp_path / "roots", create=True)
     custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), NODE_KEY, fanout=fanout, **kwargs)  # type: ignore[arg-type]
+    custody.check_key_store(NODE_KEY.key_id)  # binds a new pair, checks a bound one
     custody.initialise()
     return custody
 
@@ -173,11 +174,19 @@ def test_destruction_window_defers_destruction(database: Database, tmp_path: Pat
     assert all(_readable(custody, aid) for aid in ids[1:])
 
 
-def test_recover_destroys_orphan_and_resurrected_roots(database: Database, tmp_path: Path) -> None:
+def test_recover_destroys_planned_and_resurrected_roots_and_keeps_unknown_ones(
+    database: Database, tmp_path: Path
+) -> None:
+    """docs/adr/0016: recovery destroys a root this database planned and never adopted (a
+    crash between naming it and using it) and a destroyed root that came back, and keeps a
+    root it knows nothing of (reported, never destroyed)."""
     custody = _custody(database, tmp_path, 4)
     ids = artifact_ids(0, 6)
     add_artifacts(database, custody, ids)
-    orphan = custody.backend.create_root_key("wrap")  # as if a crash followed its creation
+    with custody.store.transaction() as nodes:  # named, committed...
+        plan = custody.trees["wrap"].plan_root(nodes)
+    planned = custody.trees["wrap"].make_root(plan)  # ...made, and then a crash
+    unknown = custody.backend.create_root_key("wrap")  # not named by this database
     [receipt, _] = custody.forget([ids[0]])
     destroyed = str(receipt.key_ref["key_id"])
     # SoftHSMv2 issue 903: a destroyed object is back after a crash. Put the key back.
@@ -185,10 +194,13 @@ def test_recover_destroys_orphan_and_resurrected_roots(database: Database, tmp_p
     assert isinstance(backend, SoftwareBackend)
     backend._file.add(bytes.fromhex(destroyed[3:]), 1, bytes(32))
     report = custody.recover()
-    assert report.orphan_roots_destroyed == (orphan,)
+    assert report.abandoned_roots_destroyed == (planned,)
     assert report.resurrected_roots_destroyed == (destroyed,)
+    assert report.unknown_roots == (unknown,)
     assert report.receipts[0].evidence["destroyed_again"] is True
     assert not backend.has_root_key(destroyed)
+    assert not backend.has_root_key(planned)
+    assert backend.has_root_key(unknown)
     assert all(_readable(custody, aid) for aid in ids[1:])
 
 
@@ -301,18 +313,20 @@ def test_a_standby_root_gone_from_the_backend_is_replaced(
         assert _readable(custody, aid) == (aid not in ids[:2])
 
 
-def test_recover_destroys_standby_roots(database: Database, tmp_path: Path) -> None:
+def test_recovery_keeps_standby_roots(database: Database, tmp_path: Path) -> None:
+    """Standbys are named by the database and survive recovery (ADR 0008 destroyed them on
+    every open; docs/adr/0016): the next forget moves to them."""
     custody = _custody(database, tmp_path, 4)
     ids = artifact_ids(0, 8)
     add_artifacts(database, custody, ids)
     custody.forget([ids[0]])
     standbys = {_head(database, tree)[1] for tree in ("wrap", "escrow")}
+    assert None not in standbys
     report = custody.recover()
-    assert set(report.standby_roots_destroyed) == standbys
-    assert report.orphan_roots_destroyed == ()
-    assert {_head(database, tree)[1] for tree in ("wrap", "escrow")} == {None}
-    assert not any(custody.backend.has_root_key(str(ref)) for ref in standbys)
+    assert not report.changed
+    assert {_head(database, tree)[1] for tree in ("wrap", "escrow")} == standbys
     custody.forget([ids[1]])
+    assert {_head(database, tree)[0] for tree in ("wrap", "escrow")} == standbys
     for aid in ids:
         assert _readable(custody, aid) == (aid not in ids[:2])
 

@@ -117,27 +117,44 @@ def test_sigkill_at_every_step_of_a_forget_batch(keys_uri: str, tmp_path: Path) 
             ids.append(aid)
     batches = iter([ids[i : i + 3] for i in range(0, len(ids), 3)])
     expected: set[tuple[str, str]] = set()
-    kill_at = 0
-    while True:
-        batch = next(batches)
-        code, lines = _run_child(home, kill_at, batch)
-        steps = [line for line in lines if line.startswith("STEP")]
-        # Both trees' intents commit in one transaction, the batch's first (docs/adr/0012).
-        intent_committed = any("after-commit" in s for s in steps)
-        with open_node(home) as node:
-            forgotten = _check(node, ids, payloads)
-        new = forgotten - expected
-        batch_keys = {(a, c) for a in batch for c in ("decrypt", "prove", "recover")}
-        assert new <= batch_keys
-        # The batch is forgotten, in both trees, iff its intent was committed before the kill.
-        trees_forgotten = {"wrap" if c != "recover" else "escrow" for _, c in new}
-        assert len(trees_forgotten) == (2 if intent_committed else 0), (kill_at, steps, new)
-        expected = forgotten
-        if code == 0:
-            assert new == batch_keys
-            break
-        kill_at += 1
-    assert kill_at >= 10  # every step of both trees' batches was hit
+    killed: set[str] = set()
+    # Two passes: the first from a node without standby roots (each tree's standby is named,
+    # made and recorded before the first intent), the second with them (intent, rotations,
+    # record): each kill point k of a pass kills a fresh child at its k-th step.
+    for _ in range(2):
+        kill_at = 0
+        while True:
+            batch = next(batches)
+            code, lines = _run_child(home, kill_at, batch)
+            steps = [line for line in lines if line.startswith("STEP")]
+            if code != 0 and steps:
+                killed.add(steps[-1].split()[-1])
+            # Both trees' intents commit in one transaction (docs/adr/0012).
+            intent_committed = any("after-commit" in s and "intent" in s for s in steps)
+            with open_node(home) as node:
+                forgotten = _check(node, ids, payloads)
+            new = forgotten - expected
+            batch_keys = {(a, c) for a in batch for c in ("decrypt", "prove", "recover")}
+            assert new <= batch_keys
+            # The batch is forgotten, in both trees, iff its intent was committed before the
+            # kill.
+            trees_forgotten = {"wrap" if c != "recover" else "escrow" for _, c in new}
+            assert len(trees_forgotten) == (2 if intent_committed else 0), (kill_at, steps, new)
+            expected = forgotten
+            if code == 0:
+                assert new == batch_keys
+                break
+            kill_at += 1
+    # Every kind of step was hit, a kill between naming a root (committed) and making it
+    # included (docs/adr/0016).
+    assert {
+        "after-commit-plan",
+        "after-create-wrap",
+        "after-commit",
+        "after-commit-plan-intent",
+        "before-rotate",
+        "after-rotate",
+    } <= killed, killed
 
 
 @pytest.mark.slow
