@@ -660,7 +660,8 @@ class ForgettingService:
         in ``epoch_health``, and retried after ``epoch_retry_delay`` (doubling up to
         ``retry_cap``). A failed attempt loses nothing: its events stay pending, a key-tree
         batch it journalled keeps its old root alive until the next attempt's ``destroy_due``
-        destroys it and records the receipt, and the events then bind that receipt.
+        destroys it and records the receipt, and the events then bind that receipt
+        (docs/adr/0016).
         """
         pause = wait or stop.wait
         interval = self.settings.epoch_interval
