@@ -1,10 +1,10 @@
 """The node's HTTP API (ASGI, FastAPI; OpenAPI at /openapi.json), run by ``oblivio serve``.
 
 Routes: seed 002 §23.6 tombstones (admin keys only; agent keys get 403
-``tombstone_access_denied``), seed 001 ``/federation/*``, the org manifest, the audit log, and
-artifact routes mirroring the command line. Every error is JSON
-``{"error": {"code": …, "message": …}}`` with the §23.7 codes where they apply; request bodies
-are size-limited and unknown fields are refused.
+``tombstone_access_denied``), seed 001 ``/federation/*``, the org manifest, the audit log,
+artifact routes mirroring the command line, and the public ``/v1/health`` of the epoch loop.
+Every error is JSON ``{"error": {"code": …, "message": …}}`` with the §23.7 codes where they
+apply; request bodies are size-limited and unknown fields are refused.
 """
 
 from __future__ import annotations
@@ -586,6 +586,36 @@ def get_consistency(
     return services.checkpoints.log.consistency_proof(first, second).to_dict()
 
 
+# -- health ---------------------------------------------------------------------------------------
+
+health_routes = APIRouter()
+
+
+@health_routes.get(
+    "/v1/health",
+    summary="Whether the epoch loop commits (public)",
+    responses={503: {"description": "the epoch loop cannot commit; the body says why"}},
+)
+def get_health(request: Request, services: AllServices) -> JSONResponse:
+    """200 ``{"status": "ok", "epochs": {…}}`` while the epoch loop commits; 503 with
+    ``"status": "unhealthy"`` and a ``reason`` while its attempts fail or it has stopped.
+
+    Public, like /v1/checkpoint: it tells the loop's times, counts and the kind of its last
+    error (``EpochHealth``), nothing about artifacts, requests or tombstones."""
+    thread: threading.Thread | None = request.app.state.epoch_thread  # None: no loop wanted
+    health = services.forgetting.epoch_health()
+    running = thread is not None and thread.is_alive()
+    epochs: dict[str, JsonValue] = {"running": running} | health.to_dict()
+    problem = health.problem()
+    if thread is not None and not running:
+        problem = "the epoch loop has stopped: pending forgets commit only with wait: true"
+    if problem is None:
+        return JSONResponse({"status": "ok", "epochs": epochs})
+    return JSONResponse(
+        {"status": "unhealthy", "reason": problem, "epochs": epochs}, status_code=503
+    )
+
+
 # -- the application ------------------------------------------------------------------------------
 
 
@@ -628,7 +658,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     """The ASGI application of the node at ``home``, opened when the app starts.
 
     With ``run_epochs`` a background thread commits due forgets every epoch interval and a
-    heartbeat epoch when idle (the node's configuration sets both).
+    heartbeat epoch when idle (the node's configuration sets both); GET /v1/health reports it.
     """
 
     @asynccontextmanager
@@ -641,6 +671,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         epochs = threading.Thread(
             target=services.forgetting.run_epochs, args=(stop,), name="oblivio-epochs", daemon=True
         )
+        app.state.epoch_thread = epochs if run_epochs else None
         if run_epochs:
             epochs.start()
         try:
@@ -664,6 +695,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         artifact_routes,
         forgetting_routes,
         log_routes,
+        health_routes,
     ):
         app.include_router(router)
     app.add_exception_handler(OblivioError, on_oblivio_error)

@@ -15,14 +15,19 @@ Events wait while a legal hold covers their artifact (reads stay suppressed) and
 destruction window after the request, during which revoking the tombstone that caused them
 restores access. If a crash falls between acknowledgement and the epoch commit, the pending
 events are found and executed by the next commit: nothing acknowledged is lost.
+
+``oblivio serve`` runs the epochs in a thread (``run_epochs``) that no error ends: a failed
+attempt is logged, retried with a doubling delay, and reported by ``epoch_health``
+(GET /v1/health).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +37,7 @@ from oblivio.core.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    OblivioError,
     StorageError,
 )
 from oblivio.core.forgetting import (
@@ -64,6 +70,85 @@ from oblivio.store.database import Transaction
 from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
 _PG_FORGET_LOCK = 0x0B11_7E90  # the epoch lock: forget appends and epoch commits serialise
+
+_log = logging.getLogger(__name__)
+
+EPOCH_RETRY_CAP = timedelta(seconds=60)
+"""The longest wait between two failed attempts of the epoch loop."""
+
+
+def epoch_retry_delay(
+    interval: timedelta, failures: int, cap: timedelta = EPOCH_RETRY_CAP
+) -> timedelta:
+    """How long the epoch loop waits before its next attempt, ``failures`` attempts having
+    failed in a row: the epoch interval when none failed; else the interval (at least 1 s, so
+    that a failing store or backend is not hammered) doubled per failure, up to ``cap``, and
+    never less than the interval itself."""
+    if failures <= 0:
+        return interval
+    doubled = max(interval, timedelta(seconds=1)) * (1 << min(failures, 16))
+    return max(interval, min(doubled, cap))
+
+
+@dataclass(frozen=True)
+class EpochHealth:
+    """What the epoch loop (``ForgettingService.run_epochs``) knows of its own attempts.
+
+    ``last_error`` names the kind of the error only (its class and code), never its message:
+    GET /v1/health shows it to anyone, and a message may hold paths, artifact ids or a
+    backend's details. The node's log has the message (and the traceback of an unexpected
+    error).
+    """
+
+    last_success_at: datetime | None = None
+    """When the last attempt that raised nothing ended (it committed, or nothing was due)."""
+    last_epoch: int | None = None
+    """The epoch the loop committed last (a heartbeat epoch included)."""
+    consecutive_failures: int = 0
+    failing_since: datetime | None = None
+    """When the first of the ``consecutive_failures`` failed attempts ended."""
+    last_error: str | None = None
+    """The kind of the latest failure, e.g. ``KeyBackendError (key_backend_error)``."""
+    next_attempt_at: datetime | None = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether the latest attempt failed (the loop cannot commit)."""
+        return self.consecutive_failures > 0
+
+    def problem(self) -> str | None:
+        """One line saying why the loop cannot commit, or None while it can."""
+        if not self.failing:
+            return None
+        since = "?" if self.failing_since is None else format_time(self.failing_since)
+        retry = "?" if self.next_attempt_at is None else format_time(self.next_attempt_at)
+        return (
+            f"epoch commits failing since {since} ({self.consecutive_failures} attempts in a "
+            f"row, last: {self.last_error}); next attempt at {retry}; the node's log has details"
+        )
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        """The JSON form of GET /v1/health's ``epochs``."""
+
+        def moment(value: datetime | None) -> JsonValue:
+            return None if value is None else format_time(value)
+
+        return {
+            "last_success_at": moment(self.last_success_at),
+            "last_epoch": self.last_epoch,
+            "consecutive_failures": self.consecutive_failures,
+            "failing_since": moment(self.failing_since),
+            "last_error": self.last_error,
+            "next_attempt_at": moment(self.next_attempt_at),
+        }
+
+
+def error_kind(error: BaseException) -> str:
+    """A one-line name of an error that holds none of its message: oblivio's errors by class
+    and code, anything else as unexpected."""
+    if isinstance(error, OblivioError):
+        return f"{type(error).__name__} ({error.code})"
+    return f"unexpected {type(error).__name__}"
 
 
 @dataclass(frozen=True)
@@ -168,6 +253,8 @@ class ForgettingService:
         self.settings = settings
         self._clock = clock
         self._lock = threading.RLock()
+        # Replaced whole by the epoch loop, read by any thread: a frozen value, no lock needed.
+        self._epoch_health = EpochHealth()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -553,16 +640,78 @@ class ForgettingService:
             [(epoch, r, r) for r in {e.request_id for e in due}],
         )
 
-    def run_epochs(self, stop: threading.Event) -> None:
+    def epoch_health(self) -> EpochHealth:
+        """What the epoch loop last recorded of its attempts (``run_epochs``)."""
+        return self._epoch_health
+
+    def run_epochs(
+        self,
+        stop: threading.Event,
+        *,
+        wait: Callable[[float], bool] | None = None,
+        retry_cap: timedelta = EPOCH_RETRY_CAP,
+    ) -> None:
         """Commit due work every ``epoch_interval`` and a heartbeat epoch when idle, until
-        ``stop`` is set (a daemon thread of ``oblivio serve``). Storage errors retry next tick."""
-        interval = self.settings.epoch_interval.total_seconds()
-        while not stop.wait(interval):
+        ``stop`` is set (``oblivio serve`` runs it in a daemon thread); ``wait(seconds)``
+        pauses between attempts and says whether to stop (``stop.wait`` by default).
+
+        No error ends the loop, or acknowledged forgets would stay pending forever: a failed
+        attempt is logged (with its traceback unless it is one of oblivio's errors), recorded
+        in ``epoch_health``, and retried after ``epoch_retry_delay`` (doubling up to
+        ``retry_cap``). A failed attempt loses nothing: its events stay pending, a key-tree
+        batch it journalled keeps its old root alive until the next attempt's ``destroy_due``
+        destroys it and records the receipt, and the events then bind that receipt
+        (docs/adr/0016).
+        """
+        pause = wait or stop.wait
+        interval = self.settings.epoch_interval
+        failures, delay = 0, interval
+        while not pause(delay.total_seconds()):
             try:
-                if self.commit_due() is None:
-                    self.checkpoints.heartbeat(self.settings.heartbeat)
-            except StorageError:
+                committed = self.commit_due() or self.checkpoints.heartbeat(
+                    self.settings.heartbeat, now=self._clock()
+                )
+            except Exception as error:  # any error: a dead loop leaves forgets pending forever
+                failures += 1
+                delay = epoch_retry_delay(interval, failures, retry_cap)
+                self._epoch_failed(error, failures, delay)
                 continue
+            if failures:
+                _log.warning("epoch commits work again after %d failed attempts", failures)
+            failures, delay = 0, interval
+            health = self._epoch_health
+            self._epoch_health = EpochHealth(
+                last_success_at=self._clock(),
+                last_epoch=health.last_epoch if committed is None else committed.epoch,
+            )
+
+    def _epoch_failed(self, error: Exception, failures: int, delay: timedelta) -> None:
+        """Log a failed epoch attempt and record it in ``epoch_health``."""
+        now = self._clock()
+        health = self._epoch_health
+        self._epoch_health = replace(
+            health,
+            consecutive_failures=failures,
+            failing_since=health.failing_since if health.failing else now,
+            last_error=error_kind(error),
+            next_attempt_at=now + delay,
+        )
+        seconds = delay.total_seconds()
+        if isinstance(error, OblivioError):
+            message = " ".join(str(error).split())
+            _log.warning(
+                "epoch attempt failed (%d in a row), retrying in %.0f s: %s: %s",
+                failures,
+                seconds,
+                type(error).__name__,
+                message,
+            )
+        else:
+            _log.exception(
+                "epoch attempt failed unexpectedly (%d in a row), retrying in %.0f s",
+                failures,
+                seconds,
+            )
 
     # -- level 0 reversal, legal holds, cancellation ------------------------------------------
 
