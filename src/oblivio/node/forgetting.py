@@ -661,7 +661,7 @@ class ForgettingService:
         ``retry_cap``). A failed attempt loses nothing: its events stay pending, a key-tree
         batch it journalled keeps its old root alive until the next attempt's ``destroy_due``
         destroys it and records the receipt, and the events then bind that receipt
-        (docs/adr/0016).
+        (docs/adr/0020).
         """
         pause = wait or stop.wait
         interval = self.settings.epoch_interval
