@@ -300,3 +300,37 @@ def test_a_missing_key_file_is_an_error_not_a_new_empty_store(tmp_path: Path) ->
     assert not (home / "keys" / "software-root-keys").exists()
     (tmp_path / "keys-away").rename(home / "keys" / "software-root-keys")
     assert oblivio("get", a, home=home).returncode == 0
+
+
+def test_read_only_commands_never_run_recovery(tmp_path: Path) -> None:
+    """A root this database named and never used (a crash between naming and using it) is
+    destroyed by the next command that may write, audited, and by no read-only command."""
+    from oblivio.keys.custody import KeyTreeCustody
+    from oblivio.node.node import open_node
+
+    home = tmp_path / "home"
+    assert oblivio("init", home=home).returncode == 0
+    a = _put(home, tmp_path, "user:a")
+    with open_node(home) as node:
+        custody = node.vault.custody
+        assert isinstance(custody, KeyTreeCustody)
+        with custody.store.transaction() as nodes:
+            plan = custody.trees["wrap"].plan_root(nodes)
+        unused = custody.trees["wrap"].make_root(plan)
+
+    def live() -> bool:
+        with open_node(home, recover=False) as node:
+            return node.backend.has_root_key(unused)
+
+    for command in (("get", a), ("key",), ("audit",)):
+        assert oblivio(*command, home=home).returncode == 0
+        assert live(), command
+    assert oblivio("put", str(tmp_path / "f"), home=home).returncode == 0
+    assert not live()
+    audit = oblivio("audit", "--json", home=home)
+    recoveries = [
+        json.loads(line)
+        for line in audit.stdout.decode().splitlines()
+        if json.loads(line)["event"] == "key_recovery"
+    ]
+    assert [r["details"]["abandoned_roots_destroyed"] for r in recoveries] == [[unused]]

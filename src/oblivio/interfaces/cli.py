@@ -300,7 +300,7 @@ def cmd_epoch(args: argparse.Namespace) -> int:
 
 def cmd_prove(args: argparse.Namespace) -> int:
     """Write the Proof of Forgetting of an artifact (or the bundle of a forget request)."""
-    with open_node(args.home) as node:
+    with open_node(args.home, recover=False) as node:
         services = open_services(node)
         if args.request:
             proof = services.forgetting.prove_request(args.artifact_id)
