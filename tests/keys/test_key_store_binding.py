@@ -334,3 +334,20 @@ def test_read_only_commands_never_run_recovery(tmp_path: Path) -> None:
         if json.loads(line)["event"] == "key_recovery"
     ]
     assert [r["details"]["abandoned_roots_destroyed"] for r in recoveries] == [[unused]]
+
+
+def test_a_node_whose_signing_key_rotated_still_opens(tmp_path: Path) -> None:
+    """The binding names the node by its first key id (config.json ``node_id``), which a
+    signing-key rotation keeps; a home from before node ids gets one at its first open."""
+    home = tmp_path / "home"
+    assert oblivio("init", home=home).returncode == 0
+    a = _put(home, tmp_path, "user:a")
+    config = json.loads((home / "config.json").read_text())
+    node_id = config.pop("node_id")
+    (home / "config.json").write_text(json.dumps(config))  # as a home from before node ids
+    assert oblivio("key", home=home).returncode == 0
+    assert json.loads((home / "config.json").read_text())["node_id"] == node_id
+    rotated = oblivio("manifest", "rotate", home=home)
+    assert rotated.returncode == 0, rotated.stderr
+    got = oblivio("get", a, home=home)
+    assert got.returncode == 0, got.stderr

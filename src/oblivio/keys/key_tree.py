@@ -823,6 +823,13 @@ class KeyTree:
                 # Made by this batch's plan and never used: destroying it is on purpose.
                 self.backend.destroy_root_key(destruction.standby)
                 nodes.settle_root(destruction.standby, "abandoned")
+        elif (planned := destruction.entry.next_root) is not None:
+            # This destruction made no standby, but an earlier attempt at it may have (a
+            # crash before its record): the batch planned that root, so it is ours to destroy.
+            head = nodes.head(self.tree)
+            if head is None or planned not in (head.root_ref, head.standby_root):
+                self.backend.destroy_root_key(planned)
+                nodes.settle_root(planned, "abandoned")
         nodes.record_destruction(destruction.entry, destruction.receipt)
 
     def _destroy(self, entry: JournalEntry) -> DestructionReceipt:

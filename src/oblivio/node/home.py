@@ -52,10 +52,16 @@ class NodeConfig:
     keys_uri: str
     forgetting: Mapping[str, Any] = field(default_factory=dict)
     key_tree: Mapping[str, Any] = field(default_factory=dict)
+    node_id: str | None = None
+    """The key id of the node's first signing key: who the database and key store belong to
+    (docs/adr/0016), unchanged when the signing key rotates. Homes made before it have none
+    until they open once (``open_node`` records the current key id)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form kept in config.json."""
         data: dict[str, Any] = {"name": self.name, "store": self.store_uri, "keys": self.keys_uri}
+        if self.node_id is not None:
+            data["node_id"] = self.node_id
         if self.forgetting:
             data["forgetting"] = dict(self.forgetting)
         if self.key_tree:
@@ -79,9 +85,18 @@ class NodeConfig:
             if not isinstance(section, dict):
                 raise NodeHomeError(f"config.json: field {name!r} must be an object")
             sections[name] = section
-        config = cls(values["name"], values["store"], values["keys"], **sections)
+        node_id = data.get("node_id")
+        if node_id is not None and not (
+            isinstance(node_id, str) and len(node_id) == 64 and _is_hex(node_id)
+        ):
+            raise NodeHomeError("config.json: field 'node_id' must be 64 lower-case hex digits")
+        config = cls(values["name"], values["store"], values["keys"], **sections, node_id=node_id)
         key_tree_settings(config.key_tree)
         return config
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 @dataclass(frozen=True)
@@ -162,8 +177,23 @@ def write_home(home: Path, config: NodeConfig, signing_key: SigningKey) -> None:
     ensure_uninitialised(home)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private_file(home / SIGNING_KEY_FILE, signing_key_file_bytes(signing_key))
-    config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
-    write_private_file(home / CONFIG_FILE, config_text.encode("utf-8"))
+    write_private_file(home / CONFIG_FILE, _config_bytes(config))
+
+
+def _config_bytes(config: NodeConfig) -> bytes:
+    return (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def save_config(home: Path, config: NodeConfig) -> None:
+    """Replace HOME/config.json atomically (a new file renamed over it, then fsynced)."""
+    partial = home / (CONFIG_FILE + ".partial")
+    write_private_file(partial, _config_bytes(config), overwrite=True)
+    os.replace(partial, home / CONFIG_FILE)
+    fd = os.open(home, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_config(home: Path) -> NodeConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from oblivio.core.errors import InvalidInputError, NodeStateMismatchError, OblivioError
@@ -26,6 +26,7 @@ from oblivio.node.home import (
     load_config,
     load_signing_key,
     new_signing_key,
+    save_config,
     validate_node_name,
     write_home,
 )
@@ -101,7 +102,10 @@ def init_node(
                 custody.bind_new(signing_key.key_id)
             finally:
                 backend.close()
-        write_home(home, NodeConfig(name, store_uri, keys_uri, key_tree=key_tree), signing_key)
+        config = NodeConfig(
+            name, store_uri, keys_uri, key_tree=key_tree, node_id=signing_key.key_id
+        )
+        write_home(home, config, signing_key)
     except OblivioError:
         if created_home:
             shutil.rmtree(home, ignore_errors=True)
@@ -140,8 +144,9 @@ def open_node(home: Path, *, recover: bool = True) -> Node:
         backend = open_key_backend(config.keys_uri, home)
         settings = key_tree_settings(config.key_tree)
         custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout)
+        node_id = config.node_id or signing_key.key_id
         try:
-            custody.check_key_store(signing_key.key_id)
+            custody.check_key_store(node_id)
         except NodeStateMismatchError as e:
             AuditLog(db).append(
                 "node_open_refused", subject=config.name, details={"kind": e.kind, "error": str(e)}
@@ -161,6 +166,9 @@ def open_node(home: Path, *, recover: bool = True) -> Node:
                         "unknown_roots_kept": list(report.unknown_roots),
                     },
                 )
+        if config.node_id is None:  # a home from before node ids: its identity from now on
+            config = replace(config, node_id=node_id)
+            save_config(home, config)
     except OblivioError:
         if backend is not None:
             backend.close()
@@ -190,13 +198,13 @@ def restore_backup(home: Path, confirm: Callable[[RestorePlan], bool]) -> Restor
             custody = KeyTreeCustody(
                 backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout
             )
-            plan = plan_restore(custody, signing_key.key_id)
+            plan = plan_restore(custody, config.node_id or signing_key.key_id)
             if not confirm(plan):
                 return None
             AuditLog(db).append(
                 "restore_backup_started", subject=config.name, details=plan.to_dict()
             )
-            done = restore_backup_in(custody, signing_key.key_id, plan)
+            done = restore_backup_in(custody, config.node_id or signing_key.key_id, plan)
             AuditLog(db).append("restore_backup", subject=config.name, details=done.to_dict())
             return done
         finally:
