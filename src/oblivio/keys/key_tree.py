@@ -23,11 +23,14 @@ root key in the backend, destroying the old one: about ``b · depth`` keys re-se
 in ``2 · depth`` AEAD operations, shared by a batch. Once the old root is destroyed, no copy of
 the old nodes, in any backup, can be opened: the old path keys exist only under it.
 
-Crash safety is a journal in the same database as the tree, written first and read by recovery::
+Crash safety is a journal in the same database as the tree, written first and read by recovery.
+Every root key is named in the database (``RootPlan``, committed) before the backend makes it
+(docs/adr/0016)::
 
-    intent     the new root exists in the backend (the standby made by the previous
-               destruction, or made now); the re-keyed tree, the new head and the batch's
-               journal entry commit in one transaction (the old root is still alive)
+    standby    a tree without a standby root names one (committed), makes it, records it
+    intent     the re-keyed tree under the standby, the new head, the batch's journal entry
+               and the name of the next standby commit in one transaction (the old root is
+               still alive)
     destroy    old root destroyed in the backend and confirmed by a failed lookup; the same
                backend step makes the next standby root (software: one write, one fsync)
     commit     the journal entry marked ``destroyed`` with the signed receipt, the standby
@@ -38,13 +41,12 @@ A forgotten leaf's wrapped key stays in its row: its leaf key is in no live node
 older node that held it is sealed under a destroyed root (docs/adr/0014). The live tree, not the
 row, says whether a leaf is forgotten.
 
-A crash before the intent commits leaves the old state (nothing was acknowledged; an unused new
-root is destroyed by recovery); after it, the new state, and ``recover`` finishes the
-destruction (destroying a root already gone is harmless; a new receipt is recorded). Recovery
-also destroys any root the backend still holds that the database does not account for, and the
-standby roots: one made just before a crash, a destroyed one that came back (SoftHSMv2 issue
-903), a standby a restored database shares with a newer tree. So a live leaf's key is never lost
-and a forgotten one never stays recoverable.
+A crash before the intent commits leaves the old state (nothing was acknowledged); after it, the
+new state, and ``recover`` finishes the destruction (destroying a root already gone is
+harmless; a new receipt is recorded). Recovery destroys only roots this database named and no
+tree adopted, and destroyed roots that came back (SoftHSMv2 issue 903); a root it knows nothing
+of is kept and reported. So a live leaf's key is never lost, a forgotten one never stays
+recoverable, and no key is destroyed to resolve what the node cannot explain.
 """
 
 from __future__ import annotations
