@@ -177,8 +177,13 @@ class ArtifactVault:
         """
         return self.put_many([ArtifactInput(plaintext, metadata, entity_uri, scope)])[0]
 
-    def put_many(self, items: Sequence[ArtifactInput]) -> list[ArtifactId]:
-        """Store a batch of in-memory payloads in one transaction: all or none of them."""
+    def put_many(
+        self,
+        items: Sequence[ArtifactInput],
+        within: Callable[[Transaction, list[ArtifactId]], None] | None = None,
+    ) -> list[ArtifactId]:
+        """Store a batch of in-memory payloads in one transaction: all or none of them.
+        ``within`` runs in that transaction with the new ids (records that point at them)."""
         created_at = format_time(self._clock())
         artifact_rows: list[tuple[object, ...]] = []
         chunk_rows: list[tuple[object, ...]] = []
@@ -221,6 +226,8 @@ class ArtifactVault:
             # in its artifact's row (ADR 0010).
             leaves = self.custody.wrap_capability_keys(SqlKeyTreeNodes(tx), to_wrap)
             _insert_artifacts(tx, artifact_rows, leaves)
+            if within is not None:
+                within(tx, ids)
         return ids
 
     def put_stream(
