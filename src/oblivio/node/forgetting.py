@@ -255,6 +255,8 @@ class ForgettingService:
         self._lock = threading.RLock()
         # Replaced whole by the epoch loop, read by any thread: a frozen value, no lock needed.
         self._epoch_health = EpochHealth()
+        self.derived_erasers: list[Callable[[Transaction, Sequence[str]], object]] = []
+        """Run inside each epoch's transaction with the artifacts it forgot at level >= 1."""
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -634,6 +636,9 @@ class ForgettingService:
             "AND request_id = ?",
             [(e.artifact_id, e.request_id) for e in executed],
         )
+        # Derived data (full-text entries of facts and cards) goes in the same epoch.
+        for erase in self.derived_erasers:
+            erase(tx, [e.artifact_id for e in executed])
         tx.executemany(
             "UPDATE forget_requests SET state = 'done', committed_epoch = ? WHERE id = ? "
             "AND NOT EXISTS (SELECT 1 FROM forget_events WHERE request_id = ? AND epoch IS NULL)",

@@ -16,16 +16,18 @@ from oblivio.node.checkpoints import CheckpointService
 from oblivio.node.compliance import Compliance, open_compliance
 from oblivio.node.forgetting import ForgettingService, settings_from
 from oblivio.node.node import Node
+from oblivio.node.recall import RecallService, load_alias_key
 
 
 @dataclass
 class NodeServices:
-    """A node with its checkpoints, forgetting and compliance services."""
+    """A node with its checkpoints, forgetting, compliance and recall services."""
 
     node: Node
     checkpoints: CheckpointService
     forgetting: ForgettingService
     compliance: Compliance
+    recall: RecallService
 
     def rotate_signing_key(self) -> SigningKey:
         """Rotate the node's key (manifest endorsed) and sign checkpoints with the new one."""
@@ -89,7 +91,9 @@ def open_services(node: Node) -> NodeServices:
     compliance = open_compliance(node)
     checkpoints = CheckpointService(node.db, node.config.name, node.signing_key)
     forgetting = ForgettingService(node, checkpoints, settings_from(node.config.forgetting))
-    services = NodeServices(node, checkpoints, forgetting, compliance)
+    recall = RecallService(node.db, node.vault, load_alias_key(node.home))
+    forgetting.derived_erasers.append(recall.erase_derived)
+    services = NodeServices(node, checkpoints, forgetting, compliance, recall)
 
     def apply_tombstone(record: TombstoneRecord) -> None:
         if record.legal_hold:
@@ -113,8 +117,12 @@ def open_services(node: Node) -> NodeServices:
 
     def cancel(record: TombstoneRecord) -> tuple[str, ...]:
         _, erased = forgetting.cancel_from_source(record.id)
+        recall.tombstones.invalidate()
         return tuple(erased)
 
+    # The entity's alias hashes are taken before its artifacts are forgotten (DESIGN.md §11),
+    # and the recall filter applies the new tombstone at once.
+    compliance.tombstones.appliers.append(recall.capture_aliases)
     compliance.tombstones.appliers.append(apply_tombstone)
     compliance.tombstones.erased_artifacts = cancel
     return services

@@ -289,6 +289,10 @@ class SqliteDatabase(Database):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted rows are overwritten with zeros, not left in free space: forgetting
+            # deletes derived plaintext (full-text entries, DESIGN.md §11) and it must not stay
+            # readable in the file's free pages.
+            conn.execute("PRAGMA secure_delete = ON")
             # Batches of puts and epoch commits touch index pages all over the store: a larger
             # page cache keeps them in memory, and a larger WAL between checkpoints writes a page
             # that several commits dirtied back to the database once. The background thread
