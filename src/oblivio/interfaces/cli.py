@@ -39,9 +39,12 @@ from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
 from oblivio.keys.custody import RestorePlan
+from oblivio.node.api_keys import ApiKey
 from oblivio.node.compliance import open_compliance
 from oblivio.node.home import NodeHomeError, default_home, load_config
 from oblivio.node.node import Node, init_node, open_node, restore_backup
+from oblivio.node.recall.model import parse_card, parse_fact
+from oblivio.node.recall.query import make_query
 from oblivio.node.services import open_services
 
 EXIT_ERROR = 1
@@ -409,6 +412,107 @@ def cmd_hold(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the memory store (DESIGN.md §11) -------------------------------------------------------------
+
+_LOCAL_CALLER = ApiKey("cli", "cli", "admin")
+"""Whoever runs the command line on the node's home: every scope (as an admin key)."""
+
+
+def cmd_fact(args: argparse.Namespace) -> int:
+    """Add a fact: VALUE is JSON if it parses, else a string; with --ref an entity URI."""
+    if args.ref:
+        value: dict[str, Any] = {"ref": args.value}
+    else:
+        try:
+            value = {"literal": parse_json(args.value)}
+        except InvalidInputError:
+            value = {"literal": args.value}
+    fact = parse_fact(
+        {
+            "entity_uri": args.entity,
+            "attribute": args.attribute,
+            "value": value,
+            "scope": args.scope,
+            "derived_from": args.derived_from or [],
+        }
+    )
+    with open_node(args.home) as node:
+        added = open_services(node).recall.add_facts(_LOCAL_CALLER, [fact])[0]
+    _emit(args, str(added["id"]), added)
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    """Add a memory card about an entity."""
+    card = parse_card(
+        {
+            "about_entity": args.about,
+            "text": args.text,
+            "related_entities": args.related or [],
+            "scope": args.scope,
+        }
+    )
+    with open_node(args.home) as node:
+        added = open_services(node).recall.add_card(_LOCAL_CALLER, card)
+    _emit(args, str(added["id"]), added)
+    return 0
+
+
+def cmd_recall(args: argparse.Namespace) -> int:
+    """Recall an entity's facts, cards and edges (and/or a text query)."""
+    query = make_query(
+        entity=args.entity,
+        q=args.q,
+        hops=args.hops,
+        scopes=args.scopes.split(",") if args.scopes else None,
+        as_of=args.as_of,
+        token_budget=args.budget,
+        limit=args.limit,
+    )
+    with open_node(args.home) as node:
+        result = open_services(node).recall.recall(_LOCAL_CALLER, query).to_dict()
+    lines = []
+    for fact in result["facts"]:
+        assert isinstance(fact, dict)  # noqa: S101 - to_dict's items are objects
+        lines.append(f"{fact['entity_uri']}\t{fact['attribute']}\t{json.dumps(fact['value'])}")
+    for card in result["cards"]:
+        assert isinstance(card, dict)  # noqa: S101 - to_dict's items are objects
+        lines.append(f"{card['about_entity']}\tcard\t{card['text']}")
+    lines.append(f"({result['total']} in all)")
+    _emit(args, "\n".join(lines), result)
+    return 0
+
+
+def _add_memory_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    fact = commands.add_parser("fact", parents=[common], help="the memory store's facts")
+    fact_actions = fact.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fact_add = fact_actions.add_parser("add", parents=[common], help="add a fact")
+    fact_add.add_argument("entity", metavar="ENTITY")
+    fact_add.add_argument("attribute", metavar="ATTRIBUTE")
+    fact_add.add_argument("value", metavar="VALUE", help="JSON, or a string")
+    fact_add.add_argument("--ref", action="store_true", help="VALUE is an entity URI (an edge)")
+    fact_add.add_argument("--scope", default="local", help="local, team, company or public")
+    fact_add.add_argument("--derived-from", nargs="*", help="fact hashes it was derived from")
+    fact_add.set_defaults(run=cmd_fact)
+    card = commands.add_parser("card", parents=[common], help="the memory store's cards")
+    card_actions = card.add_subparsers(dest="action", required=True, metavar="ACTION")
+    card_add = card_actions.add_parser("add", parents=[common], help="add a memory card")
+    card_add.add_argument("about", metavar="ABOUT_ENTITY")
+    card_add.add_argument("text", metavar="TEXT")
+    card_add.add_argument("--related", nargs="*", help="related entity URIs")
+    card_add.add_argument("--scope", default="local", help="local, team, company or public")
+    card_add.set_defaults(run=cmd_card)
+    recall = commands.add_parser("recall", parents=[common], help="recall from the memory store")
+    recall.add_argument("entity", metavar="ENTITY", nargs="?")
+    recall.add_argument("--q", help="full-text query")
+    recall.add_argument("--hops", type=int, help="ref hops to follow, 0 to 3 (default 1)")
+    recall.add_argument("--budget", type=int, help="token budget of the page")
+    recall.add_argument("--scopes", help="comma-separated scopes (default: all)")
+    recall.add_argument("--as-of", help="answer as of this RFC 3339 time")
+    recall.add_argument("--limit", type=int, help="items per page (default 50)")
+    recall.set_defaults(run=cmd_recall)
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -531,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--after", type=int, default=0)
     audit.add_argument("--limit", type=int, default=100)
     audit.set_defaults(run=cmd_audit)
+    _add_memory_commands(commands, common)
     return parser
 
 

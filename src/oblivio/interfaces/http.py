@@ -682,6 +682,8 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
                 epochs.join(timeout=30)
             node.close()
 
+    from oblivio.interfaces.recall_routes import recall_routes
+
     app = FastAPI(
         title="oblivio node",
         version="0.1.0",
@@ -689,6 +691,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     for router in (
+        recall_routes,
         node_routes,
         tombstone_routes,
         federation_routes,

@@ -401,7 +401,13 @@ class RecallService:
     # -- recall ---------------------------------------------------------------------------------
 
     def _scopes(self, key: ApiKey, query: RecallQuery) -> tuple[str, ...]:
-        wanted = query.scopes if query.scopes is not None else key.read_scopes
+        return self.readable_scopes(key, query.scopes)
+
+    @staticmethod
+    def readable_scopes(key: ApiKey, scopes: Sequence[str] | None) -> tuple[str, ...]:
+        """The scopes a recall by ``key`` reads: those asked for (default: all the key may
+        read). Raises ScopeNotPermittedError for one the key may not read."""
+        wanted = tuple(scopes) if scopes is not None else key.read_scopes
         refused = [s for s in wanted if s not in key.read_scopes]
         if refused:
             raise ScopeNotPermittedError(f"this API key may not read scope {refused[0]!r}")
@@ -450,7 +456,7 @@ class RecallService:
         """Facts and cards written after ``after`` (a ``created_at|id`` mark), filtered now, at
         send time, by the same scope and tombstone filter as recall. Returns them (oldest
         first) and the mark to continue from."""
-        readable = self._scopes(key, RecallQuery(scopes=None if scopes is None else tuple(scopes)))
+        readable = self.readable_scopes(key, scopes)
         moment = self._now()
         since, _, since_id = after.partition("|")
         found: list[_Item] = []
