@@ -146,27 +146,28 @@ def _names_e(ops: list[Op], text: str) -> bool:
     return has_name and E_NAME in text
 
 
-def _about_e(op: Op, ops: list[Op]) -> bool:
+def _about_e(op: Op, ops: list[Op], covered: tuple[str, ...]) -> bool:
+    """Whether ``op`` writes data about E in a scope the tombstone covers."""
     if isinstance(op, FactOp):
-        return E in (op.entity, op.ref)
+        return op.scope in covered and E in (op.entity, op.ref)
     if isinstance(op, CardOp):
-        return op.about == E or _names_e(ops, op.text)
-    target = ops[op.fact]
-    return _about_e(target, ops)
+        return op.scope in covered and (op.about == E or _names_e(ops, op.text))
+    return _about_e(ops[op.fact], ops, covered)
 
 
-def _apply(services: NodeServices, ops: list[Op], *, without_e: bool) -> None:
-    """Write ``ops`` in order; ``without_e`` leaves out everything about E (as if it had never
-    been held): its facts, edges to it, cards about or naming it, its related entries."""
+def _apply(services: NodeServices, ops: list[Op], *, without_e: tuple[str, ...] = ()) -> None:
+    """Write ``ops`` in order, leaving out everything about E in the scopes ``without_e`` (as if
+    it had never been held there): its facts, edges to it, cards about or naming it, its entries
+    in related_entities."""
     fact_ids: dict[int, str] = {}
     for index, op in enumerate(ops):
-        if without_e and _about_e(op, ops):
+        if _about_e(op, ops, without_e):
             continue
         if isinstance(op, FactOp):
             added = services.recall.add_facts(KEY, [parse_fact(_fact_body(op, ops))])
             fact_ids[index] = str(added[0]["id"])
         elif isinstance(op, CardOp):
-            related = [r for r in op.related if not (without_e and r == E)]
+            related = [r for r in op.related if not (op.scope in without_e and r == E)]
             card = {
                 "about_entity": op.about,
                 "related_entities": related,
@@ -257,26 +258,39 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
 
 
 PROPERTY = settings(
-    max_examples=12,
+    max_examples=10,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
+PATTERNS: tuple[tuple[object, tuple[str, ...]], ...] = (
+    ("*", SCOPES),
+    ("team", ("team",)),
+    ("local", ("local",)),
+    (["local", "team"], SCOPES),
+)
+"""Tombstone scope patterns and the scopes of this test's records each covers."""
+
+
 @PROPERTY
-@given(ops=worlds(), commit_epoch=st.booleans())
+@given(ops=worlds(), commit_epoch=st.booleans(), pattern=st.sampled_from(PATTERNS))
 def test_tombstoned_store_answers_like_one_that_never_held_e(
-    backend: tuple[str, str | None], ops: list[Op], commit_epoch: bool
+    backend: tuple[str, str | None],
+    ops: list[Op],
+    commit_epoch: bool,
+    pattern: tuple[object, tuple[str, ...]],
 ) -> None:
+    scope, covered = pattern
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         with _node(base, *backend) as held, _node(base, *backend) as never:
-            _apply(held, ops, without_e=False)
-            held.compliance.tombstones.issue("admin", E, "*", "erase", False)
+            _apply(held, ops)
+            held.compliance.tombstones.issue("admin", E, scope, "erase", False)
             if commit_epoch:
                 held.forgetting.commit_due(force=True)
-            _apply(never, ops, without_e=True)
+            _apply(never, ops, without_e=covered)
             assert _answers(held) == _answers(never)
 
 
@@ -288,10 +302,10 @@ def test_revoked_legal_hold_answers_like_a_store_that_always_held_e(
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         with _node(base, *backend) as revoked, _node(base, *backend) as always:
-            _apply(revoked, ops, without_e=False)
+            _apply(revoked, ops)
             record, _ = revoked.compliance.tombstones.issue("admin", E, "*", "hold", True)
             if commit_epoch:
                 revoked.forgetting.commit_due(force=True)
             revoked.compliance.tombstones.revoke("admin", record.id, "court order")
-            _apply(always, ops, without_e=False)
+            _apply(always, ops)
             assert _answers(revoked) == _answers(always)
