@@ -31,3 +31,15 @@ def test_bad_recall_input_exits_2(home: Path) -> None:
     assert "hops" in one_error_line(done)
     wildcard = oblivio("fact", "add", "user:*", "name", "x", home=home)
     assert wildcard.returncode == 2
+
+
+def test_api_key_scopes_are_validated(home: Path) -> None:
+    ok = oblivio(
+        "api-key", "create", "--name", "bot", "--role", "agent", "--read-scopes", "team", home=home
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = oblivio(
+        "api-key", "create", "--name", "b2", "--role", "agent", "--write-scopes", "x", home=home
+    )
+    assert bad.returncode == 2
+    assert "scope" in one_error_line(bad)

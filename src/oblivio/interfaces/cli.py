@@ -200,7 +200,12 @@ def cmd_api_key(args: argparse.Namespace) -> int:
         if args.action == "create":
             if not args.name or not args.role:
                 raise InvalidInputError("api-key create needs --name and --role")
-            key, token = services.api_keys.create(args.name, args.role)
+            key, token = services.api_keys.create(
+                args.name,
+                args.role,
+                read_scopes=args.read_scopes.split(",") if args.read_scopes else None,
+                write_scopes=args.write_scopes.split(",") if args.write_scopes else None,
+            )
             _emit(args, token, {"name": key.name, "role": key.role, "token": token})
         elif args.action == "revoke":
             if not args.name:
@@ -623,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     api_key.add_argument("action", choices=["create", "list", "revoke"])
     api_key.add_argument("--name", help="the key's name (agent name in signed_by)")
     api_key.add_argument("--role", choices=["admin", "agent", "peer"])
+    api_key.add_argument("--read-scopes", help="comma-separated fact scopes it may read (all)")
+    api_key.add_argument("--write-scopes", help="comma-separated fact scopes it may write (all)")
     api_key.set_defaults(run=cmd_api_key)
 
     manifest = commands.add_parser("manifest", parents=[common], help="org signing-key manifest")
