@@ -8,7 +8,7 @@ its model's exact count passes its own tokenizer's length function.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,16 +68,18 @@ def pack_page(
     return Page(tuple(taken), tuple(skipped), at if at < total else None, used)
 
 
-def pack_instruction(lines: Sequence[str], budget: int, count: TokenCounter) -> tuple[str, int]:
+def pack_instruction(lines: Iterable[str], budget: int, count: TokenCounter) -> tuple[str, int]:
     """One text block: the header, then each line in rank order that still fits ``budget``
-    (a line that does not fit is left out and the next ones are tried). Returns the block
-    and how many lines it holds."""
+    (a line that does not fit is left out and the next ones are tried, until the budget is
+    used up: ``lines`` may be lazy). Returns the block and how many lines it holds."""
     block = [INSTRUCTION_HEADER]
     used = count(INSTRUCTION_HEADER)
     if used > budget:
         return "", 0
     included = 0
     for line in lines:
+        if used >= budget:
+            break
         text = "- " + line
         cost = count(text)
         if used + cost <= budget:

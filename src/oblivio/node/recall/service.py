@@ -441,7 +441,7 @@ class RecallService:
         ranked, _, _ = self._ranked(key, query)
         budget = query.token_budget or 0
         text, included = pack_instruction(
-            [self._line(item) for item in ranked], budget, self.count_tokens
+            (self._line(item) for item in ranked), budget, self.count_tokens
         )
         return {
             "text": text,

@@ -1,0 +1,230 @@
+"""Recall latency with and without active tombstones (issue 13's benchmark).
+
+Fills a store with N facts (default 100,000: 10 per entity, two ``ref`` edges per entity, the
+rest literals drawn from a 2,000-word vocabulary) and measures, over the same query lists:
+
+- ``oblivio``: ``RecallService.recall`` (the whole pipeline: candidates, scope filter,
+  tombstone filter, BM25, packing, pagination, decrypting the page), for entity + 2-hop and for
+  one-word text queries, first with 0 active tombstones, then with T (default 10,000) active
+  tombstones on other entity URIs (so both runs return the same results and the difference is
+  the filter's own cost);
+- ``peer_plain_sql``: the same queries as plain SQL over the same tables without any filter
+  (a recursive CTE over ``ref`` edges; an FTS5 ``MATCH`` ranked by FTS5's ``bm25()``), then the
+  same page of values decrypted through the vault, so that both sides return the same data.
+
+Prints one JSON object per figure (p50 and p99 in milliseconds), then a summary with the
+tombstone filter's overhead at p50. Targets (issue 13): overhead <= 5 % at p50, recall p50 <=
+10 ms on SQLite. Never a pass/fail gate.
+
+Usage: .venv/bin/python benchmarks/recall_bench.py [--facts 100000] [--tombstones 10000]
+       [--queries 300] [--store URI]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from oblivio.core.identifiers import format_time
+from oblivio.core.manifest import signer_uri
+from oblivio.core.tombstones import TOMBSTONE_PREFIX, sign_tombstone
+from oblivio.node.api_keys import ApiKey
+from oblivio.node.ids import new_record_id
+from oblivio.node.node import init_node
+from oblivio.node.recall.model import FactInput
+from oblivio.node.recall.query import make_query
+from oblivio.node.services import NodeServices, open_services
+from oblivio.store.tombstones import TombstoneStore
+
+KEY = ApiKey("bench", "bench", "admin")
+FACTS_PER_ENTITY = 10
+LIMIT = 50
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def fill(services: NodeServices, facts: int, rng: random.Random) -> tuple[list[str], list[str]]:
+    entities = [f"user:u{n}" for n in range(max(1, facts // FACTS_PER_ENTITY))]
+    vocabulary = [f"w{n}" for n in range(2000)]
+    weights = [1 / (n + 1) for n in range(len(vocabulary))]  # Zipf-like
+    batch: list[FactInput] = []
+    start = time.perf_counter()
+    for entity in entities:
+        for n in range(FACTS_PER_ENTITY):
+            if n < 2:
+                value: dict[str, Any] = {"ref": rng.choice(entities)}
+            else:
+                words = rng.choices(vocabulary, weights, k=4)
+                value = {"literal": " ".join(words)}
+            batch.append(FactInput(entity, f"a{n}", value, "local", (), None))
+            if len(batch) == 500:
+                services.recall.add_facts(KEY, batch)
+                batch = []
+    if batch:
+        services.recall.add_facts(KEY, batch)
+    emit(
+        {
+            "figure": "fill",
+            "facts": len(entities) * FACTS_PER_ENTITY,
+            "entities": len(entities),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
+    return entities, vocabulary
+
+
+def add_tombstones(services: NodeServices, count: int) -> None:
+    """``count`` active, signed tombstones on entity URIs the store holds nothing about."""
+    store = TombstoneStore(services.node.db)
+    key = services.node.signing_key
+    org = services.compliance.org
+    services.compliance.own_manifest()
+    now = format_time(datetime.now(UTC))
+    for n in range(count):
+        record = sign_tombstone(
+            key,
+            record_id=new_record_id(TOMBSTONE_PREFIX),
+            entity_uri=f"user:gone{n}",
+            scope="*",
+            reason=None,
+            signed_by=signer_uri(org, "bench"),
+            created_at=now,
+            legal_hold=False,
+        )
+        store.tombstone(record)
+    services.recall.tombstones.invalidate()
+    start = time.perf_counter()
+    view = services.recall.tombstones.view()
+    emit(
+        {
+            "figure": "tombstone_cache_reload",
+            "active_tombstones": len(view.ids),
+            "ms": round((time.perf_counter() - start) * 1000, 2),
+        }
+    )
+
+
+def timed(run: Callable[[str], object], inputs: list[str]) -> dict[str, float]:
+    for value in inputs[:10]:
+        run(value)  # warm caches
+    samples = []
+    for value in inputs:
+        start = time.perf_counter()
+        run(value)
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": round(statistics.median(samples), 3),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
+    }
+
+
+def oblivio_entity(services: NodeServices) -> Callable[[str], object]:
+    return lambda entity: services.recall.recall(
+        KEY, make_query(entity=entity, hops=2, limit=LIMIT)
+    )
+
+
+def oblivio_text(services: NodeServices) -> Callable[[str], object]:
+    return lambda word: services.recall.recall(KEY, make_query(q=word, limit=LIMIT))
+
+
+def peer_entity(services: NodeServices) -> Callable[[str], object]:
+    """Plain SQL: entities within 2 ref hops (both directions), their facts, a page, decrypted."""
+    db, vault = services.node.db, services.node.vault
+    sql = (
+        "WITH RECURSIVE reach(uri, hop) AS (SELECT ?, 0 UNION "
+        "SELECT CASE WHEN f.entity_uri = r.uri THEN f.ref_entity_uri ELSE f.entity_uri END, "
+        "r.hop + 1 FROM facts f JOIN reach r ON (f.entity_uri = r.uri OR f.ref_entity_uri = r.uri) "
+        "WHERE f.ref_entity_uri IS NOT NULL AND r.hop < 2), "
+        "near(uri, hop) AS (SELECT uri, MIN(hop) FROM reach GROUP BY uri) "
+        "SELECT f.id, f.value_artifact_id, f.ref_entity_uri FROM facts f JOIN near n "
+        "ON n.uri = f.entity_uri ORDER BY n.hop, f.created_at, f.id LIMIT ?"
+    )
+
+    def run(entity: str) -> object:
+        with db.transaction(write=False) as tx:
+            rows = tx.fetchall(sql, (entity, LIMIT))
+        return [vault.get(r[1]) if r[2] is None else r[2] for r in rows]
+
+    return run
+
+
+def peer_text(services: NodeServices) -> Callable[[str], object]:
+    """Plain SQL: FTS5 MATCH ranked by bm25(), a page, decrypted."""
+    db, vault = services.node.db, services.node.vault
+
+    def run(word: str) -> object:
+        with db.transaction(write=False) as tx:
+            rows = tx.fetchall(
+                "SELECT d.artifact_id FROM recall_fts x JOIN recall_documents d "
+                "ON d.doc_id = x.rowid WHERE recall_fts MATCH ? ORDER BY bm25(recall_fts) "
+                "LIMIT ?",
+                (f'"{word}"', LIMIT),
+            )
+        return [vault.get(r[0]) for r in rows]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--facts", type=int, default=100_000)
+    parser.add_argument("--tombstones", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--store", help="store URI (default: SQLite in a temporary directory)")
+    args = parser.parse_args()
+    rng = random.Random(13)  # noqa: S311 - reproducible benchmark data, not secrets
+    with tempfile.TemporaryDirectory() as tmp:
+        node = init_node(Path(tmp) / "home", name="bench", store_uri=args.store)
+        services = open_services(node)
+        try:
+            entities, vocabulary = fill(services, args.facts, rng)
+            entity_queries = [rng.choice(entities) for _ in range(args.queries)]
+            # Words of middling frequency: each matches tens to hundreds of facts.
+            text_queries = [rng.choice(vocabulary[20:400]) for _ in range(args.queries)]
+            dialect = node.db.dialect
+            results: dict[str, dict[str, float]] = {}
+            if dialect == "sqlite":
+                results["peer_plain_sql/entity_2hop"] = timed(peer_entity(services), entity_queries)
+                results["peer_plain_sql/text"] = timed(peer_text(services), text_queries)
+            results["oblivio/entity_2hop/0_tombstones"] = timed(
+                oblivio_entity(services), entity_queries
+            )
+            results["oblivio/text/0_tombstones"] = timed(oblivio_text(services), text_queries)
+            add_tombstones(services, args.tombstones)
+            tombs = f"{args.tombstones}_tombstones"
+            results[f"oblivio/entity_2hop/{tombs}"] = timed(
+                oblivio_entity(services), entity_queries
+            )
+            results[f"oblivio/text/{tombs}"] = timed(oblivio_text(services), text_queries)
+            for name, figures in results.items():
+                emit({"figure": name, "store": dialect, "queries": args.queries, **figures})
+            summary: dict[str, Any] = {"figure": "summary", "store": dialect}
+            for kind in ("entity_2hop", "text"):
+                base = results[f"oblivio/{kind}/0_tombstones"]["p50_ms"]
+                loaded = results[f"oblivio/{kind}/{tombs}"]["p50_ms"]
+                summary[f"{kind}_filter_overhead_p50_percent"] = round(
+                    100 * (loaded - base) / base, 1
+                )
+                summary[f"{kind}_p50_ms"] = loaded
+                peer = results.get(f"peer_plain_sql/{kind}")
+                if peer is not None:
+                    summary[f"{kind}_vs_peer_p50"] = round(loaded / peer["p50_ms"], 2)
+            emit(summary)
+        finally:
+            services.close()
+
+
+if __name__ == "__main__":
+    main()
