@@ -200,6 +200,8 @@ def test_tombstone_cache_refreshes_within_60_seconds_and_own_tombstones_at_once(
     add_card(services.recall, agent, "user:bob", "Bob met Alice", related=["user:alice"])
     query = make_query(entity="user:bob", hops=0)
     assert other.recall(agent, query).items[0]["related_entities"] == ["user:alice"]
+    # Both caches are loaded before the tombstone is issued.
+    assert services.recall.recall(agent, query).items[0]["related_entities"] == ["user:alice"]
     _tombstone(services, "user:alice")
     # Own service: at once.
     own = services.recall.recall(agent, query)
@@ -218,6 +220,8 @@ def test_received_tombstone_applies_at_once(services: NodeServices, agent: ApiKe
 
     r = services.recall
     add_card(r, agent, "user:bob", "Bob met Alice", related=["user:alice"])
+    cached = recall_json(r, agent, entity="user:bob", hops=0)  # loads the tombstone cache
+    assert cached["cards"][0]["related_entities"] == ["user:alice"]
     org = services.compliance.org
     record = sign_tombstone(
         services.node.signing_key,
