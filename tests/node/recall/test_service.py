@@ -208,3 +208,15 @@ def test_level_2_tombstone_leaves_no_plaintext_in_the_sqlite_files(
     _checkpoint(db.path)
     assert _scan(paths, needles) == []
     assert recall_json(r, agent, q="ordinary")["total"] == 2
+
+
+def test_as_of_never_answers_from_forgotten_data(services: NodeServices, agent: ApiKey) -> None:
+    r = services.recall
+    add_fact(r, agent, "user:a", "city", "Rome")
+    time.sleep(0.01)
+    before = format_time(services.compliance.clock())
+    assert recall_json(r, agent, entity="user:a", hops=0, as_of=before)["total"] == 1
+    services.forgetting.forget(entity_uri="user:a", level=2, requestor="t", authority="t")
+    services.forgetting.commit_due(force=True)
+    assert recall_json(r, agent, entity="user:a", hops=0, as_of=before)["total"] == 0
+    assert recall_json(r, agent, q="rome", as_of=before)["total"] == 0
