@@ -123,7 +123,7 @@ _CARD_COLUMNS = "c.id, c.about_entity, c.text_artifact_id, c.scope, c.created_at
 
 
 def _fact(row: Sequence[Any]) -> _Fact:
-    derived = parse_json(row[6])
+    derived = [] if row[6] == "[]" else parse_json(row[6])
     return _Fact(
         row[0],
         row[1],
@@ -232,7 +232,7 @@ class RecallService:
                 )
                 if fact.ref is None:
                     text = fact.attribute + " " + literal_text(fact.value["literal"])
-                    _index(tx, fact_id, artifact_id, word_tokens(text))
+                    _index(tx, "fact", fact_id, artifact_id, word_tokens(text))
                 out.append(
                     {
                         "id": fact_id,
@@ -264,7 +264,7 @@ class RecallService:
                 "INSERT INTO memory_card_entities (card_id, position, entity_uri) VALUES (?, ?, ?)",
                 [(card_id, i, uri) for i, uri in enumerate(card.related_entities)],
             )
-            _index(tx, card_id, artifact_ids[0], word_tokens(card.text))
+            _index(tx, "card", card_id, artifact_ids[0], word_tokens(card.text))
 
         self.vault.put_many(
             [
@@ -518,13 +518,14 @@ class RecallService:
             cards: dict[str, _Card] = {}
             matched: dict[str, list[str]] | None = None
             if query.q is not None:
-                matched = self._text_matches(tx, query.terms)
-                facts.update(
-                    (f.id, f) for f in self._facts_where(tx, "f.id", list(matched), scopes, moment)
-                )
-                cards.update(
-                    (c.id, c) for c in self._cards_where(tx, "c.id", list(matched), scopes, moment)
-                )
+                matched, fact_ids, card_ids = self._text_matches(tx, query.terms)
+                if query.entity is None:  # else the entity's candidates are intersected below
+                    facts.update(
+                        (f.id, f) for f in self._facts_where(tx, "f.id", fact_ids, scopes, moment)
+                    )
+                    cards.update(
+                        (c.id, c) for c in self._cards_where(tx, "c.id", card_ids, scopes, moment)
+                    )
             # Step 3's tombstones, read after the first candidate query (§23.3.3).
             view = self.tombstones.view(tx)
             if query.entity is not None:
@@ -733,24 +734,32 @@ class RecallService:
                 by_id[card_id].related.append(uri)
 
     @staticmethod
-    def _text_matches(tx: Transaction, terms: Sequence[str]) -> dict[str, list[str]]:
-        """Record id -> indexed tokens of every document matching any of ``terms``."""
+    def _text_matches(
+        tx: Transaction, terms: Sequence[str]
+    ) -> tuple[dict[str, list[str]], list[str], list[str]]:
+        """Record id -> indexed tokens of every document matching any of ``terms``, and the
+        matching fact ids and card ids."""
         if not terms:
-            return {}
+            return {}, [], []
         if tx.dialect == "sqlite":
             expression = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
             rows = tx.fetchall(
-                "SELECT d.record_id, x.body FROM recall_fts x "
+                "SELECT d.record_id, d.record_kind, x.body FROM recall_fts x "
                 "JOIN recall_documents d ON d.doc_id = x.rowid WHERE recall_fts MATCH ?",
                 (expression,),
             )
-            return {r[0]: str(r[1]).split(" ") for r in rows}
-        expression = " | ".join(_ts_quote(t) for t in terms)
-        rows = tx.fetchall(
-            "SELECT record_id, body::text FROM recall_documents WHERE body @@ ?::tsquery",
-            (expression,),
-        )
-        return {r[0]: _tsvector_tokens(r[1]) for r in rows}
+            tokens = {r[0]: str(r[2]).split(" ") for r in rows}
+        else:
+            expression = " | ".join(_ts_quote(t) for t in terms)
+            rows = tx.fetchall(
+                "SELECT record_id, record_kind, body::text FROM recall_documents "
+                "WHERE body @@ ?::tsquery",
+                (expression,),
+            )
+            tokens = {r[0]: _tsvector_tokens(r[2]) for r in rows}
+        facts = [r[0] for r in rows if r[1] == "fact"]
+        cards = [r[0] for r in rows if r[1] == "card"]
+        return tokens, facts, cards
 
     def _existing_hashes(
         self,
@@ -800,15 +809,17 @@ class RecallService:
         return f"{item.about_entity}: {item.text}"
 
 
-def _index(tx: Transaction, record_id: str, artifact_id: str, tokens: list[str]) -> None:
+def _index(
+    tx: Transaction, kind: RecordKind, record_id: str, artifact_id: str, tokens: list[str]
+) -> None:
     """Add a record's full-text document (its word tokens)."""
     if not tokens:
         return
     if tx.dialect == "sqlite":
         row = tx.fetchone(
-            "INSERT INTO recall_documents (record_id, artifact_id, doc_length) "
-            "VALUES (?, ?, ?) RETURNING doc_id",
-            (record_id, artifact_id, len(tokens)),
+            "INSERT INTO recall_documents (record_id, record_kind, artifact_id, doc_length) "
+            "VALUES (?, ?, ?, ?) RETURNING doc_id",
+            (record_id, kind, artifact_id, len(tokens)),
         )
         assert row is not None  # noqa: S101 - RETURNING yields the inserted row
         tx.execute("INSERT INTO recall_fts (rowid, body) VALUES (?, ?)", (row[0], " ".join(tokens)))
@@ -820,9 +831,9 @@ def _index(tx: Transaction, record_id: str, artifact_id: str, tokens: list[str])
         _ts_quote(t) + ":" + ",".join(str(p) for p in ps) for t, ps in positions.items()
     )
     tx.execute(
-        "INSERT INTO recall_documents (record_id, artifact_id, doc_length, body) "
-        "VALUES (?, ?, ?, ?::tsvector)",
-        (record_id, artifact_id, len(tokens), literal),
+        "INSERT INTO recall_documents (record_id, record_kind, artifact_id, doc_length, body) "
+        "VALUES (?, ?, ?, ?, ?::tsvector)",
+        (record_id, kind, artifact_id, len(tokens), literal),
     )
 
 
