@@ -5,9 +5,9 @@ rest literals drawn from a 2,000-word vocabulary) and measures, over the same qu
 
 - ``oblivio``: ``RecallService.recall`` (the whole pipeline: candidates, scope filter,
   tombstone filter, BM25, packing, pagination, decrypting the page), for entity + 2-hop and for
-  one-word text queries, first with 0 active tombstones, then with T (default 10,000) active
-  tombstones on other entity URIs (so both runs return the same results and the difference is
-  the filter's own cost);
+  one-word text queries, on two stores filled alike: one with 0 active tombstones, one with T
+  (default 10,000) active tombstones on other entity URIs (so both return the same results and
+  the difference is the filter's own cost), the queries interleaved between them;
 - ``peer_plain_sql``: the same queries as plain SQL over the same tables without any filter
   (a recursive CTE over ``ref`` edges; an FTS5 ``MATCH`` ranked by FTS5's ``bm25()``), then the
   same page of values decrypted through the vault, so that both sides return the same data.
@@ -114,19 +114,28 @@ def add_tombstones(services: NodeServices, count: int) -> None:
     )
 
 
-def timed(run: Callable[[str], object], inputs: list[str]) -> dict[str, float]:
-    for value in inputs[:10]:
-        run(value)  # warm caches
-    samples = []
+def timed(
+    runs: dict[str, Callable[[str], object]], inputs: list[str]
+) -> dict[str, dict[str, float]]:
+    """p50/p99 of each run over ``inputs``, the runs interleaved query by query so that the
+    machine's drift (other processes, cache warmth) weighs on all of them alike."""
+    for run in runs.values():
+        for value in inputs[:10]:
+            run(value)  # warm caches
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for value in inputs:
-        start = time.perf_counter()
-        run(value)
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return {
-        "p50_ms": round(statistics.median(samples), 3),
-        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
-    }
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(value)
+            samples[name].append((time.perf_counter() - start) * 1000)
+    figures = {}
+    for name, values in samples.items():
+        values.sort()
+        figures[name] = {
+            "p50_ms": round(statistics.median(values), 3),
+            "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))], 3),
+        }
+    return figures
 
 
 def oblivio_entity(services: NodeServices) -> Callable[[str], object]:
@@ -182,32 +191,40 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=100_000)
     parser.add_argument("--tombstones", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--store", help="store URI (default: SQLite in a temporary directory)")
+    parser.add_argument(
+        "--store", help="PostgreSQL URI prefix: _clear and _tombstoned databases (default SQLite)"
+    )
     args = parser.parse_args()
-    rng = random.Random(13)  # noqa: S311 - reproducible benchmark data, not secrets
     with tempfile.TemporaryDirectory() as tmp:
-        node = init_node(Path(tmp) / "home", name="bench", store_uri=args.store)
-        services = open_services(node)
+        # Two stores filled alike from the same seed: one keeps 0 tombstones, the other gets T.
+        stores = []
+        for name in ("clear", "tombstoned"):
+            uri = None if args.store is None else f"{args.store}_{name}"
+            node = init_node(Path(tmp) / name, name=f"bench-{name}", store_uri=uri)
+            stores.append(open_services(node))
+        clear, tombstoned = stores
         try:
-            entities, vocabulary = fill(services, args.facts, rng)
+            rng = random.Random(13)  # noqa: S311 - reproducible benchmark data, not secrets
+            entities, vocabulary = fill(clear, args.facts, rng)
+            fill(tombstoned, args.facts, random.Random(13))  # noqa: S311 - the same data
+            add_tombstones(tombstoned, args.tombstones)
             entity_queries = [rng.choice(entities) for _ in range(args.queries)]
-            # Words of middling frequency: each matches tens to hundreds of facts.
+            # Words of middling frequency: each matches tens to a few thousand facts.
             text_queries = [rng.choice(vocabulary[20:400]) for _ in range(args.queries)]
-            dialect = node.db.dialect
-            results: dict[str, dict[str, float]] = {}
-            if dialect == "sqlite":
-                results["peer_plain_sql/entity_2hop"] = timed(peer_entity(services), entity_queries)
-                results["peer_plain_sql/text"] = timed(peer_text(services), text_queries)
-            results["oblivio/entity_2hop/0_tombstones"] = timed(
-                oblivio_entity(services), entity_queries
-            )
-            results["oblivio/text/0_tombstones"] = timed(oblivio_text(services), text_queries)
-            add_tombstones(services, args.tombstones)
+            dialect = clear.node.db.dialect
             tombs = f"{args.tombstones}_tombstones"
-            results[f"oblivio/entity_2hop/{tombs}"] = timed(
-                oblivio_entity(services), entity_queries
-            )
-            results[f"oblivio/text/{tombs}"] = timed(oblivio_text(services), text_queries)
+            results: dict[str, dict[str, float]] = {}
+            for kind, queries, ours, peer in (
+                ("entity_2hop", entity_queries, oblivio_entity, peer_entity),
+                ("text", text_queries, oblivio_text, peer_text),
+            ):
+                runs = {
+                    f"oblivio/{kind}/0_tombstones": ours(clear),
+                    f"oblivio/{kind}/{tombs}": ours(tombstoned),
+                }
+                if dialect == "sqlite":
+                    runs[f"peer_plain_sql/{kind}"] = peer(clear)
+                results |= timed(runs, queries)
             for name, figures in results.items():
                 emit({"figure": name, "store": dialect, "queries": args.queries, **figures})
             summary: dict[str, Any] = {"figure": "summary", "store": dialect}
@@ -218,12 +235,13 @@ def main() -> None:
                     100 * (loaded - base) / base, 1
                 )
                 summary[f"{kind}_p50_ms"] = loaded
-                peer = results.get(f"peer_plain_sql/{kind}")
-                if peer is not None:
-                    summary[f"{kind}_vs_peer_p50"] = round(loaded / peer["p50_ms"], 2)
+                peer_figures = results.get(f"peer_plain_sql/{kind}")
+                if peer_figures is not None:
+                    summary[f"{kind}_vs_peer_p50"] = round(loaded / peer_figures["p50_ms"], 2)
             emit(summary)
         finally:
-            services.close()
+            for services in stores:
+                services.close()
 
 
 if __name__ == "__main__":
