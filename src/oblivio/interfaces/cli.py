@@ -339,7 +339,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
         + (f"committed in epoch {e['epoch']}" if e["epoch"] else "pending")
         for e in events
     )
-    _emit(args, f"request {receipt.request_id}: {status['state']}\n{human}", machine)
+    heading = f"request {receipt.request_id}: {status['state']}"
+    if receipt.existing:
+        heading += " (already requested at this level and capabilities: nothing new recorded)"
+    _emit(args, f"{heading}\n{human}", machine)
     return 0
 
 
