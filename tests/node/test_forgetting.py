@@ -785,6 +785,8 @@ def test_get_after_partial_forgets_says_forgotten(node: Node, services: NodeServ
     proven = _verified(services, artifact_id)
     assert proven.capabilities == ("decrypt", "recover")
     assert "(forgotten: decrypt, recover)" in proven.statement()
+    assert "holds no capability to decrypt artifact" in proven.statement()
+    assert "holds no recover capability for artifact" in first.statement()
     assert proven.forget_event_id != first.forget_event_id
 
 
