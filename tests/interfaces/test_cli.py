@@ -267,6 +267,22 @@ def test_serve_with_unusable_port_or_host_is_one_line_exit_2(
     assert expected in line
 
 
+def test_serve_with_an_unusable_node_is_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert oblivio("init", home=home).returncode == 0
+    config = json.loads((home / "config.json").read_text())
+    (home / "config.json").write_text(
+        json.dumps({**config, "store": "postgresql://postgres@127.0.0.1:1/nothing"})
+    )
+    done = oblivio("serve", home=home)
+    assert b"Traceback" not in done.stderr
+    assert done.returncode == 5
+    assert "cannot connect to PostgreSQL" in one_error_line(done)
+    (home / "config.json").write_text(json.dumps({**config, "forgetting": {"batch_size": "x"}}))
+    line = _one_line_exit_2(oblivio("serve", home=home))
+    assert "forgetting.batch_size" in line
+
+
 def test_serve_on_a_port_in_use_is_one_line_exit_2(home: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -39,7 +39,7 @@ from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
 from oblivio.node.compliance import open_compliance
-from oblivio.node.home import NodeHomeError, default_home, ensure_uninitialised, load_config
+from oblivio.node.home import NodeHomeError, default_home, ensure_uninitialised
 from oblivio.node.node import Node, init_node, open_node
 from oblivio.node.services import open_services
 
@@ -240,7 +240,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from oblivio.interfaces.http import create_app
 
-    load_config(args.home.resolve())  # a missing home is a clear error before the server starts
+    # The node is opened once before the server starts, so a missing home, a store or key
+    # backend that cannot be reached or a bad configuration is one line with its exit status,
+    # not a failed application start-up.
+    with open_node(args.home) as node:
+        open_services(node)
     # The socket is bound here, so a host or port that cannot be had is one line (exit 2).
     listener = _listen(args.host, args.port)
     config = uvicorn.Config(create_app(args.home), log_level="warning")
