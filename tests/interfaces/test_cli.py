@@ -219,7 +219,9 @@ def _run_raw(*argv: str | bytes, home: Path) -> subprocess.CompletedProcess[byte
 def _one_line_exit_2(done: subprocess.CompletedProcess[bytes]) -> str:
     assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
     assert done.returncode == 2, done.stderr
-    return one_error_line(done)
+    line = one_error_line(done)
+    assert len(line) < 1100  # input quoted in an error is cut
+    return line
 
 
 def test_verify_with_oversized_key_is_one_line_exit_2(home: Path, tmp_path: Path) -> None:
@@ -300,6 +302,7 @@ NOT_UTF8 = b"\xff\xfe"
         (["audit", "--limit", "9" * 30], "argument --limit: expected an integer from 1 to"),
         (["audit", "--limit", "-1"], "argument --limit: expected an integer from 1 to"),
         (["forget", "ab" * 32, "--level", "9" * 20], "argument --level: invalid choice"),
+        (["forget", "ab" * 32, "--level", "9" * 5000], "characters cut"),
         (["prove", NOT_UTF8, "--request"], "artifact_id: expected UTF-8 text"),
         (["hold", "release", NOT_UTF8, "--authority", "x"], "target: expected UTF-8 text"),
         (["api-key", "revoke", "--name", NOT_UTF8], "name: expected UTF-8 text"),

@@ -73,7 +73,17 @@ class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line, like every other error (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line, cut in the middle if it is very long (errors may quote
+    the offending input; the reason often follows it, so the end is kept)."""
+    line = " ".join(message.split())
+    if len(line) <= ERROR_LINE_MAX:
+        return line
+    cut = len(line) - ERROR_LINE_MAX
+    return f"{line[: ERROR_LINE_MAX - 200]} ...({cut} characters cut)... {line[-200:]}"
 
 
 def _bounded(low: int, high: int) -> Callable[[str], int]:
@@ -621,13 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_arguments(args)
         return run(args)
     except OblivioError as e:
-        message = " ".join(str(e).split())
-        if len(message) > ERROR_LINE_MAX:
-            # Keep the end too: the reason often follows the quoted input.
-            cut = len(message) - ERROR_LINE_MAX
-            message = (
-                f"{message[: ERROR_LINE_MAX - 200]} ...({cut} characters cut)... {message[-200:]}"
-            )
+        message = _one_line(str(e))
         print(f"oblivio {args.command}: error: {message}", file=sys.stderr)
         return _exit_code(e)
     except BrokenPipeError:
