@@ -954,6 +954,29 @@ def test_a_forget_is_answered_with_an_existing_request_only_if_it_covers_it(
     assert again.request_id == sourced.request_id
 
 
+def test_a_direct_forget_is_answered_by_a_tombstones_request_once_it_is_executed(
+    node: Node, services: NodeServices
+) -> None:
+    executed, pending = node.vault.put_many([ArtifactInput(b"x", {}), ArtifactInput(b"y", {})])
+    by_tombstone = services.forgetting.forget(artifact_id=executed, level=2, source="tomb_x")
+    services.forgetting.commit_due()
+    services.forgetting.forget(artifact_id=pending, level=2, source="tomb_y")
+    # Executed: no revocation can undo it, so it answers a direct forget.
+    answer = services.forgetting.forget(artifact_id=executed, level=2)
+    assert answer.existing
+    assert answer.request_id == by_tombstone.request_id
+    # Still pending, the tombstone's revocation would cancel it: a direct forget is its own.
+    own = services.forgetting.forget(artifact_id=pending, level=2)
+    assert not own.existing
+    restored, erased = services.forgetting.cancel_from_source("tomb_y")
+    assert (restored, erased) == ([pending], [])
+    with pytest.raises(ArtifactForgottenError, match="is suppressed"):
+        node.vault.get(pending)
+    # A tombstone's forget is never answered by another source's request (its revocation
+    # must find what it erased).
+    assert not services.forgetting.forget(artifact_id=executed, level=2, source="tomb_z").existing
+
+
 def test_a_revocation_is_answered_again_only_while_it_stands(
     node: Node, services: NodeServices
 ) -> None:

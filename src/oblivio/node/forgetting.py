@@ -226,9 +226,10 @@ class ForgettingService:
         of a pattern); execution follows at the next epoch commit.
 
         Idempotent for what is already forgotten: when one earlier request (not cancelled, of
-        the same ``source``) already forgets every artifact named at this level with at least
-        these capabilities (level 0: and its revocation is still in effect), nothing is
-        recorded and the answer is that request (``existing``, without its opening).
+        the same ``source``, or any executed level-1/2 one for a request without a source)
+        already forgets every artifact named at this level with at least these capabilities
+        (level 0: and its revocation is still in effect), nothing is recorded and the answer is
+        that request (``existing``, without its opening).
 
         Each artifact's event names the capabilities asked for and those an executed level-1
         or level-2 forget already destroyed, so the latest proof states all of them
@@ -330,19 +331,23 @@ class ForgettingService:
         caps: Sequence[Capability],
         source: str | None,
     ) -> str | None:
-        """The earliest request, not cancelled and of the same source, that forgets every one
-        of ``targets`` at ``level`` with at least ``caps`` (level 0: whose revocation is still
-        the one in effect), or None. Requests of another source stay apart: revoking the
-        tombstone behind one must not cancel what another asked for."""
+        """The earliest request, not cancelled, that forgets every one of ``targets`` at
+        ``level`` with at least ``caps`` (level 0: whose revocation is still the one in effect),
+        or None. It must have the same source, except that a direct request (no source) is
+        answered by another source's level-1/2 request already executed for every target: a
+        tombstone's revocation cancels only what is pending, so revoking the tombstone behind
+        one request never cancels what another asked for."""
         if not targets:
             return None
         covered: dict[str, set[str]] = {}
-        for request_id, aid, request_level, request_caps, request_source in _select_in(
+        for request_id, aid, request_level, request_caps, request_source, epoch in _select_in(
             tx, _LIVE_EVENTS, targets
         ):
+            # An executed erasure is beyond any revocation: it may answer a direct request.
+            settled = source is None and level >= 1 and epoch is not None
             if (
                 request_level == level
-                and request_source == source
+                and (request_source == source or settled)
                 and set(caps) <= set(parse_json(request_caps))
             ):
                 covered.setdefault(request_id, set()).add(aid)
@@ -1048,9 +1053,9 @@ _COMMITTED_LEVEL_2 = (
 """Level-2 forget events an epoch executed (for ``_select_in``: one row per event)."""
 
 _LIVE_EVENTS = (
-    "SELECT request_id, artifact_id, level, capabilities, source FROM ("
+    "SELECT request_id, artifact_id, level, capabilities, source, epoch FROM ("
     "SELECT e.request_id AS request_id, e.artifact_id AS artifact_id, r.level AS level, "
-    "r.capabilities AS capabilities, r.source AS source FROM forget_events e "
+    "r.capabilities AS capabilities, r.source AS source, e.epoch AS epoch FROM forget_events e "
     "JOIN forget_requests r ON r.id = e.request_id "
     "WHERE r.state <> 'cancelled' AND (e.epoch IS NULL OR e.epoch > 0)) AS live"
 )
