@@ -25,6 +25,7 @@ from oblivio.core.pof import (
     POF_TYPE,
     ProofInputError,
     ProofLinkError,
+    ProvenForgetting,
     parse_proof_document,
     verify_document,
     verify_proof,
@@ -337,3 +338,23 @@ def test_a_bundle_mixing_checkpoints_fails(proofs: Proofs) -> None:
 def test_verify_proof_rejects_a_bundle(proofs: Proofs) -> None:
     with pytest.raises(ProofInputError):
         verify_proof(_round_trip(proofs.bundle), proofs.key)
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "claim"),
+    [
+        (("decrypt", "prove", "recover"), "holds no capability to decrypt artifact"),
+        (("decrypt", "recover"), "holds no capability to decrypt artifact"),
+        # The recover escrow holds a copy of K_data: with it alive the node can still decrypt.
+        (("decrypt",), "holds no decrypt capability for artifact"),
+        (("decrypt", "prove"), "holds no decrypt, prove capability for artifact"),
+        (("recover",), "holds no recover capability for artifact"),
+    ],
+)
+def test_statement_claims_no_way_to_decrypt_only_when_decrypt_and_recover_are_gone(
+    capabilities: tuple[str, ...], claim: str
+) -> None:
+    proven = ProvenForgetting("node", "ab" * 32, 5, 2, 2, "event", None, capabilities)
+    statement = proven.statement()
+    assert claim in statement
+    assert f"(forgotten: {', '.join(capabilities)})" in statement

@@ -64,7 +64,11 @@ def forget_event(
     commitment: str,
     requested_at: str,
 ) -> dict[str, JsonValue]:
-    """The forget event log entry (DESIGN.md §15), validated; artifacts sorted and distinct."""
+    """The forget event log entry (DESIGN.md §15), validated; artifacts sorted and distinct.
+
+    ``capabilities`` are those the node holds no more of once the event is executed: a node
+    passes those its request forgets and those earlier executed forgets already destroyed, so
+    that a proof, which carries the latest event only, states them all (docs/adr/0019)."""
     ids = sorted({parse_artifact_id(a) for a in artifacts})
     if not ids:
         raise InvalidInputError("forget: no artifact to forget")

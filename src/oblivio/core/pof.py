@@ -90,9 +90,11 @@ class ProvenForgetting:
             if self.destruction_backend
             else ""
         )
+        # ``recover`` holds a copy of K_data (DESIGN.md §4): while it lives, the node can still
+        # decrypt, whatever happened to ``decrypt``.
         what = (
             "no capability to decrypt"
-            if "decrypt" in self.capabilities
+            if {"decrypt", "recover"} <= set(self.capabilities)
             else "no " + ", ".join(self.capabilities) + " capability for"
         )
         return (

@@ -11,22 +11,26 @@ Errors are one line on stderr and a non-zero exit status:
     9  the database and the key store do not belong together, or one is missing (a restored
        backup older than the key store, a key store lacking roots, another node's store or
        keys, a missing database file): the node refuses to open and destroys nothing
+    10 init: a node already exists at --home
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from oblivio.core.canonical import parse_json
 from oblivio.core.encoding import b64url_encode
 from oblivio.core.errors import (
     ArtifactForgottenError,
+    ConflictError,
     InfrastructureError,
     IntegrityError,
     InvalidInputError,
@@ -40,7 +44,7 @@ from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
 from oblivio.keys.custody import RestorePlan
 from oblivio.node.compliance import open_compliance
-from oblivio.node.home import NodeHomeError, default_home, load_config
+from oblivio.node.home import NodeHomeError, default_home, ensure_uninitialised
 from oblivio.node.node import Node, init_node, open_node, restore_backup
 from oblivio.node.services import open_services
 
@@ -53,6 +57,54 @@ EXIT_NO_NODE = 6
 EXIT_FORGOTTEN = 7
 EXIT_PROOF_INVALID = 8
 EXIT_NODE_STATE = 9
+EXIT_NODE_EXISTS = 10
+
+PORT_RANGE = (1, 65535)
+COUNT_MAX = 2**62
+"""Bounds of counts and sequence numbers on the command line (SQLite integers are 64-bit)."""
+VERIFIER_KEY_FILE_MAX = 64 * 1024
+ERROR_LINE_MAX = 1000
+"""An error line longer than this is cut (errors may quote the offending input)."""
+_PATH_ARGUMENTS = frozenset({"file", "proof", "output", "key"})
+"""Arguments that may name a file, whose name need not be UTF-8 (the others are text)."""
+
+
+class NodeExistsError(ConflictError):
+    """``init`` found a node (or part of one) at --home already: exit 10."""
+
+    code = "node_exists"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line, cut in the middle if it is very long (errors may quote
+    the offending input; the reason often follows it, so the end is kept)."""
+    line = " ".join(message.split())
+    if len(line) <= ERROR_LINE_MAX:
+        return line
+    cut = len(line) - ERROR_LINE_MAX
+    return f"{line[: ERROR_LINE_MAX - 200]} ...({cut} characters cut)... {line[-200:]}"
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}")
+        return value
+
+    return parse
 
 
 def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
@@ -74,10 +126,18 @@ def _node_summary(node: Node) -> dict[str, Any]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Create a node in --home."""
-    with init_node(
-        args.home, name=args.name, store_uri=args.store, keys_uri=args.keys, fanout=args.fanout
-    ) as node:
+    """Create a node in --home; exit 10 (NodeExistsError) if one is there already."""
+    try:
+        ensure_uninitialised(args.home.resolve())
+    except NodeHomeError as e:
+        raise NodeExistsError(str(e)) from e
+    try:
+        node = init_node(
+            args.home, name=args.name, store_uri=args.store, keys_uri=args.keys, fanout=args.fanout
+        )
+    except OSError as e:
+        raise InvalidInputError(f"cannot create a node at {args.home}: {e.strerror}") from e
+    with node:
         summary = _node_summary(node)
     human = "\n".join(f"{k}: {v}" for k, v in summary.items())
     _emit(args, f"initialised oblivio node\n{human}", summary)
@@ -129,7 +189,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise InvalidInputError(f"cannot write {target}: {e.strerror}") from e
             finally:
-                partial.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a name the OS refused was never created
+                    partial.unlink(missing_ok=True)
             if args.json:
                 print(
                     json.dumps({"artifact_id": args.artifact_id, "size": size, "path": str(target)})
@@ -179,14 +240,32 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; InvalidInputError (one line) if it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except (OSError, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InvalidInputError(f"cannot listen on {host!r} port {port}: {reason}") from e
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API with uvicorn until interrupted."""
     import uvicorn
 
     from oblivio.interfaces.http import create_app
 
-    load_config(args.home.resolve())  # a missing home is a clear error before the server starts
-    uvicorn.run(create_app(args.home), host=args.host, port=args.port, log_level="warning")
+    # The node is opened once before the server starts, so a missing home, a store or key
+    # backend that cannot be reached or a bad configuration is one line with its exit status,
+    # not a failed application start-up.
+    with open_node(args.home) as node:
+        open_services(node)
+    # The socket is bound here, so a host or port that cannot be had is one line (exit 2).
+    listener = _listen(args.host, args.port)
+    config = uvicorn.Config(create_app(args.home), log_level="warning")
+    with listener:
+        uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
@@ -280,7 +359,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
         + (f"committed in epoch {e['epoch']}" if e["epoch"] else "pending")
         for e in events
     )
-    _emit(args, f"request {receipt.request_id}: {status['state']}\n{human}", machine)
+    heading = f"request {receipt.request_id}: {status['state']}"
+    if receipt.existing:
+        heading += " (already requested at this level and capabilities: nothing new recorded)"
+    _emit(args, f"{heading}\n{human}", machine)
     return 0
 
 
@@ -323,11 +405,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         data = sys.stdin.buffer.read() if args.proof == "-" else Path(args.proof).read_bytes()
     except OSError as e:
         raise ProofInputError(f"cannot read {args.proof}: {e.strerror}") from e
-    key = args.key
-    if Path(key).is_file():
-        key = Path(key).read_text("utf-8").strip()
     try:
-        proven = verify_document(parse_proof_document(data), key)
+        proven = verify_document(parse_proof_document(data), _verifier_key_text(args.key))
     except ProofLinkError as e:
         message = f"proof invalid: failed link {e.link}: {str(e).partition(': ')[2]}"
         if args.json:
@@ -340,6 +419,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for item in proven:
             print(item.statement())
     return 0
+
+
+def _verifier_key_text(value: str) -> str:
+    """--key is the verifier key itself, or a file holding it as UTF-8 text."""
+    try:
+        is_file = Path(value).is_file()
+    except (OSError, ValueError):
+        is_file = False  # too long or not a path at all: the key's own text
+    if not is_file:
+        return value
+    try:
+        with open(value, "rb") as f:
+            data = f.read(VERIFIER_KEY_FILE_MAX + 1)
+    except OSError as e:
+        raise ProofInputError(f"cannot read --key {value}: {e.strerror}") from e
+    if len(data) > VERIFIER_KEY_FILE_MAX:
+        raise ProofInputError(
+            f"--key {value}: expected a verifier key file of at most {VERIFIER_KEY_FILE_MAX} bytes"
+        )
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise ProofInputError(f"--key {value}: expected a verifier key as UTF-8 text") from e
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -409,8 +511,8 @@ def cmd_hold(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument(
         "--home", type=Path, default=argparse.SUPPRESS, help="node home (default $OBLIVIO_HOME)"
     )
@@ -420,7 +522,7 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
     forget = commands.add_parser("forget", parents=[common], help="forget an artifact or entity")
     forget.add_argument("artifact_id", metavar="ID", nargs="?")
     forget.add_argument("--entity", help="forget every artifact about this entity URI")
@@ -474,7 +576,7 @@ def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="oblivio", description="Verifiable forgetting for personal data.", parents=[common]
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -512,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8400)
+    serve.add_argument("--port", type=_bounded(*PORT_RANGE), default=8400)
     serve.set_defaults(run=cmd_serve)
 
     api_key = commands.add_parser("api-key", parents=[common], help="manage HTTP API keys")
@@ -528,14 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.set_defaults(run=cmd_manifest)
 
     audit = commands.add_parser("audit", parents=[common], help="print the audit log")
-    audit.add_argument("--after", type=int, default=0)
-    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--after", type=_bounded(0, COUNT_MAX), default=0)
+    audit.add_argument("--limit", type=_bounded(1, COUNT_MAX), default=100)
     audit.set_defaults(run=cmd_audit)
     return parser
 
 
 _EXIT_CODES: tuple[tuple[type[OblivioError], int], ...] = (
     (NodeStateMismatchError, EXIT_NODE_STATE),
+    (NodeExistsError, EXIT_NODE_EXISTS),
     (ArtifactForgottenError, EXIT_FORGOTTEN),
     (VerificationError, EXIT_PROOF_INVALID),
     (NodeHomeError, EXIT_NO_NODE),
@@ -550,6 +653,21 @@ def _exit_code(error: OblivioError) -> int:
     return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), EXIT_ERROR)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, as invalid input, text arguments that are not UTF-8 (the OS hands undecodable
+    bytes over as surrogates) and a --home the OS cannot even look up."""
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, str) and name not in _PATH_ARGUMENTS:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidInputError(f"{name}: expected UTF-8 text, got {value!r}") from e
+    try:
+        args.home.exists()
+    except OSError as e:
+        raise InvalidInputError(f"--home {args.home}: {e.strerror}") from e
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the process exit status."""
     args = build_parser().parse_args(argv)
@@ -559,9 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json = False
     run: Callable[[argparse.Namespace], int] = args.run
     try:
+        _check_arguments(args)
         return run(args)
     except OblivioError as e:
-        message = " ".join(str(e).split())
+        message = _one_line(str(e))
         print(f"oblivio {args.command}: error: {message}", file=sys.stderr)
         return _exit_code(e)
     except BrokenPipeError:

@@ -174,8 +174,11 @@ class ForgetReceipt:
     requested_at: str
     not_before: str
     requestor_commitment: str
-    opening: Mapping[str, JsonValue]
+    opening: Mapping[str, JsonValue] | None
+    """None when the answer is an existing request: its opening is its own requestor's."""
     state: str = "pending"
+    existing: bool = False
+    """True when nothing was recorded: an earlier request already forgets what was asked."""
 
     def to_dict(self) -> dict[str, JsonValue]:
         """The receipt as JSON (the opening lets the requestor check the logged commitment)."""
@@ -184,10 +187,11 @@ class ForgetReceipt:
             "level": self.level,
             "capabilities": list(self.capabilities),
             "state": self.state,
+            "existing": self.existing,
             "requested_at": self.requested_at,
             "not_before": self.not_before,
             "requestor_commitment": self.requestor_commitment,
-            "opening": dict(self.opening),
+            "opening": None if self.opening is None else dict(self.opening),
             "events": [
                 {"event_id": e, "artifact_id": a, "log_index": i} for e, a, i in self.events
             ],
@@ -308,6 +312,16 @@ class ForgettingService:
         the artifacts it names (one id, a list of ids, or an entity's artifacts in the scopes
         of a pattern); execution follows at the next epoch commit.
 
+        Idempotent for what is already forgotten: when one earlier request (not cancelled, of
+        the same ``source``, or any executed level-1/2 one for a request without a source)
+        already forgets every artifact named at this level with at least these capabilities
+        (level 0: and its revocation is still in effect), nothing is recorded and the answer is
+        that request (``existing``, without its opening).
+
+        Each artifact's event names the capabilities asked for and those an executed level-1
+        or level-2 forget already destroyed, so the latest proof states all of them
+        (docs/adr/0019); the request (``capabilities`` of the receipt) keeps what was asked.
+
         Raises InvalidInputError (and its kinds) for a bad request, ArtifactNotFoundError for an
         unknown artifact, InvalidInputError when an entity has no artifact in the scopes named
         (unless ``allow_empty``), StorageError if the store fails: nothing is recorded then.
@@ -328,12 +342,19 @@ class ForgettingService:
             targets = self._targets(tx, artifact_id, entity_uri, scope)
             if not targets and not allow_empty:
                 raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
+            existing = self._covering_request(tx, targets, level, caps, source)
+            if existing is not None:
+                return self._existing_receipt(tx, existing)
+            destroyed = self._destroyed_capabilities(tx, targets) if level >= 1 else {}
             event_ids = new_uuid7s(len(targets))
-            encoded = forget_event_entries(
-                event_ids=event_ids,
-                artifacts=targets,
+            encoded = self._forget_events(
+                event_ids,
+                targets,
+                {
+                    a: tuple(c for c in CAPABILITIES if c in caps or c in destroyed.get(a, ()))
+                    for a in targets
+                },
                 level=level,
-                capabilities=caps,
                 authority=authority,
                 commitment=commitment,
                 requested_at=requested_at,
@@ -389,6 +410,110 @@ class ForgettingService:
             self.commit_due()
         return receipt
 
+    def _covering_request(
+        self,
+        tx: Transaction,
+        targets: Sequence[ArtifactId],
+        level: int,
+        caps: Sequence[Capability],
+        source: str | None,
+    ) -> str | None:
+        """The earliest request, not cancelled, that forgets every one of ``targets`` at
+        ``level`` with at least ``caps`` (level 0: whose revocation is still the one in effect),
+        or None. It must have the same source, except that a direct request (no source) is
+        answered by another source's level-1/2 request already executed for every target: a
+        tombstone's revocation cancels only what is pending, so revoking the tombstone behind
+        one request never cancels what another asked for."""
+        if not targets:
+            return None
+        covered: dict[str, set[str]] = {}
+        for request_id, aid, request_level, request_caps, request_source, epoch in _select_in(
+            tx, _LIVE_EVENTS, targets
+        ):
+            # An executed erasure is beyond any revocation: it may answer a direct request.
+            settled = source is None and level >= 1 and epoch is not None
+            if (
+                request_level == level
+                and (request_source == source or settled)
+                and set(caps) <= set(parse_json(request_caps))
+            ):
+                covered.setdefault(request_id, set()).add(aid)
+        wanted = set(targets)
+        candidates = sorted(r for r, ids in covered.items() if ids >= wanted)
+        if level == 0 and candidates:
+            in_effect = {
+                (a, r)
+                for a, r in _select_in(
+                    tx,
+                    "SELECT artifact_id, request_id FROM (SELECT artifact_id, request_id "
+                    "FROM artifact_states WHERE status = 'revoked') AS revoked",
+                    targets,
+                )
+            }
+            candidates = [r for r in candidates if all((a, r) in in_effect for a in wanted)]
+        return candidates[0] if candidates else None
+
+    def _existing_receipt(self, tx: Transaction, request_id: str) -> ForgetReceipt:
+        """The answer of an idempotent forget: the existing request, without its opening."""
+        row = tx.fetchone(
+            "SELECT level, capabilities, state, requested_at, not_before, requestor_commitment "
+            "FROM forget_requests WHERE id = ?",
+            (request_id,),
+        )
+        if row is None:
+            raise StorageError(f"store: forget request {request_id} vanished")
+        events = tx.fetchall(
+            "SELECT event_id, artifact_id, log_index FROM forget_events WHERE request_id = ? "
+            "ORDER BY log_index",
+            (request_id,),
+        )
+        return ForgetReceipt(
+            request_id,
+            int(row[0]),
+            validate_capabilities(parse_json(row[1])),
+            tuple((e, ArtifactId(a), int(i)) for e, a, i in events),
+            row[3],
+            row[4],
+            row[5],
+            None,
+            state=row[2],
+            existing=True,
+        )
+
+    def _destroyed_capabilities(
+        self, tx: Transaction, targets: Sequence[ArtifactId]
+    ) -> dict[str, set[str]]:
+        """Per artifact, the capabilities whose keys an executed level-1 or level-2 forget
+        destroyed: they cannot come back, so a later event may state them (docs/adr/0019)."""
+        destroyed: dict[str, set[str]] = {}
+        for aid, request_caps in _select_in(tx, _EXECUTED_ERASURES, targets):
+            destroyed.setdefault(aid, set()).update(parse_json(request_caps))
+        return destroyed
+
+    def _forget_events(
+        self,
+        event_ids: Sequence[str],
+        targets: Sequence[ArtifactId],
+        capabilities: Mapping[ArtifactId, tuple[Capability, ...]],
+        **common: Any,
+    ) -> list[bytes]:
+        """The JCS bytes of each target's forget event (``event_ids[i]`` for ``targets[i]``),
+        made per group of artifacts that share a capability set."""
+        groups: dict[tuple[Capability, ...], list[int]] = {}
+        for index, aid in enumerate(targets):
+            groups.setdefault(capabilities[aid], []).append(index)
+        encoded = [b""] * len(targets)
+        for caps, indices in groups.items():
+            entries = forget_event_entries(
+                event_ids=[event_ids[i] for i in indices],
+                artifacts=[targets[i] for i in indices],
+                capabilities=caps,
+                **common,
+            )
+            for index, entry in zip(indices, entries, strict=True):
+                encoded[index] = entry
+        return encoded
+
     def _mark_states(
         self,
         tx: Transaction,
@@ -399,24 +524,32 @@ class ForgettingService:
         request_id: str,
         at: str,
     ) -> None:
-        """Stop reads at once: revoked (level 0) or suppressed until executed. An artifact
-        already forgotten stays forgotten."""
+        """Stop reads at once: revoked (level 0) or suppressed until executed.
+
+        One row per artifact says why reads stop; its status, level and request are those of
+        the request that weighs most on the ``decrypt`` capability (forgotten, then suppressed,
+        then revoked), so a later, lighter request never hides a heavier one (a revocation
+        does not mask a pending erasure); its capabilities are every one asked for so far."""
         status = "revoked" if level == 0 else "suppressed"
+        weight = _read_weight(status, caps)
         existing = {
             a: (s, set(parse_json(c)))
             for a, s, c in _select_in(
                 tx, "SELECT artifact_id, status, capabilities FROM artifact_states", targets
             )
         }
-        fresh, changed = [], []
+        fresh, replaced, merged = [], [], []
         caps_json = _dump(list(caps))
         for aid in targets:
             prior = existing.get(aid)
             if prior is None:
                 fresh.append((aid, status, level, caps_json, request_id, at))
-            elif prior[0] != "forgotten":
-                merged = [c for c in CAPABILITIES if c in prior[1] or c in caps]
-                changed.append((status, level, _dump(merged), request_id, at, aid))
+                continue
+            union = _dump([c for c in CAPABILITIES if c in prior[1] or c in caps])
+            if weight >= _read_weight(prior[0], prior[1]):
+                replaced.append((status, level, union, request_id, at, aid))
+            else:
+                merged.append((union, at, aid))
         tx.executemany(
             "INSERT INTO artifact_states (artifact_id, status, level, capabilities, request_id, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -425,7 +558,11 @@ class ForgettingService:
         tx.executemany(
             "UPDATE artifact_states SET status = ?, level = ?, capabilities = ?, request_id = ?, "
             "updated_at = ? WHERE artifact_id = ?",
-            changed,
+            replaced,
+        )
+        tx.executemany(
+            "UPDATE artifact_states SET capabilities = ?, updated_at = ? WHERE artifact_id = ?",
+            merged,
         )
 
     def _pending_count(self) -> int:
@@ -634,11 +771,47 @@ class ForgettingService:
             "AND request_id = ?",
             [(e.artifact_id, e.request_id) for e in executed],
         )
+        self._mark_decrypt_forgotten(tx, [e for e in executed if "decrypt" in e.capabilities])
         tx.executemany(
             "UPDATE forget_requests SET state = 'done', committed_epoch = ? WHERE id = ? "
             "AND NOT EXISTS (SELECT 1 FROM forget_events WHERE request_id = ? AND epoch IS NULL)",
             [(epoch, r, r) for r in {e.request_id for e in due}],
         )
+
+    def _mark_decrypt_forgotten(self, tx: Transaction, erased: Sequence[_DueEvent]) -> None:
+        """Inside the epoch's transaction: the ``decrypt`` key of each of ``erased`` is gone, so
+        its artifact's reads are over for good, whatever request the state row named (a
+        revocation or a cancelled request may have taken its place since)."""
+        if not erased:
+            return
+        rows = {
+            a: (s, set(parse_json(c)))
+            for a, s, c in _select_in(
+                tx,
+                "SELECT artifact_id, status, capabilities FROM artifact_states",
+                [e.artifact_id for e in erased],
+            )
+        }
+        at = format_time(self._clock())
+        for event in erased:
+            prior = rows.get(event.artifact_id)
+            if prior is not None and _read_weight(*prior) == 3:
+                continue
+            caps = set(event.capabilities) | (prior[1] if prior else set())
+            union = _dump([c for c in CAPABILITIES if c in caps])
+            if prior is None:
+                tx.execute(
+                    "INSERT INTO artifact_states (artifact_id, status, level, capabilities, "
+                    "request_id, updated_at) VALUES (?, 'forgotten', ?, ?, ?, ?)",
+                    (event.artifact_id, event.level, union, event.request_id, at),
+                )
+            else:
+                tx.execute(
+                    "UPDATE artifact_states SET status = 'forgotten', level = ?, "
+                    "capabilities = ?, request_id = ?, updated_at = ? WHERE artifact_id = ?",
+                    (event.level, union, event.request_id, at, event.artifact_id),
+                )
+            rows[event.artifact_id] = ("forgotten", caps)
 
     def epoch_health(self) -> EpochHealth:
         """What the epoch loop last recorded of its attempts (``run_epochs``)."""
@@ -854,6 +1027,7 @@ class ForgettingService:
                         "WHERE request_id = ? AND epoch IS NULL",
                         (request_id,),
                     )
+            self._remark_pending(tx, restored)
             holds = [
                 r[0]
                 for r in tx.fetchall(
@@ -864,6 +1038,20 @@ class ForgettingService:
         for hold_id in holds:
             self.release_hold(hold_id, authority=f"revocation of {source}")
         return restored, erased
+
+    def _remark_pending(self, tx: Transaction, ids: Sequence[ArtifactId]) -> None:
+        """After a cancellation lifted reads of ``ids``: suppress them again for the requests
+        still pending on them, in log order (one cancelled request must not lift another's)."""
+        pending = _select_in(tx, _PENDING_EVENTS, ids)
+        for request_id, aid, level, caps, at, _ in sorted(pending, key=lambda r: r[5]):
+            self._mark_states(
+                tx,
+                targets=[ArtifactId(aid)],
+                level=level,
+                caps=validate_capabilities(parse_json(caps)),
+                request_id=request_id,
+                at=at,
+            )
 
     # -- proofs --------------------------------------------------------------------------------
 
@@ -1012,6 +1200,40 @@ _COMMITTED_LEVEL_2 = (
     "ON r.id = e.request_id WHERE e.epoch > 0 AND r.level = 2) AS committed"
 )
 """Level-2 forget events an epoch executed (for ``_select_in``: one row per event)."""
+
+_LIVE_EVENTS = (
+    "SELECT request_id, artifact_id, level, capabilities, source, epoch FROM ("
+    "SELECT e.request_id AS request_id, e.artifact_id AS artifact_id, r.level AS level, "
+    "r.capabilities AS capabilities, r.source AS source, e.epoch AS epoch FROM forget_events e "
+    "JOIN forget_requests r ON r.id = e.request_id "
+    "WHERE r.state <> 'cancelled' AND (e.epoch IS NULL OR e.epoch > 0)) AS live"
+)
+"""Forget events of requests that were not cancelled (for ``_select_in``)."""
+
+_EXECUTED_ERASURES = (
+    "SELECT artifact_id, capabilities FROM ("
+    "SELECT e.artifact_id AS artifact_id, r.capabilities AS capabilities FROM forget_events e "
+    "JOIN forget_requests r ON r.id = e.request_id WHERE e.epoch > 0 AND r.level >= 1) "
+    "AS executed"
+)
+"""Level-1 and level-2 forget events an epoch executed: their keys are destroyed."""
+
+_PENDING_EVENTS = (
+    "SELECT request_id, artifact_id, level, capabilities, requested_at, log_index FROM ("
+    "SELECT e.request_id AS request_id, e.artifact_id AS artifact_id, r.level AS level, "
+    "r.capabilities AS capabilities, r.requested_at AS requested_at, "
+    "e.log_index AS log_index FROM forget_events e JOIN forget_requests r "
+    "ON r.id = e.request_id WHERE e.epoch IS NULL AND r.state = 'pending') AS pending"
+)
+"""Forget events not yet executed nor cancelled (for ``_select_in``)."""
+
+
+def _read_weight(status: str, capabilities: Iterable[str]) -> int:
+    """How much a state row weighs on reads: 0 when it does not touch ``decrypt``, then
+    revoked (1) < suppressed (2) < forgotten (3)."""
+    if "decrypt" not in capabilities:
+        return 0
+    return {"revoked": 1, "suppressed": 2, "forgotten": 3}[status]
 
 
 def _select_in(tx: Transaction, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:

@@ -453,6 +453,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE key_tree_journal ADD COLUMN next_generation {bigint}",
         ),
     ),
+    Migration(
+        17,
+        "decrypt_forgotten_states",
+        (
+            # Reads of an artifact whose decrypt key an executed level-1 or level-2 forget
+            # destroyed say "forgotten". Earlier builds left such rows naming another request
+            # (a forget of other capabilities first, or a later revocation), and reads then
+            # failed as if the stored data were altered (docs/adr/0019).
+            """UPDATE artifact_states SET status = 'forgotten',
+                level = (SELECT r.level FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                    ORDER BY e.log_index DESC LIMIT 1),
+                capabilities = (SELECT r.capabilities FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                    ORDER BY e.log_index DESC LIMIT 1),
+                request_id = (SELECT r.id FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                    ORDER BY e.log_index DESC LIMIT 1)
+                WHERE NOT (status = 'forgotten' AND capabilities LIKE '%"decrypt"%')
+                AND EXISTS (SELECT 1 FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%')""",
+            """INSERT INTO artifact_states (artifact_id, status, level, capabilities, request_id,
+                updated_at)
+                SELECT e.artifact_id, 'forgotten', r.level, r.capabilities, r.id, r.requested_at
+                FROM forget_events e JOIN forget_requests r ON r.id = e.request_id
+                WHERE e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                AND NOT EXISTS (SELECT 1 FROM artifact_states s
+                    WHERE s.artifact_id = e.artifact_id)
+                AND e.log_index = (SELECT MAX(e2.log_index) FROM forget_events e2
+                    JOIN forget_requests r2 ON r2.id = e2.request_id
+                    WHERE e2.artifact_id = e.artifact_id AND e2.epoch > 0 AND r2.level >= 1
+                    AND r2.capabilities LIKE '%"decrypt"%')""",
+        ),
+    ),
 )
 
 
