@@ -388,7 +388,11 @@ def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> 
     forget.add_argument("--level", type=int, choices=[0, 1, 2], required=True)
     forget.add_argument("--capabilities", help="comma-separated: decrypt,prove,recover (all)")
     forget.add_argument("--reason", help="kept private; committed to in the log")
-    forget.add_argument("--authority", default="unspecified", help="legal basis, e.g. GDPR-17")
+    forget.add_argument(
+        "--authority",
+        default="unspecified",
+        help="legal basis, e.g. GDPR-17 (kept private; committed to in the log)",
+    )
     forget.add_argument("--requestor", help="who asked (kept private; committed to in the log)")
     forget.add_argument("--no-wait", action="store_true", help="do not commit the epoch now")
     forget.set_defaults(run=cmd_forget)

@@ -35,6 +35,7 @@ from oblivio.core.errors import (
     StorageError,
 )
 from oblivio.core.forgetting import (
+    COMMITTED_AUTHORITY,
     active_record,
     forget_event_entries,
     requestor_commitment,
@@ -61,6 +62,7 @@ from oblivio.node.checkpoints import CheckpointService, EpochCommit
 from oblivio.node.ids import new_uuid7, new_uuid7s
 from oblivio.node.node import Node
 from oblivio.store.database import Transaction
+from oblivio.store.event_log import StagedAppend
 from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
 _PG_FORGET_LOCK = 0x0B11_7E90  # the epoch lock: forget appends and epoch commits serialise
@@ -107,6 +109,20 @@ class ForgetReceipt:
                 {"event_id": e, "artifact_id": a, "log_index": i} for e, a, i in self.events
             ],
         }
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A forget request's terms, validated: what ``_record_request`` logs and records."""
+
+    level: int
+    capabilities: tuple[Capability, ...]
+    requestor: str
+    authority: str
+    reason: str
+    entity_uri: str | None
+    scope: object
+    source: str | None
 
 
 @dataclass
@@ -221,86 +237,106 @@ class ForgettingService:
         the artifacts it names (one id, a list of ids, or an entity's artifacts in the scopes
         of a pattern); execution follows at the next epoch commit.
 
+        The logged events carry ``authority`` only inside their requestor commitment, with the
+        requestor and the reason (ADR 0017); the receipt holds the opening.
+
         Raises InvalidInputError (and its kinds) for a bad request, ArtifactNotFoundError for an
         unknown artifact, InvalidInputError when an entity has no artifact in the scopes named
         (unless ``allow_empty``), StorageError if the store fails: nothing is recorded then.
         """
-        validate_level(level)
-        caps = validate_capabilities(list(capabilities))
-        now = self._clock()
-        requested_at = format_time(now)
-        not_before = format_time(now + self.settings.destruction_window)
-        salt = secrets.token_bytes(32)
-        opening_value: dict[str, JsonValue] = {"requestor": requestor, "reason": reason}
-        if entity_uri is not None:
-            opening_value |= {"entity_uri": entity_uri, "scope": _scope_json(scope)}
-        commitment = requestor_commitment(salt, opening_value)
-        request_id = new_uuid7()
+        request = _Request(
+            level=validate_level(level),
+            capabilities=validate_capabilities(list(capabilities)),
+            requestor=requestor,
+            authority=authority,
+            reason=reason,
+            entity_uri=entity_uri,
+            scope=scope,
+            source=source,
+        )
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
             targets = self._targets(tx, artifact_id, entity_uri, scope)
             if not targets and not allow_empty:
                 raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
-            event_ids = new_uuid7s(len(targets))
-            encoded = forget_event_entries(
-                event_ids=event_ids,
-                artifacts=targets,
-                level=level,
-                capabilities=caps,
-                authority=authority,
-                commitment=commitment,
-                requested_at=requested_at,
-            )
-            appended = self.checkpoints.log.append_in(tx, encoded)
-            tx.execute(
-                "INSERT INTO forget_requests (id, level, capabilities, authority, "
-                "requestor_commitment, opening, source, state, requested_at, not_before) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (
-                    request_id,
-                    level,
-                    _dump(list(caps)),
-                    authority,
-                    commitment,
-                    _dump({"salt": salt.hex(), "value": opening_value}),
-                    source,
-                    requested_at,
-                    not_before,
-                ),
-            )
-            rows = [
-                (event_id, request_id, aid, appended.first_index + i, raw.decode("utf-8"))
-                for i, (event_id, raw, aid) in enumerate(
-                    zip(event_ids, encoded, targets, strict=True)
-                )
-            ]
-            tx.executemany(
-                "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
-                "event_json) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._mark_states(
-                tx,
-                targets=targets,
-                level=level,
-                caps=caps,
-                request_id=request_id,
-                at=requested_at,
-            )
+            receipt, appended = self._record_request(tx, targets, request)
         self.checkpoints.log.publish(appended)
+        if self._pending_count() >= self.settings.batch_size:
+            self.commit_due()
+        return receipt
+
+    def _record_request(
+        self, tx: Transaction, targets: Sequence[ArtifactId], request: _Request
+    ) -> tuple[ForgetReceipt, StagedAppend]:
+        """Append a request's events to the log and record it, inside ``tx`` (epoch locked)."""
+        now = self._clock()
+        requested_at = format_time(now)
+        not_before = format_time(now + self.settings.destruction_window)
+        salt = secrets.token_bytes(32)
+        opening_value: dict[str, JsonValue] = {
+            "requestor": request.requestor,
+            "authority": request.authority,
+            "reason": request.reason,
+        }
+        if request.entity_uri is not None:
+            opening_value |= {"entity_uri": request.entity_uri, "scope": _scope_json(request.scope)}
+        commitment = requestor_commitment(salt, opening_value)
+        request_id = new_uuid7()
+        event_ids = new_uuid7s(len(targets))
+        encoded = forget_event_entries(
+            event_ids=event_ids,
+            artifacts=targets,
+            level=request.level,
+            capabilities=request.capabilities,
+            authority=COMMITTED_AUTHORITY,
+            commitment=commitment,
+            requested_at=requested_at,
+        )
+        appended = self.checkpoints.log.append_in(tx, encoded)
+        tx.execute(
+            "INSERT INTO forget_requests (id, level, capabilities, authority, "
+            "requestor_commitment, opening, source, state, requested_at, not_before) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (
+                request_id,
+                request.level,
+                _dump(list(request.capabilities)),
+                request.authority,
+                commitment,
+                _dump({"salt": salt.hex(), "value": opening_value}),
+                request.source,
+                requested_at,
+                not_before,
+            ),
+        )
+        rows = [
+            (event_id, request_id, aid, appended.first_index + i, raw.decode("utf-8"))
+            for i, (event_id, raw, aid) in enumerate(zip(event_ids, encoded, targets, strict=True))
+        ]
+        tx.executemany(
+            "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
+            "event_json) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._mark_states(
+            tx,
+            targets=targets,
+            level=request.level,
+            caps=request.capabilities,
+            request_id=request_id,
+            at=requested_at,
+        )
         receipt = ForgetReceipt(
             request_id,
-            level,
-            caps,
+            request.level,
+            request.capabilities,
             tuple((r[0], r[2], r[3]) for r in rows),
             requested_at,
             not_before,
             commitment,
             {"salt": salt.hex(), "value": opening_value},
         )
-        if self._pending_count() >= self.settings.batch_size:
-            self.commit_due()
-        return receipt
+        return receipt, appended
 
     def _mark_states(
         self,
@@ -612,36 +648,51 @@ class ForgettingService:
         source: str | None = None,
     ) -> tuple[str, list[ArtifactId]]:
         """Place a legal hold (seed 001): key destruction of the covered artifacts waits until
-        it is released; logged with artifact ids only. Returns (hold id, artifacts)."""
-        hold_id = new_uuid7()
-        at = format_time(self._clock())
+        it is released; logged with artifact ids and a commitment to its authority and reason
+        only (ADR 0017). Returns (hold id, artifacts)."""
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
             targets = self._targets(tx, artifact_id, entity_uri, scope)
-            entry = {
-                "type": "legal_hold",
-                "id": hold_id,
-                "action": "place",
-                "artifacts": sorted(targets),
-                "authority": authority,
-                "at": at,
-            }
-            appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
-            tx.execute(
-                "INSERT INTO legal_holds (id, authority, reason, source, placed_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (hold_id, authority, reason, source, at),
-            )
-            tx.executemany(
-                "INSERT INTO legal_hold_artifacts (hold_id, artifact_id) VALUES (?, ?)",
-                [(hold_id, a) for a in targets],
-            )
+            hold_id, appended = self._record_hold(tx, targets, authority, reason, source)
         self.checkpoints.log.publish(appended)
         return hold_id, targets
 
+    def _record_hold(
+        self,
+        tx: Transaction,
+        targets: Sequence[ArtifactId],
+        authority: str,
+        reason: str,
+        source: str | None,
+    ) -> tuple[str, StagedAppend]:
+        hold_id = new_uuid7()
+        at = format_time(self._clock())
+        commitment, opening = _commit_authority({"authority": authority, "reason": reason})
+        entry = {
+            "type": "legal_hold",
+            "id": hold_id,
+            "action": "place",
+            "artifacts": list(targets),
+            "authority": COMMITTED_AUTHORITY,
+            "requestor_commitment": commitment,
+            "at": at,
+        }
+        appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
+        tx.execute(
+            "INSERT INTO legal_holds (id, authority, reason, source, placed_at, opening) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (hold_id, authority, reason, source, at, opening),
+        )
+        tx.executemany(
+            "INSERT INTO legal_hold_artifacts (hold_id, artifact_id) VALUES (?, ?)",
+            [(hold_id, a) for a in targets],
+        )
+        return hold_id, appended
+
     def release_hold(self, hold_id: str, *, authority: str) -> list[ArtifactId]:
-        """Release a hold; destruction it deferred runs at the next epoch. Logged. Raises
-        NotFoundError for an unknown hold, ConflictError if it is already released."""
+        """Release a hold; destruction it deferred runs at the next epoch. Logged with a
+        commitment to the authority (ADR 0017). Raises NotFoundError for an unknown hold,
+        ConflictError if it is already released."""
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
             row = tx.fetchone("SELECT released_at FROM legal_holds WHERE id = ?", (hold_id,))
@@ -658,16 +709,21 @@ class ForgettingService:
                 )
             ]
             at = format_time(self._clock())
+            commitment, opening = _commit_authority({"authority": authority})
             entry = {
                 "type": "legal_hold",
                 "id": hold_id,
                 "action": "release",
                 "artifacts": targets,
-                "authority": authority,
+                "authority": COMMITTED_AUTHORITY,
+                "requestor_commitment": commitment,
                 "at": at,
             }
             appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
-            tx.execute("UPDATE legal_holds SET released_at = ? WHERE id = ?", (at, hold_id))
+            tx.execute(
+                "UPDATE legal_holds SET released_at = ?, release_opening = ? WHERE id = ?",
+                (at, opening, hold_id),
+            )
         self.checkpoints.log.publish(appended)
         return targets
 
@@ -849,6 +905,13 @@ def _tombstone_of(event_bytes: bytes, receipt_hash: str | None) -> bytes:
     the hash of its destruction receipt."""
     receipt = None if receipt_hash is None else bytes.fromhex(receipt_hash)
     return tombstone_leaf_json(sha256(event_bytes), receipt)
+
+
+def _commit_authority(value: dict[str, JsonValue]) -> tuple[str, str]:
+    """A hold entry's commitment to its authority (and reason), and the opening as kept by the
+    node: the requestor commitment of a forget event, with a salt of its own (ADR 0017)."""
+    salt = secrets.token_bytes(32)
+    return requestor_commitment(salt, value), _dump({"salt": salt.hex(), "value": value})
 
 
 def _scope_json(scope: object) -> JsonValue:

@@ -429,7 +429,12 @@ class ArtifactVault:
 
 def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
     """Raise ArtifactForgottenError if the decrypt capability was revoked, is suppressed by a
-    pending forget or a hold, or was forgotten."""
+    pending forget or a hold, or was forgotten.
+
+    A suppressed artifact answers exactly as a forgotten one: whether its forget waits for an
+    epoch, a destruction window or a legal hold, and whether a tombstone asked for it, is not
+    the reader's to know (seed 002 §23.6.2, ADR 0017).
+    """
     row = tx.fetchone(
         "SELECT status, level, capabilities, request_id FROM artifact_states WHERE artifact_id = ?",
         (artifact_id,),
@@ -442,11 +447,6 @@ def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
     if status == "revoked":
         raise ArtifactForgottenError(
             f"artifact {artifact_id} is revoked (level 0, forget request {request_id})"
-        )
-    if status == "suppressed":
-        raise ArtifactForgottenError(
-            f"artifact {artifact_id} is suppressed: forget request {request_id} (level {level}) "
-            "is pending"
         )
     raise ArtifactForgottenError(
         f"artifact {artifact_id} was forgotten at level {level} (forget request {request_id})"

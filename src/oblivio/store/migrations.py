@@ -425,6 +425,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP TABLE logged_receipts",
         ),
     ),
+    Migration(
+        16,
+        "legal_hold_openings",
+        (
+            # A hold's log entry carries a commitment to its authority and reason, not the
+            # authority itself (ADR 0017); the node keeps each opening, as it keeps a forget
+            # request's. Holds placed before carry their authority in clear: NULL.
+            "ALTER TABLE legal_holds ADD COLUMN opening TEXT",
+            "ALTER TABLE legal_holds ADD COLUMN release_opening TEXT",
+        ),
+    ),
 )
 
 
