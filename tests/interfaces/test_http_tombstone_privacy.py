@@ -182,3 +182,37 @@ def test_agent_sees_no_trace_of_tombstone(api: Api) -> None:
     # Held: no proof yet, for the tombstone's and the operator's alike.
     for artifact_id in ids["z"] + ids["w"]:
         assert _answer(api, f"/v1/artifacts/{artifact_id}/proof", api.agent)[0] == 409
+
+
+def test_put_after_tombstone_answers_as_a_forgotten_artifact(api: Api) -> None:
+    """ADR 0018: the put succeeds, and the artifact answers as any forgotten one does."""
+    _admin_post(api, "/v1/tombstones", {"entity_uri": "user:carol", "scope": "*"})
+    before = _put(api, "user:dan", "team")
+    _admin_post(api, "/v1/forget", {"entity_uri": "user:dan", "level": 2})
+    after = api.client.post(
+        "/v1/artifacts",
+        json={
+            "plaintext_b64url": b64url_encode(b"a memory about user:dan"),
+            "metadata": {"kind": "memory"},
+            "entity_uri": "user:carol",
+            "scope": "team",
+        },
+        headers=api.agent,
+    )
+    assert after.status_code == 201, after.text
+    late = after.json()["artifact_id"]
+    assert set(after.json()) == {"artifact_id", "size"}
+
+    assert _blank(_answer(api, f"/v1/artifacts/{late}", api.agent)) == _blank(
+        _answer(api, f"/v1/artifacts/{before}", api.agent)
+    )
+    # Executed by the next epoch like any forget (this request waits for one): a proof.
+    _admin_post(api, "/v1/forget", {"entity_uri": "user:dan", "level": 2})
+    status, proof = _answer(api, f"/v1/artifacts/{late}/proof", api.agent)
+    assert status == 200, proof
+    key = api.client.get("/v1/checkpoint").json()["verifier_key"]
+    [proven] = verify_document(proof, key)
+    assert (proven.artifact_id, proven.level) == (late, 2)
+    assert _blank(proof["forget_event"]) == _blank(
+        _answer(api, f"/v1/artifacts/{before}/proof", api.agent)[1]["forget_event"]
+    )

@@ -1,17 +1,23 @@
 """Tombstones as a node service (node/tombstones.py, node/services.py), on SQLite and PostgreSQL:
-what a tombstone asks for is logged exactly as an operator's forget or hold is (ADR 0017).
+what a tombstone does to data written after it (ADR 0018), and that what it asks for is logged
+exactly as an operator's forget or hold is (ADR 0017).
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 
 from oblivio.core.canonical import parse_json
+from oblivio.core.errors import ArtifactForgottenError, IntegrityError
 from oblivio.core.forgetting import COMMITTED_AUTHORITY, open_requestor_commitment
+from oblivio.core.identifiers import CAPABILITIES, ArtifactId
+from oblivio.core.pof import verify_document
 from oblivio.node.node import Node
 from oblivio.node.services import NodeServices, open_services
+from oblivio.node.vault import ArtifactInput
 
 
 @pytest.fixture
@@ -19,9 +25,131 @@ def services(node: Node) -> NodeServices:
     return open_services(node)
 
 
+def _read_error(node: Node, artifact_id: str) -> str:
+    with pytest.raises(ArtifactForgottenError) as raised:
+        node.vault.get(artifact_id)
+    return str(raised.value)
+
+
+def _keys_kept(node: Node, artifact_id: str) -> bool:
+    try:
+        for capability in CAPABILITIES:
+            node.vault.custody.unwrap_capability_key(ArtifactId(artifact_id), capability)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _requests_of(node: Node, artifact_id: str) -> list[tuple[Any, ...]]:
+    """(source, authority, level, state) of every forget request naming the artifact."""
+    with node.db.transaction(write=False) as tx:
+        return [
+            tuple(r)
+            for r in tx.fetchall(
+                "SELECT r.source, r.authority, r.level, r.state FROM forget_requests r "
+                "JOIN forget_events e ON e.request_id = r.id WHERE e.artifact_id = ? "
+                "ORDER BY e.log_index",
+                (artifact_id,),
+            )
+        ]
+
+
 def _log_entries(services: NodeServices) -> list[dict[str, Any]]:
     log = services.checkpoints.log
     return [parse_json(log.entry(i)) for i in range(log.size())]
+
+
+# -- data written after a tombstone (ADR 0018) --------------------------------------------------
+
+
+def test_put_after_tombstone_is_suppressed_then_forgotten_with_a_proof(
+    node: Node, services: NodeServices
+) -> None:
+    record, _ = services.compliance.tombstones.issue("admin-1", "user:carol", "*", "erasure")
+    services.forgetting.commit_due()
+
+    late = node.vault.put(b"carol's new address", {"k": 1}, "user:carol", "team")
+    streamed = node.vault.put_stream(io.BytesIO(b"carol, streamed"), {}, "user:carol", "public")
+    bystander = node.vault.put(b"dave's address", {}, "user:dave", "team")
+    unplaced = node.vault.put(b"about nobody", {})
+
+    # Never readable, not even before the next epoch: the put's transaction forgot them.
+    for artifact_id in (late, streamed):
+        assert "was forgotten at level 2" in _read_error(node, artifact_id)
+        assert _requests_of(node, artifact_id) == [(record.id, "tombstone", 2, "pending")]
+    assert node.vault.get(bystander) == b"dave's address"
+    assert node.vault.get(unplaced) == b"about nobody"
+
+    services.forgetting.commit_due()
+    for artifact_id in (late, streamed):
+        assert not _keys_kept(node, artifact_id)
+        [proven] = verify_document(
+            services.forgetting.prove(artifact_id), services.checkpoints.verifier_key
+        )
+        assert (proven.artifact_id, proven.level) == (artifact_id, 2)
+        assert _requests_of(node, artifact_id) == [(record.id, "tombstone", 2, "done")]
+    assert _keys_kept(node, bystander)
+    events = [e.event for e in services.compliance.audit.read(0, 1000)]
+    assert events.count("tombstone_applied") == 2
+
+
+def test_put_many_forgets_only_what_the_tombstone_scope_covers(
+    node: Node, services: NodeServices
+) -> None:
+    services.compliance.tombstones.issue("admin-1", "user:erin", ["team", "company"], None)
+    ids = node.vault.put_many(
+        [
+            ArtifactInput(f"erin {scope}".encode(), {}, "user:erin", scope)
+            for scope in ("local", "team", "company", "public")
+        ]
+        + [ArtifactInput(b"frank team", {}, "user:frank", "team")]
+    )
+    erin = dict(zip(("local", "team", "company", "public"), ids, strict=False))
+    for scope in ("team", "company"):
+        _read_error(node, erin[scope])
+    for scope in ("local", "public"):
+        assert node.vault.get(erin[scope]) == f"erin {scope}".encode()
+    assert node.vault.get(ids[-1]) == b"frank team"
+    # One request for the covered artifacts of the batch, as the tombstone's own was.
+    with node.db.transaction(write=False) as tx:
+        rows = tx.fetchall(
+            "SELECT DISTINCT request_id FROM forget_events WHERE artifact_id IN (?, ?, ?, ?, ?)",
+            ids,
+        )
+    assert len(rows) == 1
+
+
+def test_put_after_legal_hold_tombstone_is_held_and_revocation_restores_it(
+    node: Node, services: NodeServices
+) -> None:
+    record, _ = services.compliance.tombstones.issue(
+        "admin-1", "user:gina", "*", "litigation", legal_hold=True
+    )
+    held = node.vault.put(b"gina's contract", {}, "user:gina", "company")
+    services.forgetting.commit_due()
+    services.forgetting.commit_due()
+    assert "was forgotten at level 2" in _read_error(node, held)
+    assert _keys_kept(node, held), "a legal hold keeps the keys"
+
+    revocation = services.compliance.tombstones.revoke("admin-1", record.id, "hold lifted")
+    assert revocation.erased_artifacts == ()
+    services.forgetting.commit_due()
+    assert node.vault.get(held) == b"gina's contract"
+
+
+def test_put_after_revocation_is_readable(node: Node, services: NodeServices) -> None:
+    record, _ = services.compliance.tombstones.issue("admin-1", "user:hugo", "*", None)
+    services.compliance.tombstones.revoke("admin-1", record.id, "issued in error")
+    artifact_id = node.vault.put(b"hugo", {}, "user:hugo", "local")
+    assert node.vault.get(artifact_id) == b"hugo"
+    assert _requests_of(node, artifact_id) == []
+
+
+def test_a_put_in_the_default_scope_is_covered(node: Node, services: NodeServices) -> None:
+    record, _ = services.compliance.tombstones.issue("admin-1", "user:iris", "local", None)
+    artifact_id = node.vault.put(b"iris", {}, "user:iris")  # scope defaults to local
+    _read_error(node, artifact_id)
+    assert _requests_of(node, artifact_id)[0][0] == record.id
 
 
 # -- what a tombstone's requests look like in public (ADR 0017) ---------------------------------

@@ -88,9 +88,11 @@ def _parse_meta(text: str | None) -> dict[str, Any]:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    """Store FILE (or - for standard input) as an artifact."""
+    """Store FILE (or - for standard input) as an artifact (forgotten at once if an active
+    tombstone covers its entity and scope: ADR 0018)."""
     metadata = _parse_meta(args.meta)
     with open_node(args.home) as node:
+        open_services(node)  # the vault's placement rules: tombstones cover new data too
         source: BinaryIO
         if args.file == "-":
             source = sys.stdin.buffer

@@ -265,6 +265,44 @@ class ForgettingService:
             self.commit_due()
         return receipt
 
+    def forget_in(
+        self,
+        tx: Transaction,
+        artifact_ids: Sequence[ArtifactId],
+        *,
+        entity_uri: str,
+        scope: object,
+        level: int,
+        requestor: str,
+        authority: str,
+        reason: str,
+        source: str,
+    ) -> Callable[[], None]:
+        """Record, inside ``tx``, the forget request an entity forget in ``scope`` would make
+        for ``artifact_ids`` (new artifacts a tombstone covers: ADR 0018); reads of them stop
+        when ``tx`` commits. Returns what to call once it has committed.
+
+        A caller that writes rows an epoch commit may wait on takes the epoch lock before them
+        (``lock_epoch_in``: a put does it first thing). Raises as ``forget``.
+        """
+        request = _Request(
+            level=validate_level(level),
+            capabilities=CAPABILITIES,
+            requestor=requestor,
+            authority=authority,
+            reason=reason,
+            entity_uri=entity_uri,
+            scope=scope,
+            source=source,
+        )
+        self._lock_epoch(tx)
+        _, appended = self._record_request(tx, sorted(set(artifact_ids)), request)
+        return lambda: self.checkpoints.log.publish(appended)
+
+    def lock_epoch_in(self, tx: Transaction) -> None:
+        """Take the lock that serialises log appends with epoch commits, inside ``tx``."""
+        self._lock_epoch(tx)
+
     def _record_request(
         self, tx: Transaction, targets: Sequence[ArtifactId], request: _Request
     ) -> tuple[ForgetReceipt, StagedAppend]:
@@ -656,6 +694,21 @@ class ForgettingService:
             hold_id, appended = self._record_hold(tx, targets, authority, reason, source)
         self.checkpoints.log.publish(appended)
         return hold_id, targets
+
+    def place_hold_in(
+        self,
+        tx: Transaction,
+        artifact_ids: Sequence[ArtifactId],
+        *,
+        authority: str,
+        reason: str,
+        source: str,
+    ) -> Callable[[], None]:
+        """Place a legal hold on ``artifact_ids`` inside ``tx`` (new artifacts a legal-hold
+        tombstone covers: ADR 0018). Returns what to call once ``tx`` has committed."""
+        self._lock_epoch(tx)
+        _, appended = self._record_hold(tx, sorted(set(artifact_ids)), authority, reason, source)
+        return lambda: self.checkpoints.log.publish(appended)
 
     def _record_hold(
         self,
