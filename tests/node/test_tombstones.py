@@ -6,6 +6,8 @@ exactly as an operator's forget or hold is (ADR 0017).
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -150,6 +152,52 @@ def test_a_put_in_the_default_scope_is_covered(node: Node, services: NodeService
     artifact_id = node.vault.put(b"iris", {}, "user:iris")  # scope defaults to local
     _read_error(node, artifact_id)
     assert _requests_of(node, artifact_id)[0][0] == record.id
+
+
+def _puts_while(node: Node, entity: str, act: Callable[[], object]) -> list[str]:
+    """Put 40 artifacts about ``entity`` one by one in another thread, and ``act`` meanwhile."""
+    put_ids: list[str] = []
+    failures: list[BaseException] = []
+    writing = threading.Event()
+
+    def writer() -> None:
+        try:
+            for i in range(40):
+                put_ids.append(node.vault.put(f"{entity} {i}".encode(), {}, entity, "team"))
+                writing.set()
+        except BaseException as e:  # reported by the test thread
+            failures.append(e)
+        finally:
+            writing.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert writing.wait(30)
+    act()
+    thread.join(120)
+    assert not thread.is_alive()
+    assert not failures, failures
+    assert len(put_ids) == 40
+    return put_ids
+
+
+def test_puts_racing_a_tombstone_are_all_forgotten(node: Node, services: NodeServices) -> None:
+    """A put that commits before the tombstone is found by the tombstone's forget, one after it
+    by the put's own rule; the entity lock leaves no put in between (ADR 0018)."""
+    tombstones = services.compliance.tombstones
+    put_ids = _puts_while(node, "user:oscar", lambda: tombstones.issue("a", "user:oscar", "*", ""))
+    for artifact_id in put_ids:
+        _read_error(node, artifact_id)
+
+
+def test_puts_racing_a_revocation_are_all_restored(node: Node, services: NodeServices) -> None:
+    """A put the tombstone forgot before its revocation is restored by the revocation's
+    cancellation; one after it is not forgotten at all (no epoch runs in between)."""
+    tombstones = services.compliance.tombstones
+    record, _ = tombstones.issue("admin-1", "user:pia", "*", None)
+    put_ids = _puts_while(node, "user:pia", lambda: tombstones.revoke("a", record.id, "error"))
+    for i, artifact_id in enumerate(put_ids):
+        assert node.vault.get(artifact_id) == f"user:pia {i}".encode()
 
 
 # -- what a tombstone's requests look like in public (ADR 0017) ---------------------------------
