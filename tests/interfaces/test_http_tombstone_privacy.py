@@ -119,6 +119,23 @@ def _entry_of(entries: list[dict[str, Any]], kind: str, artifact_id: str) -> dic
     return entry
 
 
+def _reachable_answers(api: Api, ids: dict[str, list[str]]) -> dict[str, list[Any]]:
+    """Per entity and caller ("x agent", "x anonymous"), the answers of every route an agent or
+    an anonymous caller reaches about each artifact: read, proof, the entity's tombstones."""
+    answers: dict[str, list[Any]] = {}
+    for entity, artifact_ids in ids.items():
+        for artifact_id in artifact_ids:
+            for who, headers in (("agent", api.agent), ("anonymous", None)):
+                read = _answer(api, f"/v1/artifacts/{artifact_id}", headers)
+                proof = _answer(api, f"/v1/artifacts/{artifact_id}/proof", headers)
+                status = _answer(api, f"/v1/tombstones/user:{entity}", headers)
+                # The status route's own error names it, the same for every entity (compared).
+                _assert_says_nothing(read)
+                _assert_says_nothing(proof)
+                answers.setdefault(f"{entity} {who}", []).append((read, _proof_view(proof), status))
+    return answers
+
+
 def test_agent_sees_no_trace_of_tombstone(api: Api) -> None:
     scopes = ("local", "team")
     # x: a tombstone; y: an operator's entity forget; z: a legal-hold tombstone; w: an
@@ -150,18 +167,11 @@ def test_agent_sees_no_trace_of_tombstone(api: Api) -> None:
         _entry_of(entries, "legal_hold", ids["w"][0])
     )
 
-    # Every route an agent or an anonymous caller reaches, for every artifact.
-    answers: dict[str, list[Any]] = {}
-    for entity, artifact_ids in ids.items():
-        for artifact_id in artifact_ids:
-            for who, headers in (("agent", api.agent), ("anonymous", None)):
-                read = _answer(api, f"/v1/artifacts/{artifact_id}", headers)
-                proof = _answer(api, f"/v1/artifacts/{artifact_id}/proof", headers)
-                status = _answer(api, f"/v1/tombstones/user:{entity}", headers)
-                # The status route's own error names it, the same for every entity (below).
-                for answer in (read, proof):
-                    _assert_says_nothing(answer)
-                answers.setdefault(f"{entity} {who}", []).append((read, _proof_view(proof), status))
+    answers = _reachable_answers(api, ids)
+    # The routes about no artifact in particular say nothing either.
+    for path in ("/v1/manifest", "/v1/checkpoint", "/v1/checkpoints"):
+        for headers in (api.agent, None):
+            _assert_says_nothing(_answer(api, path, headers))
     # A suppressed artifact answers exactly as a forgotten one: all eight read the same.
     reads = {str(_blank(answers[f"{e} agent"][i][0])) for e in ids for i in range(len(scopes))}
     assert len(reads) == 1, reads
