@@ -92,7 +92,7 @@ def cmd_put(args: argparse.Namespace) -> int:
     tombstone covers its entity and scope: ADR 0018)."""
     metadata = _parse_meta(args.meta)
     with open_node(args.home) as node:
-        open_services(node)  # the vault's placement rules: tombstones cover new data too
+        open_services(node)  # the vault's placement rule: tombstones cover new data too
         source: BinaryIO
         if args.file == "-":
             source = sys.stdin.buffer

@@ -112,17 +112,19 @@ class ForgetReceipt:
 
 
 @dataclass(frozen=True)
-class _Request:
-    """A forget request's terms, validated: what ``_record_request`` logs and records."""
+class ForgetTerms:
+    """What a forget request asks, whatever it targets: level, capabilities, who asked, on
+    what authority and why (committed to in the log, ADR 0017), the entity and scope pattern of
+    an entity forget, and the tombstone that caused it (``source``)."""
 
-    level: int
-    capabilities: tuple[Capability, ...]
-    requestor: str
-    authority: str
-    reason: str
-    entity_uri: str | None
-    scope: object
-    source: str | None
+    level: int = 2
+    capabilities: Sequence[str] = CAPABILITIES
+    requestor: str = ""
+    authority: str = "unspecified"
+    reason: str = ""
+    entity_uri: str | None = None
+    scope: object = "*"
+    source: str | None = None
 
 
 @dataclass
@@ -244,59 +246,47 @@ class ForgettingService:
         unknown artifact, InvalidInputError when an entity has no artifact in the scopes named
         (unless ``allow_empty``), StorageError if the store fails: nothing is recorded then.
         """
-        request = _Request(
-            level=validate_level(level),
-            capabilities=validate_capabilities(list(capabilities)),
-            requestor=requestor,
-            authority=authority,
-            reason=reason,
-            entity_uri=entity_uri,
-            scope=scope,
-            source=source,
+        terms = ForgetTerms(
+            level, capabilities, requestor, authority, reason, entity_uri, scope, source
         )
+        return self.forget_with(terms, artifact_id=artifact_id, allow_empty=allow_empty)
+
+    def forget_with(
+        self,
+        terms: ForgetTerms,
+        *,
+        artifact_id: str | Sequence[str] | None = None,
+        allow_empty: bool = False,
+    ) -> ForgetReceipt:
+        """``forget`` with its terms in one value: the artifacts named, or else every artifact
+        about ``terms.entity_uri`` in the scopes of ``terms.scope``. Raises as ``forget``."""
+        validate_level(terms.level)  # bad terms are refused before anything is read
+        validate_capabilities(list(terms.capabilities))
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
-            targets = self._targets(tx, artifact_id, entity_uri, scope)
+            targets = self._targets(tx, artifact_id, terms.entity_uri, terms.scope)
             if not targets and not allow_empty:
-                raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
-            receipt, appended = self._record_request(tx, targets, request)
+                raise InvalidInputError(
+                    f"forget: entity {terms.entity_uri} has no artifact in {terms.scope}"
+                )
+            receipt, appended = self._record_request(tx, targets, terms)
         self.checkpoints.log.publish(appended)
         if self._pending_count() >= self.settings.batch_size:
             self.commit_due()
         return receipt
 
     def forget_in(
-        self,
-        tx: Transaction,
-        artifact_ids: Sequence[ArtifactId],
-        *,
-        entity_uri: str,
-        scope: object,
-        level: int,
-        requestor: str,
-        authority: str,
-        reason: str,
-        source: str,
+        self, tx: Transaction, artifact_ids: Sequence[ArtifactId], terms: ForgetTerms
     ) -> Callable[[], None]:
-        """Record, inside ``tx``, the forget request an entity forget in ``scope`` would make
-        for ``artifact_ids`` (new artifacts a tombstone covers: ADR 0018); reads of them stop
-        when ``tx`` commits. Returns what to call once it has committed.
+        """Record, inside ``tx``, a forget request on these terms for ``artifact_ids`` (new
+        artifacts a tombstone covers: ADR 0018); reads of them stop when ``tx`` commits.
+        Returns what to call once it has committed.
 
         A caller that writes rows an epoch commit may wait on takes the epoch lock before them
         (``lock_epoch_in``: a put does it first thing). Raises as ``forget``.
         """
-        request = _Request(
-            level=validate_level(level),
-            capabilities=CAPABILITIES,
-            requestor=requestor,
-            authority=authority,
-            reason=reason,
-            entity_uri=entity_uri,
-            scope=scope,
-            source=source,
-        )
         self._lock_epoch(tx)
-        _, appended = self._record_request(tx, sorted(set(artifact_ids)), request)
+        _, appended = self._record_request(tx, sorted(set(artifact_ids)), terms)
         return lambda: self.checkpoints.log.publish(appended)
 
     def lock_epoch_in(self, tx: Transaction) -> None:
@@ -304,28 +294,30 @@ class ForgettingService:
         self._lock_epoch(tx)
 
     def _record_request(
-        self, tx: Transaction, targets: Sequence[ArtifactId], request: _Request
+        self, tx: Transaction, targets: Sequence[ArtifactId], terms: ForgetTerms
     ) -> tuple[ForgetReceipt, StagedAppend]:
         """Append a request's events to the log and record it, inside ``tx`` (epoch locked)."""
+        level = validate_level(terms.level)
+        caps = validate_capabilities(list(terms.capabilities))
         now = self._clock()
         requested_at = format_time(now)
         not_before = format_time(now + self.settings.destruction_window)
         salt = secrets.token_bytes(32)
         opening_value: dict[str, JsonValue] = {
-            "requestor": request.requestor,
-            "authority": request.authority,
-            "reason": request.reason,
+            "requestor": terms.requestor,
+            "authority": terms.authority,
+            "reason": terms.reason,
         }
-        if request.entity_uri is not None:
-            opening_value |= {"entity_uri": request.entity_uri, "scope": _scope_json(request.scope)}
+        if terms.entity_uri is not None:
+            opening_value |= {"entity_uri": terms.entity_uri, "scope": _scope_json(terms.scope)}
         commitment = requestor_commitment(salt, opening_value)
         request_id = new_uuid7()
         event_ids = new_uuid7s(len(targets))
         encoded = forget_event_entries(
             event_ids=event_ids,
             artifacts=targets,
-            level=request.level,
-            capabilities=request.capabilities,
+            level=level,
+            capabilities=caps,
             authority=COMMITTED_AUTHORITY,
             commitment=commitment,
             requested_at=requested_at,
@@ -337,12 +329,12 @@ class ForgettingService:
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
             (
                 request_id,
-                request.level,
-                _dump(list(request.capabilities)),
-                request.authority,
+                level,
+                _dump(list(caps)),
+                terms.authority,
                 commitment,
                 _dump({"salt": salt.hex(), "value": opening_value}),
-                request.source,
+                terms.source,
                 requested_at,
                 not_before,
             ),
@@ -359,15 +351,15 @@ class ForgettingService:
         self._mark_states(
             tx,
             targets=targets,
-            level=request.level,
-            caps=request.capabilities,
+            level=level,
+            caps=caps,
             request_id=request_id,
             at=requested_at,
         )
         receipt = ForgetReceipt(
             request_id,
-            request.level,
-            request.capabilities,
+            level,
+            caps,
             tuple((r[0], r[2], r[3]) for r in rows),
             requested_at,
             not_before,

@@ -19,7 +19,7 @@ from oblivio.core.signing import SigningKey
 from oblivio.core.tombstones import TombstoneRecord
 from oblivio.node.checkpoints import CheckpointService
 from oblivio.node.compliance import Compliance, open_compliance
-from oblivio.node.forgetting import ForgettingService, settings_from
+from oblivio.node.forgetting import ForgetTerms, ForgettingService, settings_from
 from oblivio.node.node import Node
 from oblivio.node.vault import AfterCommit, InsertFollowUp, Placement
 from oblivio.store.database import Transaction
@@ -103,6 +103,18 @@ def open_services(node: Node) -> NodeServices:
     forgetting = ForgettingService(node, checkpoints, settings_from(node.config.forgetting))
     services = NodeServices(node, checkpoints, forgetting, compliance)
 
+    def terms_of(record: TombstoneRecord) -> ForgetTerms:
+        """What a tombstone asks of every artifact it covers, found now or written later."""
+        return ForgetTerms(
+            level=forgetting.settings.tombstone_level,
+            requestor=record.signed_by,
+            authority=TOMBSTONE_AUTHORITY,
+            reason=record.reason or "",
+            entity_uri=record.entity_uri,
+            scope=record.scope,
+            source=record.id,
+        )
+
     def apply_tombstone(record: TombstoneRecord) -> None:
         if record.legal_hold:
             forgetting.place_hold(
@@ -112,16 +124,7 @@ def open_services(node: Node) -> NodeServices:
                 reason=record.reason or "",
                 source=record.id,
             )
-        forgetting.forget(
-            entity_uri=record.entity_uri,
-            scope=record.scope,
-            level=forgetting.settings.tombstone_level,
-            requestor=record.signed_by,
-            authority=TOMBSTONE_AUTHORITY,
-            reason=record.reason or "",
-            source=record.id,
-            allow_empty=True,
-        )
+        forgetting.forget_with(terms_of(record), allow_empty=True)
 
     def forget_what_tombstones_cover(
         tx: Transaction, placed: Sequence[Placement]
@@ -156,19 +159,7 @@ def open_services(node: Node) -> NodeServices:
                             source=record.id,
                         )
                     )
-                published.append(
-                    forgetting.forget_in(
-                        tx,
-                        ids,
-                        entity_uri=record.entity_uri,
-                        scope=record.scope,
-                        level=forgetting.settings.tombstone_level,
-                        requestor=record.signed_by,
-                        authority=TOMBSTONE_AUTHORITY,
-                        reason=record.reason or "",
-                        source=record.id,
-                    )
-                )
+                published.append(forgetting.forget_in(tx, ids, terms_of(record)))
                 compliance.audit.append_in(
                     tx, "tombstone_applied", subject=record.id, details={"artifacts": ids}
                 )
@@ -186,6 +177,6 @@ def open_services(node: Node) -> NodeServices:
         return tuple(erased)
 
     compliance.tombstones.appliers.append(apply_tombstone)
-    node.vault.placement_rules.append(forget_what_tombstones_cover)
+    node.vault.placement_rule = forget_what_tombstones_cover
     compliance.tombstones.erased_artifacts = cancel
     return services

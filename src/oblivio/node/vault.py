@@ -6,7 +6,7 @@ stream in chunks first and become visible only with that final transaction). ``g
 content address and the GCM tag before any plaintext leaves the vault; every mismatch is the one
 opaque IntegrityError.
 
-A put about an entity first consults the vault's placement rules inside its transaction: an
+A put about an entity first consults the vault's placement rule inside its transaction: an
 active tombstone covering the entity and scope makes the new artifact forgotten in that same
 transaction, so it is never readable (ADR 0018).
 """
@@ -88,8 +88,8 @@ InsertFollowUp = Callable[[Transaction], AfterCommit]
 transaction commits."""
 PlacementRule = Callable[[Transaction, Sequence[Placement]], InsertFollowUp | None]
 """Runs first thing in a put's transaction, before any row is written, with the new artifacts
-that are about an entity; returns the follow-up their rows need, if any. Tombstones use it to
-forget data written about an entity they cover (ADR 0018)."""
+that are about an entity; returns the follow-up their rows need, if any. The tombstones' rule
+forgets data written about an entity they cover (ADR 0018)."""
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,9 @@ class ArtifactVault:
         self.custody = custody
         self._clock = clock
         self._random = random_bytes
-        self.placement_rules: list[PlacementRule] = []
-        """Consulted by every put (``open_services`` adds the tombstones' rule)."""
+        self.placement_rule: PlacementRule | None = None
+        """Consulted by every put about an entity; ``open_services`` sets the tombstones' (the
+        latest services opened on a node are the ones whose forgetting it uses)."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -239,7 +240,7 @@ class ArtifactVault:
             to_wrap.append((artifact_id, keys))
             ids.append(artifact_id)
         with self.db.transaction() as tx:
-            follow_ups = self._consult_rules(tx, artifact_rows)
+            follow_up = self._consult_rule(tx, artifact_rows)
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", chunk_rows
             )
@@ -247,25 +248,24 @@ class ArtifactVault:
             # in its artifact's row (ADR 0010).
             leaves = self.custody.wrap_capability_keys(SqlKeyTreeNodes(tx), to_wrap)
             _insert_artifacts(tx, artifact_rows, leaves)
-            after_commit = [follow_up(tx) for follow_up in follow_ups]
-        for action in after_commit:
-            action()
+            after_commit = None if follow_up is None else follow_up(tx)
+        if after_commit is not None:
+            after_commit()
         return ids
 
-    def _consult_rules(
+    def _consult_rule(
         self, tx: Transaction, artifact_rows: Sequence[tuple[object, ...]]
-    ) -> list[InsertFollowUp]:
-        """Run the placement rules on the rows a put is about to insert (id first, entity URI
+    ) -> InsertFollowUp | None:
+        """Run the placement rule on the rows a put is about to insert (id first, entity URI
         and scope eighth and ninth, as ``_INSERT_ARTIFACT``)."""
         placed = [
             Placement(ArtifactId(str(row[0])), str(row[7]), str(row[8]))
             for row in artifact_rows
             if row[7] is not None and row[8] is not None
         ]
-        if not placed:
-            return []
-        follow_ups = [rule(tx, placed) for rule in self.placement_rules]
-        return [f for f in follow_ups if f is not None]
+        if not placed or self.placement_rule is None:
+            return None
+        return self.placement_rule(tx, placed)
 
     def put_stream(
         self,
@@ -331,15 +331,15 @@ class ArtifactVault:
             new_artifact_leaf_json(key_commitment(artifact_id, data_key)),
         )
         with self.db.transaction() as tx:
-            follow_ups = self._consult_rules(tx, [row])
+            follow_up = self._consult_rule(tx, [row])
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
             )
             leaves = self.custody.wrap_capability_keys(SqlKeyTreeNodes(tx), [(artifact_id, keys)])
             _insert_artifacts(tx, [row], leaves)
-            after_commit = [follow_up(tx) for follow_up in follow_ups]
-        for action in after_commit:
-            action()
+            after_commit = None if follow_up is None else follow_up(tx)
+        if after_commit is not None:
+            after_commit()
         return artifact_id
 
     def sweep_orphan_chunks(self, older_than: datetime) -> int:
