@@ -67,6 +67,18 @@ def _readable(node: Node, artifact_id: str) -> bool:
     return True
 
 
+def _assert_suppressed(node: Node, artifact_id: str) -> None:
+    """Reads of the artifact stop with the very answer a forgotten artifact gives (ADR 0017),
+    while its forget has not been executed (its keys may still exist)."""
+    with pytest.raises(ArtifactForgottenError, match=r"was forgotten at level \d \(forget request"):
+        node.vault.get(artifact_id)
+    with node.db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT status FROM artifact_states WHERE artifact_id = ?", (artifact_id,)
+        )
+    assert row == ("suppressed",)
+
+
 def _leaf(services: NodeServices, artifact_id: str) -> tuple[dict[str, Any], bool]:
     return services.forgetting.leaf_record(artifact_id)
 
@@ -121,8 +133,7 @@ def test_level_2_is_logged_before_the_ack_then_tombstoned_and_proven(
     assert logged["id"] == event_id
     assert logged["artifacts"] == [artifact_id]
     assert logged["level"] == 2
-    with pytest.raises(ArtifactForgottenError, match="suppressed"):
-        node.vault.get(artifact_id)
+    _assert_suppressed(node, artifact_id)
     assert _key_kept(node, artifact_id)
     assert services.forgetting.status(receipt.request_id)["state"] == "pending"
     with pytest.raises(ConflictError, match="level 2 only"):
@@ -427,8 +438,7 @@ def test_a_legal_hold_blocks_destruction_until_released(
     services.forgetting.commit_due()
     services.forgetting.commit_due()
     # The held artifact is suppressed but keeps its keys; the other one is gone.
-    with pytest.raises(ArtifactForgottenError, match="suppressed"):
-        node.vault.get(held)
+    _assert_suppressed(node, held)
     assert _key_kept(node, held)
     assert not _key_kept(node, free)
     status = services.forgetting.status(receipt.request_id)
@@ -502,19 +512,27 @@ def _public_bytes(db: Database) -> bytes:
     return b"\n".join(chunks)
 
 
-def test_no_entity_requestor_or_reason_in_clear_in_the_evidence(
+def test_no_entity_requestor_authority_or_reason_in_clear_in_the_evidence(
     node: Node, services: NodeServices
 ) -> None:
     entity = "user:alice.privacy-7f3a"
     requestor = "mailto:alice.privacy@example.org"
     reason = "Alice withdrew consent on 2026-11-01"
+    authority = "GDPR Art. 17 (privacy-7f3a)"
+    hold_authority = "court order (privacy-7f3a)"
     ids = _put_scoped(node, entity)
     receipt = services.forgetting.forget(
-        entity_uri=entity, scope="*", level=2, requestor=requestor, reason=reason
+        entity_uri=entity,
+        scope="*",
+        level=2,
+        requestor=requestor,
+        authority=authority,
+        reason=reason,
     )
-    services.forgetting.place_hold(
-        artifact_id=ids["local"], authority="court", reason="hold reason: " + reason
+    hold_id, _ = services.forgetting.place_hold(
+        artifact_id=ids["local"], authority=hold_authority, reason="hold reason: " + reason
     )
+    services.forgetting.release_hold(hold_id, authority=hold_authority)
     services.compliance.tombstones.issue("admin-1", entity, "team", "tombstone: " + reason)
     services.forgetting.commit_due()
     services.forgetting.commit_due()
@@ -522,7 +540,8 @@ def test_no_entity_requestor_or_reason_in_clear_in_the_evidence(
     public = _public_bytes(node.db)
     assert len(public) > 1000
     assert ids["team"].encode() in public  # the scan does see the evidence
-    for secret in (entity, requestor, reason, "alice"):
+    # Not why anything was forgotten either, nor that a tombstone asked (ADR 0017).
+    for secret in (entity, requestor, reason, "alice", authority, hold_authority, "tombstone"):
         assert secret.encode() not in public, secret
         # Nor an unsalted hash of it, which anyone could recompute from a guess.
         assert sha256(secret.encode()).hex().encode() not in public, secret
@@ -534,6 +553,7 @@ def test_no_entity_requestor_or_reason_in_clear_in_the_evidence(
     value = opening["value"]
     assert isinstance(value, dict)
     assert value["requestor"] == requestor
+    assert value["authority"] == authority
     assert value["reason"] == reason
     assert value["entity_uri"] == entity
     for _, _, log_index in receipt.events:
@@ -567,8 +587,7 @@ def test_a_tombstone_forgets_the_entity_in_its_scopes_at_level_2(
     )
     assert created
     for scope in ("team", "company"):
-        with pytest.raises(ArtifactForgottenError, match="suppressed"):
-            node.vault.get(frank[scope])
+        _assert_suppressed(node, frank[scope])
     services.forgetting.commit_due()
     for scope, artifact_id in frank.items():
         forgotten = scope in ("team", "company")
@@ -597,8 +616,7 @@ def test_a_legal_hold_tombstone_suppresses_and_its_revocation_restores(
     services.forgetting.commit_due()
     services.forgetting.commit_due()
     for artifact_id in henry.values():
-        with pytest.raises(ArtifactForgottenError, match="suppressed"):
-            node.vault.get(artifact_id)
+        _assert_suppressed(node, artifact_id)
         assert _key_kept(node, artifact_id), "a legal hold keeps the keys"
 
     revocation = services.compliance.tombstones.revoke("admin-1", record.id, "hold lifted")
@@ -656,8 +674,7 @@ def test_the_destruction_window_defers_erasure_and_allows_cancellation(node: Nod
         assert _key_kept(node, erased)
         assert forgetting.status(second.request_id)["state"] == "pending"
     for artifact_id in (kept, erased):
-        with pytest.raises(ArtifactForgottenError, match="suppressed"):
-            node.vault.get(artifact_id)
+        _assert_suppressed(node, artifact_id)
 
     # What a tombstone revocation does within the window: the data reads again.
     restored, gone = forgetting.cancel_from_source("ts_cancelled")

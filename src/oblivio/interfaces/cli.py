@@ -154,9 +154,11 @@ def _parse_meta(text: str | None) -> dict[str, Any]:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    """Store FILE (or - for standard input) as an artifact."""
+    """Store FILE (or - for standard input) as an artifact (forgotten at once if an active
+    tombstone covers its entity and scope: ADR 0018)."""
     metadata = _parse_meta(args.meta)
     with open_node(args.home) as node:
+        open_services(node)  # the vault's placement rule: tombstones cover new data too
         source: BinaryIO
         if args.file == "-":
             source = sys.stdin.buffer
@@ -530,7 +532,11 @@ def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
     forget.add_argument("--level", type=int, choices=[0, 1, 2], required=True)
     forget.add_argument("--capabilities", help="comma-separated: decrypt,prove,recover (all)")
     forget.add_argument("--reason", help="kept private; committed to in the log")
-    forget.add_argument("--authority", default="unspecified", help="legal basis, e.g. GDPR-17")
+    forget.add_argument(
+        "--authority",
+        default="unspecified",
+        help="legal basis, e.g. GDPR-17 (kept private; committed to in the log)",
+    )
     forget.add_argument("--requestor", help="who asked (kept private; committed to in the log)")
     forget.add_argument("--no-wait", action="store_true", help="do not commit the epoch now")
     forget.set_defaults(run=cmd_forget)

@@ -41,6 +41,7 @@ from oblivio.core.errors import (
     StorageError,
 )
 from oblivio.core.forgetting import (
+    COMMITTED_AUTHORITY,
     active_record,
     forget_event_entries,
     requestor_commitment,
@@ -67,6 +68,7 @@ from oblivio.node.checkpoints import CheckpointService, EpochCommit
 from oblivio.node.ids import new_uuid7, new_uuid7s
 from oblivio.node.node import Node
 from oblivio.store.database import Transaction
+from oblivio.store.event_log import StagedAppend
 from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
 _PG_FORGET_LOCK = 0x0B11_7E90  # the epoch lock: forget appends and epoch commits serialise
@@ -198,6 +200,22 @@ class ForgetReceipt:
         }
 
 
+@dataclass(frozen=True)
+class ForgetTerms:
+    """What a forget request asks, whatever it targets: level, capabilities, who asked, on
+    what authority and why (committed to in the log, ADR 0017), the entity and scope pattern of
+    an entity forget, and the tombstone that caused it (``source``)."""
+
+    level: int = 2
+    capabilities: Sequence[str] = CAPABILITIES
+    requestor: str = ""
+    authority: str = "unspecified"
+    reason: str = ""
+    entity_uri: str | None = None
+    scope: object = "*"
+    source: str | None = None
+
+
 @dataclass
 class _DueEvent:
     event_id: str
@@ -322,80 +340,136 @@ class ForgettingService:
         or level-2 forget already destroyed, so the latest proof states all of them
         (docs/adr/0019); the request (``capabilities`` of the receipt) keeps what was asked.
 
+        The logged events carry ``authority`` only inside their requestor commitment, with the
+        requestor and the reason (ADR 0017); the receipt holds the opening.
+
         Raises InvalidInputError (and its kinds) for a bad request, ArtifactNotFoundError for an
         unknown artifact, InvalidInputError when an entity has no artifact in the scopes named
         (unless ``allow_empty``), StorageError if the store fails: nothing is recorded then.
         """
-        validate_level(level)
-        caps = validate_capabilities(list(capabilities))
+        terms = ForgetTerms(
+            level, capabilities, requestor, authority, reason, entity_uri, scope, source
+        )
+        return self.forget_with(terms, artifact_id=artifact_id, allow_empty=allow_empty)
+
+    def forget_with(
+        self,
+        terms: ForgetTerms,
+        *,
+        artifact_id: str | Sequence[str] | None = None,
+        allow_empty: bool = False,
+    ) -> ForgetReceipt:
+        """``forget`` with its terms in one value: the artifacts named, or else every artifact
+        about ``terms.entity_uri`` in the scopes of ``terms.scope``. Raises as ``forget``."""
+        validate_level(terms.level)  # bad terms are refused before anything is read
+        validate_capabilities(list(terms.capabilities))
+        with self._lock, self.db.transaction() as tx:
+            self._lock_epoch(tx)
+            targets = self._targets(tx, artifact_id, terms.entity_uri, terms.scope)
+            if not targets and not allow_empty:
+                raise InvalidInputError(
+                    f"forget: entity {terms.entity_uri} has no artifact in {terms.scope}"
+                )
+            receipt, appended = self._record_request(tx, targets, terms)
+        if appended is None:
+            return receipt
+        self.checkpoints.log.publish(appended)
+        if self._pending_count() >= self.settings.batch_size:
+            self.commit_due()
+        return receipt
+
+    def forget_in(
+        self, tx: Transaction, artifact_ids: Sequence[ArtifactId], terms: ForgetTerms
+    ) -> Callable[[], None]:
+        """Record, inside ``tx``, a forget request on these terms for ``artifact_ids`` (new
+        artifacts a tombstone covers: ADR 0018); reads of them stop when ``tx`` commits.
+        Returns what to call once it has committed.
+
+        A caller that writes rows an epoch commit may wait on takes the epoch lock before them
+        (``lock_epoch_in``: a put does it first thing). Raises as ``forget``.
+        """
+        self._lock_epoch(tx)
+        _, appended = self._record_request(tx, sorted(set(artifact_ids)), terms)
+        if appended is None:
+            return lambda: None
+        staged = appended
+        return lambda: self.checkpoints.log.publish(staged)
+
+    def lock_epoch_in(self, tx: Transaction) -> None:
+        """Take the lock that serialises log appends with epoch commits, inside ``tx``."""
+        self._lock_epoch(tx)
+
+    def _record_request(
+        self, tx: Transaction, targets: Sequence[ArtifactId], terms: ForgetTerms
+    ) -> tuple[ForgetReceipt, StagedAppend | None]:
+        """Append a request's events to the log and record it, inside ``tx`` (epoch locked);
+        an earlier request that covers it is answered instead, and nothing is appended."""
+        level = validate_level(terms.level)
+        caps = validate_capabilities(list(terms.capabilities))
         now = self._clock()
         requested_at = format_time(now)
         not_before = format_time(now + self.settings.destruction_window)
         salt = secrets.token_bytes(32)
-        opening_value: dict[str, JsonValue] = {"requestor": requestor, "reason": reason}
-        if entity_uri is not None:
-            opening_value |= {"entity_uri": entity_uri, "scope": _scope_json(scope)}
+        opening_value: dict[str, JsonValue] = {
+            "requestor": terms.requestor,
+            "authority": terms.authority,
+            "reason": terms.reason,
+        }
+        if terms.entity_uri is not None:
+            opening_value |= {"entity_uri": terms.entity_uri, "scope": _scope_json(terms.scope)}
         commitment = requestor_commitment(salt, opening_value)
         request_id = new_uuid7()
-        with self._lock, self.db.transaction() as tx:
-            self._lock_epoch(tx)
-            targets = self._targets(tx, artifact_id, entity_uri, scope)
-            if not targets and not allow_empty:
-                raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
-            existing = self._covering_request(tx, targets, level, caps, source)
-            if existing is not None:
-                return self._existing_receipt(tx, existing)
-            destroyed = self._destroyed_capabilities(tx, targets) if level >= 1 else {}
-            event_ids = new_uuid7s(len(targets))
-            encoded = self._forget_events(
-                event_ids,
-                targets,
-                {
-                    a: tuple(c for c in CAPABILITIES if c in caps or c in destroyed.get(a, ()))
-                    for a in targets
-                },
-                level=level,
-                authority=authority,
-                commitment=commitment,
-                requested_at=requested_at,
-            )
-            appended = self.checkpoints.log.append_in(tx, encoded)
-            tx.execute(
-                "INSERT INTO forget_requests (id, level, capabilities, authority, "
-                "requestor_commitment, opening, source, state, requested_at, not_before) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (
-                    request_id,
-                    level,
-                    _dump(list(caps)),
-                    authority,
-                    commitment,
-                    _dump({"salt": salt.hex(), "value": opening_value}),
-                    source,
-                    requested_at,
-                    not_before,
-                ),
-            )
-            rows = [
-                (event_id, request_id, aid, appended.first_index + i, raw.decode("utf-8"))
-                for i, (event_id, raw, aid) in enumerate(
-                    zip(event_ids, encoded, targets, strict=True)
-                )
-            ]
-            tx.executemany(
-                "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
-                "event_json) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._mark_states(
-                tx,
-                targets=targets,
-                level=level,
-                caps=caps,
-                request_id=request_id,
-                at=requested_at,
-            )
-        self.checkpoints.log.publish(appended)
+        existing = self._covering_request(tx, targets, level, caps, terms.source)
+        if existing is not None:
+            return self._existing_receipt(tx, existing), None
+        destroyed = self._destroyed_capabilities(tx, targets) if level >= 1 else {}
+        event_ids = new_uuid7s(len(targets))
+        encoded = self._forget_events(
+            event_ids,
+            targets,
+            {
+                a: tuple(c for c in CAPABILITIES if c in caps or c in destroyed.get(a, ()))
+                for a in targets
+            },
+            level=level,
+            authority=COMMITTED_AUTHORITY,
+            commitment=commitment,
+            requested_at=requested_at,
+        )
+        appended = self.checkpoints.log.append_in(tx, encoded)
+        tx.execute(
+            "INSERT INTO forget_requests (id, level, capabilities, authority, "
+            "requestor_commitment, opening, source, state, requested_at, not_before) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (
+                request_id,
+                level,
+                _dump(list(caps)),
+                terms.authority,
+                commitment,
+                _dump({"salt": salt.hex(), "value": opening_value}),
+                terms.source,
+                requested_at,
+                not_before,
+            ),
+        )
+        rows = [
+            (event_id, request_id, aid, appended.first_index + i, raw.decode("utf-8"))
+            for i, (event_id, raw, aid) in enumerate(zip(event_ids, encoded, targets, strict=True))
+        ]
+        tx.executemany(
+            "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
+            "event_json) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._mark_states(
+            tx,
+            targets=targets,
+            level=level,
+            caps=caps,
+            request_id=request_id,
+            at=requested_at,
+        )
         receipt = ForgetReceipt(
             request_id,
             level,
@@ -406,9 +480,7 @@ class ForgettingService:
             commitment,
             {"salt": salt.hex(), "value": opening_value},
         )
-        if self._pending_count() >= self.settings.batch_size:
-            self.commit_due()
-        return receipt
+        return receipt, appended
 
     def _covering_request(
         self,
@@ -934,36 +1006,66 @@ class ForgettingService:
         source: str | None = None,
     ) -> tuple[str, list[ArtifactId]]:
         """Place a legal hold (seed 001): key destruction of the covered artifacts waits until
-        it is released; logged with artifact ids only. Returns (hold id, artifacts)."""
-        hold_id = new_uuid7()
-        at = format_time(self._clock())
+        it is released; logged with artifact ids and a commitment to its authority and reason
+        only (ADR 0017). Returns (hold id, artifacts)."""
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
             targets = self._targets(tx, artifact_id, entity_uri, scope)
-            entry = {
-                "type": "legal_hold",
-                "id": hold_id,
-                "action": "place",
-                "artifacts": sorted(targets),
-                "authority": authority,
-                "at": at,
-            }
-            appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
-            tx.execute(
-                "INSERT INTO legal_holds (id, authority, reason, source, placed_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (hold_id, authority, reason, source, at),
-            )
-            tx.executemany(
-                "INSERT INTO legal_hold_artifacts (hold_id, artifact_id) VALUES (?, ?)",
-                [(hold_id, a) for a in targets],
-            )
+            hold_id, appended = self._record_hold(tx, targets, authority, reason, source)
         self.checkpoints.log.publish(appended)
         return hold_id, targets
 
+    def place_hold_in(
+        self,
+        tx: Transaction,
+        artifact_ids: Sequence[ArtifactId],
+        *,
+        authority: str,
+        reason: str,
+        source: str,
+    ) -> Callable[[], None]:
+        """Place a legal hold on ``artifact_ids`` inside ``tx`` (new artifacts a legal-hold
+        tombstone covers: ADR 0018). Returns what to call once ``tx`` has committed."""
+        self._lock_epoch(tx)
+        _, appended = self._record_hold(tx, sorted(set(artifact_ids)), authority, reason, source)
+        return lambda: self.checkpoints.log.publish(appended)
+
+    def _record_hold(
+        self,
+        tx: Transaction,
+        targets: Sequence[ArtifactId],
+        authority: str,
+        reason: str,
+        source: str | None,
+    ) -> tuple[str, StagedAppend]:
+        hold_id = new_uuid7()
+        at = format_time(self._clock())
+        commitment, opening = _commit_authority({"authority": authority, "reason": reason})
+        entry = {
+            "type": "legal_hold",
+            "id": hold_id,
+            "action": "place",
+            "artifacts": list(targets),
+            "authority": COMMITTED_AUTHORITY,
+            "requestor_commitment": commitment,
+            "at": at,
+        }
+        appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
+        tx.execute(
+            "INSERT INTO legal_holds (id, authority, reason, source, placed_at, opening) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (hold_id, authority, reason, source, at, opening),
+        )
+        tx.executemany(
+            "INSERT INTO legal_hold_artifacts (hold_id, artifact_id) VALUES (?, ?)",
+            [(hold_id, a) for a in targets],
+        )
+        return hold_id, appended
+
     def release_hold(self, hold_id: str, *, authority: str) -> list[ArtifactId]:
-        """Release a hold; destruction it deferred runs at the next epoch. Logged. Raises
-        NotFoundError for an unknown hold, ConflictError if it is already released."""
+        """Release a hold; destruction it deferred runs at the next epoch. Logged with a
+        commitment to the authority (ADR 0017). Raises NotFoundError for an unknown hold,
+        ConflictError if it is already released."""
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
             row = tx.fetchone("SELECT released_at FROM legal_holds WHERE id = ?", (hold_id,))
@@ -980,16 +1082,21 @@ class ForgettingService:
                 )
             ]
             at = format_time(self._clock())
+            commitment, opening = _commit_authority({"authority": authority})
             entry = {
                 "type": "legal_hold",
                 "id": hold_id,
                 "action": "release",
                 "artifacts": targets,
-                "authority": authority,
+                "authority": COMMITTED_AUTHORITY,
+                "requestor_commitment": commitment,
                 "at": at,
             }
             appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
-            tx.execute("UPDATE legal_holds SET released_at = ? WHERE id = ?", (at, hold_id))
+            tx.execute(
+                "UPDATE legal_holds SET released_at = ?, release_opening = ? WHERE id = ?",
+                (at, opening, hold_id),
+            )
         self.checkpoints.log.publish(appended)
         return targets
 
@@ -1186,6 +1293,13 @@ def _tombstone_of(event_bytes: bytes, receipt_hash: str | None) -> bytes:
     the hash of its destruction receipt."""
     receipt = None if receipt_hash is None else bytes.fromhex(receipt_hash)
     return tombstone_leaf_json(sha256(event_bytes), receipt)
+
+
+def _commit_authority(value: dict[str, JsonValue]) -> tuple[str, str]:
+    """A hold entry's commitment to its authority (and reason), and the opening as kept by the
+    node: the requestor commitment of a forget event, with a salt of its own (ADR 0017)."""
+    salt = secrets.token_bytes(32)
+    return requestor_commitment(salt, value), _dump({"salt": salt.hex(), "value": value})
 
 
 def _scope_json(scope: object) -> JsonValue:

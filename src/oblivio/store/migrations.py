@@ -491,6 +491,17 @@ MIGRATIONS: tuple[Migration, ...] = (
                     AND r2.capabilities LIKE '%"decrypt"%')""",
         ),
     ),
+    Migration(
+        16,
+        "legal_hold_openings",
+        (
+            # A hold's log entry carries a commitment to its authority and reason, not the
+            # authority itself (ADR 0017); the node keeps each opening, as it keeps a forget
+            # request's. Holds placed before carry their authority in clear: NULL.
+            "ALTER TABLE legal_holds ADD COLUMN opening TEXT",
+            "ALTER TABLE legal_holds ADD COLUMN release_opening TEXT",
+        ),
+    ),
 )
 
 
