@@ -37,6 +37,7 @@ from oblivio.node.services import NodeServices, open_services
 from oblivio.node.vault import ArtifactInput
 from oblivio.store.database import Database
 from oblivio.store.migrations import migrate
+from tests.node.helpers import assert_suppressed
 
 SCOPES = ("local", "team", "company", "public")
 
@@ -65,18 +66,6 @@ def _readable(node: Node, artifact_id: str) -> bool:
     except ArtifactForgottenError:
         return False
     return True
-
-
-def _assert_suppressed(node: Node, artifact_id: str) -> None:
-    """Reads of the artifact stop with the very answer a forgotten artifact gives (ADR 0017),
-    while its forget has not been executed (its keys may still exist)."""
-    with pytest.raises(ArtifactForgottenError, match=r"was forgotten at level \d \(forget request"):
-        node.vault.get(artifact_id)
-    with node.db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT status FROM artifact_states WHERE artifact_id = ?", (artifact_id,)
-        )
-    assert row == ("suppressed",)
 
 
 def _leaf(services: NodeServices, artifact_id: str) -> tuple[dict[str, Any], bool]:
@@ -133,7 +122,7 @@ def test_level_2_is_logged_before_the_ack_then_tombstoned_and_proven(
     assert logged["id"] == event_id
     assert logged["artifacts"] == [artifact_id]
     assert logged["level"] == 2
-    _assert_suppressed(node, artifact_id)
+    assert_suppressed(node, artifact_id)
     assert _key_kept(node, artifact_id)
     assert services.forgetting.status(receipt.request_id)["state"] == "pending"
     with pytest.raises(ConflictError, match="level 2 only"):
@@ -438,7 +427,7 @@ def test_a_legal_hold_blocks_destruction_until_released(
     services.forgetting.commit_due()
     services.forgetting.commit_due()
     # The held artifact is suppressed but keeps its keys; the other one is gone.
-    _assert_suppressed(node, held)
+    assert_suppressed(node, held)
     assert _key_kept(node, held)
     assert not _key_kept(node, free)
     status = services.forgetting.status(receipt.request_id)
@@ -587,7 +576,7 @@ def test_a_tombstone_forgets_the_entity_in_its_scopes_at_level_2(
     )
     assert created
     for scope in ("team", "company"):
-        _assert_suppressed(node, frank[scope])
+        assert_suppressed(node, frank[scope])
     services.forgetting.commit_due()
     for scope, artifact_id in frank.items():
         forgotten = scope in ("team", "company")
@@ -616,7 +605,7 @@ def test_a_legal_hold_tombstone_suppresses_and_its_revocation_restores(
     services.forgetting.commit_due()
     services.forgetting.commit_due()
     for artifact_id in henry.values():
-        _assert_suppressed(node, artifact_id)
+        assert_suppressed(node, artifact_id)
         assert _key_kept(node, artifact_id), "a legal hold keeps the keys"
 
     revocation = services.compliance.tombstones.revoke("admin-1", record.id, "hold lifted")
@@ -674,7 +663,7 @@ def test_the_destruction_window_defers_erasure_and_allows_cancellation(node: Nod
         assert _key_kept(node, erased)
         assert forgetting.status(second.request_id)["state"] == "pending"
     for artifact_id in (kept, erased):
-        _assert_suppressed(node, artifact_id)
+        assert_suppressed(node, artifact_id)
 
     # What a tombstone revocation does within the window: the data reads again.
     restored, gone = forgetting.cancel_from_source("ts_cancelled")
@@ -869,8 +858,7 @@ def test_cancelling_one_pending_erasure_keeps_another_suppressing_reads(
     )
     restored, erased = services.forgetting.cancel_from_source("tomb_second")
     assert (restored, erased) == ([artifact_id], [])
-    with pytest.raises(ArtifactForgottenError, match="is suppressed"):
-        node.vault.get(artifact_id)
+    assert_suppressed(node, artifact_id)
     services.forgetting.commit_due()
     with pytest.raises(ArtifactForgottenError, match="was forgotten at level 2"):
         node.vault.get(artifact_id)
@@ -987,8 +975,7 @@ def test_a_direct_forget_is_answered_by_a_tombstones_request_once_it_is_executed
     assert not own.existing
     restored, erased = services.forgetting.cancel_from_source("tomb_y")
     assert (restored, erased) == ([pending], [])
-    with pytest.raises(ArtifactForgottenError, match="is suppressed"):
-        node.vault.get(pending)
+    assert_suppressed(node, pending)
     # A tombstone's forget is never answered by another source's request (its revocation
     # must find what it erased).
     assert not services.forgetting.forget(artifact_id=executed, level=2, source="tomb_z").existing
