@@ -167,7 +167,8 @@ def epoch_to_cosigned(workdir: Path, samples: int) -> dict[str, Any]:
     for name, home in homes.items():
         init_node(home, name=f"{name}.bench.example").close()
         config = json.loads((home / "config.json").read_text())
-        config["forgetting"] = {"epoch_interval_seconds": 0.2, "heartbeat_seconds": 3600}
+        # Epochs only from the sampled forgets (wait: true), none from the timer.
+        config["forgetting"] = {"epoch_interval_seconds": 3600, "heartbeat_seconds": 3600}
         (home / "config.json").write_text(json.dumps(config))
     a_key = _oblivio("key", "--home", str(homes["a"]))["verifier_key"]
     for name in ("b", "c"):

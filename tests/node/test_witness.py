@@ -4,13 +4,18 @@ status codes and no state change, and a fork kept as equivocation evidence and a
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from oblivio.core.cosignature import verify_cosignatures
 from oblivio.core.note import Checkpoint, NoteSigner, sign_checkpoint
@@ -18,6 +23,7 @@ from oblivio.core.signing import SigningKey
 from oblivio.core.witness import (
     SIZE_CONTENT_TYPE,
     AddCheckpointRequest,
+    WitnessConflictError,
     verify_equivocation,
 )
 from oblivio.interfaces.witness_routes import witness_routes
@@ -26,6 +32,7 @@ from oblivio.node.checkpoints import CheckpointService
 from oblivio.node.node import Node
 from oblivio.node.witness import (
     CosignatureCollector,
+    HttpWitnessTransport,
     LogWitness,
     WitnessReply,
     WitnessService,
@@ -248,3 +255,117 @@ def test_a_fork_is_refused_kept_as_evidence_and_audited(
     )
     assert again.status_code == 409
     assert len(witness.equivocations()) == 1
+
+
+def test_racing_requests_never_roll_the_stored_size_back(
+    log_a: Log, witness: WitnessService
+) -> None:
+    """tlog-witness's race: requests for sizes N and N+K from the same old size, at once. The
+    check and the update share one transaction, so exactly one wins and the other is 409."""
+    collector = _collector(log_a, witness)
+    log_a.commit(b"base")
+    collector.collect()
+    base = log_a.checkpoints.latest_checkpoint()
+    assert base is not None
+    bodies = []
+    for n in (1, 3):
+        log_a.commit(*(b"grow %d" % i for i in range(n)))
+        latest = log_a.checkpoints.latest_checkpoint()
+        assert latest is not None
+        proof = log_a.checkpoints.log.consistency_proof(base.size, latest.size).path
+        bodies.append(
+            (latest.size, AddCheckpointRequest(base.size, tuple(proof), latest.note.encode()))
+        )
+    barrier = threading.Barrier(len(bodies))
+    outcomes: dict[int, str] = {}
+
+    def submit(size: int, request: AddCheckpointRequest) -> None:
+        barrier.wait()
+        try:
+            witness.add_checkpoint(request.to_bytes())
+        except WitnessConflictError as e:
+            outcomes[size] = f"409 {e.latest_size}"
+        else:
+            outcomes[size] = "200"
+
+    threads = [threading.Thread(target=submit, args=body) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    winners = [size for size, outcome in outcomes.items() if outcome == "200"]
+    assert len(winners) == 1, outcomes
+    [loser] = [size for size in outcomes if size not in winners]
+    assert outcomes[loser] == f"409 {winners[0]}"
+    [state] = witness.logs()
+    assert state.size == winners[0]
+
+
+def test_an_unreachable_witness_is_retried_with_a_doubling_delay(
+    log_a: Log, tmp_path: Path
+) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    now = [datetime(2026, 12, 2, tzinfo=UTC)]
+    transport = HttpWitnessTransport(timeout=5)
+    collector = CosignatureCollector(
+        log_a.db, lambda: log_a.checkpoints, transport, clock=lambda: now[0]
+    )
+    signer = WitnessService(log_a.db, "far.example", SigningKey(b"\x44" * 32)).signer
+    collector.use("far.example", f"http://127.0.0.1:{closed}/v1/witness", signer.verifier_key)
+    log_a.commit(b"z")
+    try:
+        assert "WitnessUnreachableError" in collector.collect()["far.example"]
+        assert collector.collect() == {}  # waiting out 0.5 s
+        now[0] += timedelta(milliseconds=600)
+        assert "WitnessUnreachableError" in collector.collect()["far.example"]
+        now[0] += timedelta(milliseconds=600)
+        assert collector.collect() == {}  # the delay doubled to 1 s
+        now[0] += timedelta(milliseconds=600)
+        assert "far.example" in collector.collect()
+        assert "WitnessUnreachableError" in collector.status()["far.example"]
+    finally:
+        transport.close()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    database=None,
+)
+@given(data=st.data())
+def test_mutated_requests_get_c2sp_codes_and_change_nothing(
+    log_a: Log, witness: WitnessService, data: st.DataObject
+) -> None:
+    """Random edits of a valid request: never a 5xx, and nothing changes unless it is a 200."""
+    if log_a.checkpoints.latest_checkpoint() is None:
+        log_a.commit(b"one", b"two", b"three")
+        _collector(log_a, witness).collect()
+        log_a.commit(b"four", b"five")
+    first, second = log_a.checkpoints.checkpoint_history()[:2]
+    proof = log_a.checkpoints.log.consistency_proof(first.size, second.size).path
+    body = bytearray(
+        AddCheckpointRequest(first.size, tuple(proof), second.note.encode()).to_bytes()
+    )
+    for _ in range(data.draw(st.integers(1, 4))):
+        where = data.draw(st.integers(0, len(body) - 1))
+        action = data.draw(st.sampled_from(["flip", "delete", "insert", "truncate"]))
+        if action == "flip":
+            body[where] ^= data.draw(st.integers(1, 255))
+        elif action == "delete":
+            del body[where]
+        elif action == "insert":
+            body[where:where] = data.draw(st.binary(min_size=1, max_size=8))
+        else:
+            del body[where:]
+        if not body:
+            break
+    before = _state(witness)
+    response = RouteTransport(witness).client.post(
+        "/v1/witness/add-checkpoint", content=bytes(body)
+    )
+    assert response.status_code in (200, 400, 403, 404, 409, 422), response.text
+    if response.status_code != 200:
+        assert _state(witness) == before
