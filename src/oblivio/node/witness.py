@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -468,40 +469,56 @@ class CosignatureCollector:
 
     def collect(self) -> dict[str, str]:
         """One round: ask every witness that has not cosigned the latest checkpoint and is not
-        waiting out a retry delay. Returns what happened per witness asked (``cosigned``, or
-        the error), for logs and tests; never raises for a witness's failure."""
+        waiting out a retry delay, all at once (a slow witness delays no other). Returns what
+        happened per witness asked (``cosigned``, or the error), for logs and tests; never
+        raises for a witness's failure."""
         latest = self.checkpoints().latest_checkpoint()
         if latest is None:
             return {}
         done = self._cosigned_by(latest.epoch)
         now = self.clock()
-        outcomes = {}
+        due = []
         for witness in self.witnesses():
-            if witness.name in done:
-                continue
             backoff = self._backoff.setdefault(witness.name, _Backoff())
-            if backoff.next_at is not None and now < backoff.next_at:
+            if witness.name in done or (backoff.next_at is not None and now < backoff.next_at):
                 continue
-            try:
-                self._ask(witness, latest)
-            except OblivioError as e:
-                backoff.failures += 1
-                delay = min(RETRY_FIRST * 2 ** (backoff.failures - 1), RETRY_CAP)
-                backoff.next_at = now + delay
-                backoff.last_error = f"{type(e).__name__}: {' '.join(str(e).split())}"
-                outcomes[witness.name] = backoff.last_error
-                if backoff.failures in (1, 10) or backoff.failures % 100 == 0:
-                    _log.warning(
-                        "witness %s: %s (attempt %d, retrying in %.1f s)",
-                        witness.name,
-                        backoff.last_error,
-                        backoff.failures,
-                        delay.total_seconds(),
-                    )
+            due.append(witness)
+        if not due:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(due), 8)) as pool:
+            errors = list(pool.map(lambda w: self._try(w, latest), due))
+        outcomes = {}
+        for witness, error in zip(due, errors, strict=True):
+            if error is None:
+                self._backoff.pop(witness.name, None)
+                outcomes[witness.name] = "cosigned"
                 continue
-            self._backoff.pop(witness.name, None)
-            outcomes[witness.name] = "cosigned"
+            backoff = self._backoff[witness.name]
+            backoff.failures += 1
+            delay = min(RETRY_FIRST * 2 ** (backoff.failures - 1), RETRY_CAP)
+            backoff.next_at = now + delay
+            backoff.last_error = error
+            outcomes[witness.name] = error
+            if backoff.failures in (1, 10) or backoff.failures % 100 == 0:
+                _log.warning(
+                    "witness %s: %s (attempt %d, retrying in %.1f s)",
+                    witness.name,
+                    error,
+                    backoff.failures,
+                    delay.total_seconds(),
+                )
         return outcomes
+
+    def _try(self, witness: LogWitness, latest: StoredCheckpoint) -> str | None:
+        """Ask one witness; return None when it cosigned, else what went wrong."""
+        try:
+            self._ask(witness, latest)
+        except OblivioError as e:
+            return f"{type(e).__name__}: {' '.join(str(e).split())}"
+        except Exception as e:  # one witness's surprise must not stop the others
+            _log.exception("witness %s: unexpected failure", witness.name)
+            return f"unexpected {type(e).__name__}"
+        return None
 
     def _ask(self, witness: LogWitness, latest: StoredCheckpoint) -> None:
         """Send the checkpoint; after a 409 naming another size, send once more from it."""
