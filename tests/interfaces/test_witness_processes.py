@@ -234,6 +234,12 @@ def test_a_proof_carries_two_cosignatures_and_verifies_with_quorum_2(
         parse_witness_key(f.b_key).key_id,
         parse_witness_key(f.c_key).key_id,
     ]
+    # Without --quorum every listed witness is required (a witness listed twice counts once).
+    every = oblivio(
+        *("verify", str(proof_path), "--key", f.a_key),
+        *("--witness", f.b_key, "--witness", f.c_key, "--witness", f.c_key),
+    )
+    assert every.returncode == 0, every.stderr
     # A verifier that knows no witness still accepts the proof (the lines are ignored).
     plain = oblivio("verify", str(proof_path), "--key", f.a_key)
     assert plain.returncode == 0, plain.stderr

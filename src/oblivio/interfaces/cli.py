@@ -328,7 +328,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ProofInputError(f"cannot read {args.proof}: {e.strerror}") from e
     key = _key_text(args.key)
     witnesses = _witness_verifiers(args.witness or [])
-    quorum = len(witnesses) if args.quorum is None else args.quorum
+    distinct = len({(w.name, w.key_hash) for w in witnesses})
+    quorum = distinct if args.quorum is None else args.quorum
     try:
         proven = verify_document(parse_proof_document(data), key, witnesses, quorum)
     except ProofLinkError as e:
