@@ -171,3 +171,16 @@ def test_equivocation_evidence_verifies_offline() -> None:
             ),
             LOG.verifier_key,
         )
+
+
+@given(
+    origin=st.text(min_size=1, max_size=30),
+    size=st.integers(0, 2**63),
+    first=st.text(max_size=200),
+    second=st.text(max_size=200),
+)
+def test_evidence_round_trip(origin: str, size: int, first: str, second: str) -> None:
+    evidence = EquivocationEvidence(origin, size, first, second)
+    wire = json.loads(json.dumps(evidence.to_dict()))
+    assert EquivocationEvidence.from_dict(wire) == evidence
+    assert EquivocationEvidence.from_dict(wire | {"id": "kept by the witness"}) == evidence
