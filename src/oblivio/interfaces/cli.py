@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from oblivio.core.canonical import parse_json
+from oblivio.core.cosignature import WitnessVerifier, parse_witness_key
 from oblivio.core.encoding import b64url_encode
 from oblivio.core.errors import (
     ArtifactForgottenError,
@@ -42,7 +43,9 @@ from oblivio.core.errors import (
 from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
+from oblivio.core.witness import EquivocationEvidence, verify_equivocation
 from oblivio.keys.custody import RestorePlan
+from oblivio.node.checkpoints import CheckpointService
 from oblivio.node.compliance import open_compliance
 from oblivio.node.home import NodeHomeError, default_home, ensure_uninitialised
 from oblivio.node.node import Node, init_node, open_node, restore_backup
@@ -407,8 +410,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         data = sys.stdin.buffer.read() if args.proof == "-" else Path(args.proof).read_bytes()
     except OSError as e:
         raise ProofInputError(f"cannot read {args.proof}: {e.strerror}") from e
+    key = _verifier_key_text(args.key)
+    witnesses = _witness_verifiers(args.witness or [])
+    distinct = len({(w.name, w.key_hash) for w in witnesses})
+    quorum = distinct if args.quorum is None else args.quorum
     try:
-        proven = verify_document(parse_proof_document(data), _verifier_key_text(args.key))
+        proven = verify_document(parse_proof_document(data), key, witnesses, quorum)
     except ProofLinkError as e:
         message = f"proof invalid: failed link {e.link}: {str(e).partition(': ')[2]}"
         if args.json:
@@ -444,6 +451,91 @@ def _verifier_key_text(value: str) -> str:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError as e:
         raise ProofInputError(f"--key {value}: expected a verifier key as UTF-8 text") from e
+
+
+def _witness_verifiers(values: Sequence[str]) -> list[WitnessVerifier]:
+    try:
+        return [parse_witness_key(_verifier_key_text(v)) for v in values]
+    except VerificationError as e:
+        raise ProofInputError(f"--witness: {e}") from e
+
+
+# -- witnesses (DESIGN.md §17) ---------------------------------------------------------------------
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    """``oblivio witness key|add-log|logs|use|list|remove``: this node as a witness, and the
+    witnesses this node asks to cosign its checkpoints."""
+    from oblivio.node.witness import CosignatureCollector, HttpWitnessTransport, WitnessService
+
+    with open_node(args.home, recover=args.action not in ("key", "logs", "list")) as node:
+        witness = WitnessService(node.db, node.config.name, node.signing_key)
+        collector = CosignatureCollector(
+            node.db,
+            lambda: CheckpointService(node.db, node.config.name, node.signing_key),
+            HttpWitnessTransport(),
+        )
+        if args.action == "key":
+            _emit(
+                args,
+                witness.verifier_key,
+                {"name": witness.signer.name, "verifier_key": witness.verifier_key},
+            )
+        elif args.action == "add-log":
+            if len(args.values) != 2:
+                raise InvalidInputError("witness add-log needs ORIGIN and VKEY")
+            origin, vkey = args.values[0], _verifier_key_text(args.values[1])
+            witness.add_log(origin, vkey, actor="cli")
+            _emit(args, f"witnessing {origin}", {"origin": origin, "verifier_key": vkey})
+        elif args.action == "logs":
+            logs = [log.to_dict() for log in witness.logs()]
+            human = "\n".join(f"{log['origin']} size {log['size']}" for log in logs)
+            _emit(args, human or "no logs witnessed", {"logs": logs})
+        elif args.action == "use":
+            if len(args.values) != 1 or not args.url or not args.key:
+                raise InvalidInputError("witness use needs NAME, --url and --key")
+            collector.use(args.values[0], args.url, _verifier_key_text(args.key), actor="cli")
+            _emit(args, f"asking witness {args.values[0]}", {"name": args.values[0]})
+        elif args.action == "list":
+            witnesses = [w.to_dict() for w in collector.witnesses()]
+            human = "\n".join(f"{w['name']} {w['url']} size {w['size']}" for w in witnesses)
+            _emit(args, human or "no witnesses", {"witnesses": witnesses})
+        else:
+            if len(args.values) != 1:
+                raise InvalidInputError("witness remove needs NAME")
+            collector.remove(args.values[0])
+            _emit(args, f"no longer asking {args.values[0]}", {"name": args.values[0]})
+    return 0
+
+
+def cmd_verify_evidence(args: argparse.Namespace) -> int:
+    """Check equivocation evidence offline: the log of --key signed both checkpoints, at one
+    size, with different roots. A file may hold one piece or a witness's listing of several."""
+    try:
+        data = parse_json(Path(args.file).read_bytes())
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {args.file}: {e.strerror}") from e
+    items = data.get("equivocations") if isinstance(data, dict) else None
+    pieces = items if isinstance(items, list) else [data]
+    if not pieces:
+        raise InvalidInputError("verify-evidence: the file holds no evidence")
+    key = _verifier_key_text(args.key)
+    proven = []
+    for piece in pieces:
+        evidence = EquivocationEvidence.from_dict(piece)
+        try:
+            verify_equivocation(evidence, key)
+        except VerificationError as e:
+            if args.json:
+                print(json.dumps({"valid": False, "error": str(e)}, sort_keys=True))
+            print(f"oblivio verify-evidence: invalid: {e}", file=sys.stderr)
+            return EXIT_PROOF_INVALID
+        proven.append(
+            f"log {evidence.origin} signed two different roots at size {evidence.size}: "
+            "equivocation proven"
+        )
+    _emit(args, "\n".join(proven), {"valid": True, "proven": proven})
+    return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -553,6 +645,15 @@ def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
     verify = commands.add_parser("verify", parents=[common], help="verify a proof offline")
     verify.add_argument("proof", metavar="POF", help="proof file, or - for standard input")
     verify.add_argument("--key", required=True, help="the node's verifier key (or a file)")
+    verify.add_argument(
+        "--witness",
+        action="append",
+        metavar="WKEY",
+        help="a witness's cosignature key (0x04 vkey, or a file); repeat for each",
+    )
+    verify.add_argument(
+        "--quorum", type=int, help="cosignatures required from the witnesses (default: all)"
+    )
     verify.set_defaults(run=cmd_verify)
 
     restore = commands.add_parser("restore", parents=[common], help="reverse a level-0 forget")
@@ -577,6 +678,24 @@ def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
     hold.add_argument("--authority", required=True)
     hold.add_argument("--reason")
     hold.set_defaults(run=cmd_hold)
+
+
+def _add_witness_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    witness = commands.add_parser(
+        "witness", parents=[common], help="witness peers' logs; ask witnesses to cosign"
+    )
+    witness.add_argument("action", choices=["key", "add-log", "logs", "use", "list", "remove"])
+    witness.add_argument("values", nargs="*", help="add-log: ORIGIN VKEY; use/remove: NAME")
+    witness.add_argument("--url", help="with use: the witness's submission prefix URL")
+    witness.add_argument("--key", help="with use: the witness's cosignature key (0x04 vkey)")
+    witness.set_defaults(run=cmd_witness)
+
+    evidence = commands.add_parser(
+        "verify-evidence", parents=[common], help="check equivocation evidence offline"
+    )
+    evidence.add_argument("file", metavar="FILE", help="evidence JSON (one, or a listing)")
+    evidence.add_argument("--key", required=True, help="the log's verifier key (or a file)")
+    evidence.set_defaults(run=cmd_verify_evidence)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -639,6 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--after", type=_bounded(0, COUNT_MAX), default=0)
     audit.add_argument("--limit", type=_bounded(1, COUNT_MAX), default=100)
     audit.set_defaults(run=cmd_audit)
+
+    _add_witness_commands(commands, common)
     return parser
 
 

@@ -502,6 +502,62 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE legal_holds ADD COLUMN release_opening TEXT",
         ),
     ),
+    Migration(
+        18,
+        "witnesses",
+        (
+            # DESIGN.md §17, docs/adr/0021. As a witness: the logs this node witnesses, with the
+            # latest checkpoint it cosigned for each (size 0 and no root before the first).
+            """CREATE TABLE witnessed_logs (
+                origin TEXT PRIMARY KEY,
+                verifier_key TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                root {blob},
+                note TEXT,
+                added_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            # Every checkpoint it cosigned, so a fork presented at any size it cosigned is
+            # caught, not only at the latest one.
+            """CREATE TABLE witness_cosigned (
+                origin TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                root {blob} NOT NULL,
+                note TEXT NOT NULL,
+                cosigned_at TEXT NOT NULL,
+                PRIMARY KEY (origin, size)
+            )""",
+            # Equivocation evidence: the checkpoint it cosigned and the one presented after.
+            """CREATE TABLE witness_equivocations (
+                id TEXT PRIMARY KEY,
+                origin TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                first_note TEXT NOT NULL,
+                second_note TEXT NOT NULL,
+                second_root {blob} NOT NULL,
+                detected_at TEXT NOT NULL,
+                UNIQUE (origin, size, second_root)
+            )""",
+            # As a log: the witnesses it asks, and the size each last told it (tlog-witness's
+            # "old size" of the next request).
+            """CREATE TABLE log_witnesses (
+                name TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                verifier_key TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                added_at TEXT NOT NULL
+            )""",
+            # The cosignatures it got, per checkpoint (epoch): appended to the note it serves.
+            """CREATE TABLE checkpoint_cosignatures (
+                epoch {bigint} NOT NULL,
+                witness TEXT NOT NULL,
+                line TEXT NOT NULL,
+                cosigned_at {bigint} NOT NULL,
+                received_at TEXT NOT NULL,
+                PRIMARY KEY (epoch, witness)
+            )""",
+        ),
+    ),
 )
 
 
