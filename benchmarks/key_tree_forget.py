@@ -46,6 +46,7 @@ from oblivio.core.envelope import KEY_SIZE
 from oblivio.core.identifiers import ArtifactId, Capability
 from oblivio.core.signing import SigningKey
 from oblivio.keys.backend import WrappingKeyBackend, open_key_backend
+from oblivio.keys.custody import KeyTreeCustody
 from oblivio.keys.key_tree import KeyTree
 from oblivio.store.database import Database, open_database
 from oblivio.store.key_tree_nodes import SqlKeyTreeNodes, SqlKeyTreeStore
@@ -177,7 +178,11 @@ def measure(run: Run, backend_uri: str, fanout: int, rng: random.Random) -> list
     )
     backend = open_key_backend(uri, home, create=True)
     counter.watch(backend)
-    tree = KeyTree("wrap", backend, SqlKeyTreeStore(db), SigningKey(bytes(32)), fanout=fanout)
+    signer = SigningKey(bytes(32))
+    custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signer, fanout=fanout)
+    custody.bind_new(signer.key_id)  # a new database and key store (docs/adr/0016)
+    custody.initialise()
+    tree = custody.trees["wrap"]
     seconds = build(db, tree, keys)
     with db.transaction(write=False) as tx:
         row = tx.fetchone("SELECT height FROM key_tree_heads WHERE tree = 'wrap'")

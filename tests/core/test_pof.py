@@ -20,15 +20,18 @@ from typing import Any
 
 import pytest
 
+from oblivio.core.cosignature import WitnessSigner, append_signature_lines, note_body
 from oblivio.core.pof import (
     BUNDLE_TYPE,
     POF_TYPE,
     ProofInputError,
     ProofLinkError,
+    ProvenForgetting,
     parse_proof_document,
     verify_document,
     verify_proof,
 )
+from oblivio.core.signing import SigningKey
 from oblivio.node.node import init_node
 from oblivio.node.services import open_services
 from oblivio.node.vault import ArtifactInput
@@ -337,3 +340,69 @@ def test_a_bundle_mixing_checkpoints_fails(proofs: Proofs) -> None:
 def test_verify_proof_rejects_a_bundle(proofs: Proofs) -> None:
     with pytest.raises(ProofInputError):
         verify_proof(_round_trip(proofs.bundle), proofs.key)
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "claim"),
+    [
+        (("decrypt", "prove", "recover"), "holds no capability to decrypt artifact"),
+        (("decrypt", "recover"), "holds no capability to decrypt artifact"),
+        # The recover escrow holds a copy of K_data: with it alive the node can still decrypt.
+        (("decrypt",), "holds no decrypt capability for artifact"),
+        (("decrypt", "prove"), "holds no decrypt, prove capability for artifact"),
+        (("recover",), "holds no recover capability for artifact"),
+    ],
+)
+def test_statement_claims_no_way_to_decrypt_only_when_decrypt_and_recover_are_gone(
+    capabilities: tuple[str, ...], claim: str
+) -> None:
+    proven = ProvenForgetting("node", "ab" * 32, 5, 2, 2, "event", None, capabilities)
+    statement = proven.statement()
+    assert claim in statement
+    assert f"(forgotten: {', '.join(capabilities)})" in statement
+
+
+# -- cosigned checkpoints (DESIGN.md §17) --------------------------------------------------------
+
+
+def _cosigned(proof: dict[str, Any], *signers: WitnessSigner) -> dict[str, Any]:
+    cosigned = copy.deepcopy(proof)
+    body = note_body(proof["checkpoint"].encode())
+    lines = [s.cosign(body, 1_790_000_000 + i).to_line() for i, s in enumerate(signers)]
+    cosigned["checkpoint"] = append_signature_lines(proof["checkpoint"], lines)
+    return cosigned
+
+
+WITNESSES = [WitnessSigner(f"w{i}.example", SigningKey(bytes([40 + i]) * 32)) for i in range(3)]
+
+
+def test_cosigned_proof_verifies_without_witnesses(proofs: Proofs) -> None:
+    """Cosignature lines are note signatures by unknown keys to a verifier that knows none."""
+    cosigned = _round_trip(_cosigned(proofs.proof, *WITNESSES))
+    [proven] = verify_document(cosigned, proofs.key)
+    assert proven.cosigned_by == ()
+
+
+def test_cosigned_proof_meets_a_quorum_and_names_the_missing(proofs: Proofs) -> None:
+    cosigned = _round_trip(_cosigned(proofs.proof, WITNESSES[0], WITNESSES[2]))
+    verifiers = [w.verifier for w in WITNESSES]
+    [proven] = verify_document(cosigned, proofs.key, verifiers, 2)
+    assert proven.cosigned_by == (verifiers[0].key_id, verifiers[2].key_id)
+    assert "cosigned by w0.example" in proven.statement()
+    with pytest.raises(ProofLinkError, match=r"missing: w1\.example\+") as err:
+        verify_document(cosigned, proofs.key, verifiers, 3)
+    assert err.value.link == "cosignatures"
+    with pytest.raises(ProofInputError):
+        verify_document(cosigned, proofs.key, verifiers, 4)
+
+
+def test_a_cosignature_of_another_checkpoint_does_not_count(proofs: Proofs) -> None:
+    early = _cosigned(proofs.other_checkpoint_proof, WITNESSES[0])
+    moved = copy.deepcopy(proofs.proof)
+    moved["checkpoint"] = append_signature_lines(
+        proofs.proof["checkpoint"], [early["checkpoint"].splitlines()[-1]]
+    )
+    [proven] = verify_document(_round_trip(moved), proofs.key)
+    with pytest.raises(ProofLinkError, match="present but invalid"):
+        verify_document(_round_trip(moved), proofs.key, [WITNESSES[0].verifier], 1)
+    assert proven.checkpoint_size > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -148,10 +149,25 @@ def test_bad_keys_uri(tmp_path: Path) -> None:
     assert "keys URI" in one_error_line(done)
 
 
-def test_init_twice_is_refused(home: Path) -> None:
+def test_init_on_existing_home_exit_code(home: Path, tmp_path: Path) -> None:
+    # Exit 6 means "no node at --home": a home that holds one is exit 10, and stays untouched.
+    key_before = oblivio("key", home=home).stdout
     done = oblivio("init", home=home)
-    assert done.returncode == 6
+    assert done.returncode == 10
     assert "already initialised" in one_error_line(done)
+    assert oblivio("key", home=home).stdout == key_before
+    # Part of a node (its signing key) is a node already too.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "signing.key").write_text("not a key\n")
+    done = oblivio("init", home=partial)
+    assert done.returncode == 10
+    assert "already initialised" in one_error_line(done)
+    assert sorted(p.name for p in partial.iterdir()) == ["signing.key"]
+    # Exit 6 keeps its meaning.
+    missing = oblivio("key", home=tmp_path / "nothing-here")
+    assert missing.returncode == 6
+    assert "no oblivio node at" in one_error_line(missing)
 
 
 def test_tampered_ciphertext(tmp_path: Path) -> None:
@@ -189,3 +205,135 @@ def test_init_fanout(tmp_path: Path) -> None:
     assert json.loads((home / "config.json").read_text())["key_tree"] == {"fanout": 64}
     artifact_id = oblivio("put", "-", home=home, stdin=b"wide tree").stdout.decode().strip()
     assert oblivio("get", artifact_id, home=home).stdout == b"wide tree"
+
+
+# -- arguments that printed a traceback (issue 11 finding 5): one line on stderr, exit 2 --------
+
+
+def _run_raw(*argv: str | bytes, home: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m oblivio`` with raw argv items (bytes: not UTF-8, as a shell may pass)."""
+    command: list[str | bytes] = [sys.executable, "-m", "oblivio", *argv, "--home", str(home)]
+    return subprocess.run(command, capture_output=True, timeout=120, check=False)
+
+
+def _one_line_exit_2(done: subprocess.CompletedProcess[bytes]) -> str:
+    assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done)
+    assert len(line) < 1100  # input quoted in an error is cut
+    return line
+
+
+def test_verify_with_oversized_key_is_one_line_exit_2(home: Path, tmp_path: Path) -> None:
+    proof = tmp_path / "pof.json"
+    proof.write_text('{"type": "oblivio.pof.v1"}')
+    done = oblivio("verify", str(proof), "--key", "k" * 5000)
+    line = _one_line_exit_2(done)
+    assert line.startswith("oblivio verify: error: verifier key unusable"), line
+    assert len(line) < 1200  # the key is quoted, cut
+
+
+def test_verify_with_binary_key_file_is_one_line_exit_2(home: Path, tmp_path: Path) -> None:
+    proof = tmp_path / "pof.json"
+    proof.write_text('{"type": "oblivio.pof.v1"}')
+    binary = tmp_path / "key.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    line = _one_line_exit_2(oblivio("verify", str(proof), "--key", str(binary)))
+    assert "expected a verifier key as UTF-8 text" in line
+    huge = tmp_path / "key.txt"
+    huge.write_bytes(b"k" * (1 << 20))
+    line = _one_line_exit_2(oblivio("verify", str(proof), "--key", str(huge)))
+    assert "at most 65536 bytes" in line
+    # A key file that is a real key still works (the file is read, not taken as the key).
+    key_file = tmp_path / "node.vkey"
+    key_file.write_bytes(oblivio("key", home=home).stdout)
+    line = _one_line_exit_2(oblivio("verify", str(proof), "--key", str(key_file)))
+    assert line.startswith("oblivio verify: error: input: expected an oblivio.pof.v1 object")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--port", "99999"], "argument --port: expected an integer from 1 to 65535"),
+        (["--port", "-1"], "argument --port: expected an integer from 1 to 65535"),
+        (["--port", "http"], "argument --port: expected an integer from 1 to 65535"),
+        (["--host", "h" * 5000], "cannot listen on"),
+        (["--host", "no such host.invalid"], "cannot listen on"),
+    ],
+)
+def test_serve_with_unusable_port_or_host_is_one_line_exit_2(
+    home: Path, argv: list[str], expected: str
+) -> None:
+    line = _one_line_exit_2(oblivio("serve", *argv, home=home))
+    assert line.startswith("oblivio serve: error: "), line
+    assert expected in line
+
+
+def test_serve_with_an_unusable_node_is_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert oblivio("init", home=home).returncode == 0
+    config = json.loads((home / "config.json").read_text())
+    (home / "config.json").write_text(
+        json.dumps({**config, "store": "postgresql://postgres@127.0.0.1:1/nothing"})
+    )
+    done = oblivio("serve", home=home)
+    assert b"Traceback" not in done.stderr
+    assert done.returncode == 5
+    assert "cannot connect to PostgreSQL" in one_error_line(done)
+    (home / "config.json").write_text(json.dumps({**config, "forgetting": {"batch_size": "x"}}))
+    line = _one_line_exit_2(oblivio("serve", home=home))
+    assert "forgetting.batch_size" in line
+
+
+def test_serve_on_a_port_in_use_is_one_line_exit_2(home: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        line = _one_line_exit_2(oblivio("serve", "--port", str(port), home=home))
+    assert f"cannot listen on '127.0.0.1' port {port}: Address already in use" in line
+
+
+NOT_UTF8 = b"\xff\xfe"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["audit", "--after", "9" * 30], "argument --after: expected an integer from 0 to"),
+        (["audit", "--limit", "9" * 30], "argument --limit: expected an integer from 1 to"),
+        (["audit", "--limit", "-1"], "argument --limit: expected an integer from 1 to"),
+        (["forget", "ab" * 32, "--level", "9" * 20], "argument --level: invalid choice"),
+        (["forget", "ab" * 32, "--level", "9" * 5000], "characters cut"),
+        (["prove", NOT_UTF8, "--request"], "artifact_id: expected UTF-8 text"),
+        (["hold", "release", NOT_UTF8, "--authority", "x"], "target: expected UTF-8 text"),
+        (["api-key", "revoke", "--name", NOT_UTF8], "name: expected UTF-8 text"),
+        (["forget", "ab" * 32, "--level", "2", "--reason", NOT_UTF8], "reason: expected UTF-8"),
+        (["put", "-", "--meta", NOT_UTF8], "meta: expected UTF-8 text"),
+    ],
+)
+def test_arguments_that_printed_a_traceback_are_one_line_exit_2(
+    home: Path, argv: list[str | bytes], expected: str
+) -> None:
+    line = _one_line_exit_2(_run_raw(*argv, home=home))
+    assert expected in line, line
+
+
+def test_get_to_an_unusable_file_name_is_one_line_exit_2(home: Path, tmp_path: Path) -> None:
+    artifact_id = oblivio("put", "-", home=home, stdin=b"data").stdout.decode().strip()
+    line = _one_line_exit_2(
+        oblivio("get", artifact_id, "-o", str(tmp_path / ("o" * 5000)), home=home)
+    )
+    assert "cannot write" in line
+    assert "File name too long" in line
+
+
+def test_unusable_home_is_one_line_exit_2(tmp_path: Path) -> None:
+    line = _one_line_exit_2(oblivio("key", home=tmp_path / ("h" * 5000)))
+    assert "--home" in line
+    assert "File name too long" in line
+    line = _one_line_exit_2(oblivio("init", home=tmp_path / ("h" * 5000)))
+    assert "File name too long" in line
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    line = _one_line_exit_2(oblivio("init", home=blocker / "home"))
+    assert "cannot create a node at" in line
+    assert "Not a directory" in line

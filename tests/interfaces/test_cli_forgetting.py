@@ -322,3 +322,37 @@ def test_entity_forget_in_scopes_proves_a_bundle(home: Path, tmp_path: Path) -> 
     proven = json.loads(done.stdout)["proven"]
     assert {p["artifact_id"] for p in proven} == forgotten
     assert len({p["checkpoint_size"] for p in proven}) == 1
+
+
+def test_get_after_partial_forgets_says_forgotten(home: Path, tmp_path: Path) -> None:
+    artifact_id = _put(home, b"recover, then decrypt")
+    _forget(home, artifact_id, "--level", "2", "--capabilities", "recover")
+    assert oblivio("get", artifact_id, home=home).stdout == b"recover, then decrypt"
+    _forget(home, artifact_id, "--level", "2", "--capabilities", "decrypt")
+    got = oblivio("get", artifact_id, home=home)
+    assert got.returncode == EXIT_FORGOTTEN, got.stderr
+    assert "was forgotten at level 2" in one_error_line(got)
+    assert got.stdout == b""
+    _prove(home, artifact_id, tmp_path / "pof.json")
+    verified = oblivio("verify", str(tmp_path / "pof.json"), "--key", _verifier_key(home), "--json")
+    assert verified.returncode == 0, verified.stderr
+    [proven] = json.loads(verified.stdout)["proven"]
+    assert proven["capabilities"] == ["decrypt", "recover"]
+    assert "(forgotten: decrypt, recover)" in proven["statement"]
+
+
+def test_an_identical_forget_answers_with_the_existing_request(home: Path) -> None:
+    artifact_id = _put(home, b"once")
+    first = _forget(home, artifact_id, "--level", "2", "--requestor", "alice")
+    assert first["existing"] is False
+    assert first["opening"]["value"]["requestor"] == "alice"
+    again = _forget(home, artifact_id, "--level", "2", "--capabilities", "decrypt")
+    assert again["existing"] is True
+    assert again["request_id"] == first["request_id"]
+    assert again["opening"] is None
+    assert again["events"] == first["events"]
+    human = oblivio("forget", artifact_id, "--level", "2", home=home)
+    assert human.returncode == 0, human.stderr
+    assert f"request {first['request_id']}: done (already requested" in human.stdout.decode()
+    with open_node(home) as node, node.db.transaction(write=False) as tx:
+        assert tx.fetchone("SELECT COUNT(*) FROM forget_requests") == (1,)

@@ -192,3 +192,40 @@ def test_holds_over_http_defer_destruction(api: Api) -> None:
     status = api.client.get(f"/v1/forget/{forgotten['request_id']}", headers=api.admin).json()
     assert status["state"] == "done"
     assert canonical_json(status)  # JSON all the way
+
+
+def test_get_after_partial_forgets_says_forgotten(api: Api) -> None:
+    artifact_id = put(api, b"recover, then decrypt")
+    path = f"/v1/artifacts/{artifact_id}"
+    for capability in ("recover", "decrypt"):
+        done = api.client.post(
+            path + "/forget", json={"level": 2, "capabilities": [capability]}, headers=api.admin
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["state"] == "done"
+        if capability == "recover":
+            assert api.client.get(path, headers=api.agent).status_code == 200
+    gone = api.client.get(path, headers=api.agent)
+    assert gone.status_code == 410, gone.text
+    assert gone.json()["error"]["code"] == "artifact_forgotten"
+    assert "was forgotten at level 2" in gone.json()["error"]["message"]
+    proof = api.client.get(path + "/proof", headers=api.agent).json()
+    checkpoint = api.client.get("/v1/checkpoint").json()
+    [proven] = verify_document(proof, checkpoint["verifier_key"])
+    assert proven.capabilities == ("decrypt", "recover")
+
+
+def test_an_identical_forget_over_http_answers_with_the_existing_request(api: Api) -> None:
+    artifact_id = put(api, b"once over http")
+    path = f"/v1/artifacts/{artifact_id}/forget"
+    first = api.client.post(path, json={"level": 2, "requestor": "alice"}, headers=api.admin)
+    assert first.status_code == 200, first.text
+    assert first.json()["existing"] is False
+    size = api.client.get("/v1/checkpoint").json()["tree_size"]
+    again = api.client.post(path, json={"level": 2, "capabilities": ["prove"]}, headers=api.admin)
+    assert again.status_code == 200, again.text
+    assert again.json()["existing"] is True
+    assert again.json()["request_id"] == first.json()["request_id"]
+    assert again.json()["opening"] is None  # alice's opening is hers
+    assert api.client.get("/v1/checkpoint").json()["tree_size"] == size
+    assert api.count("forget_requests") == 1

@@ -6,8 +6,10 @@ the public evidence, and an entity forget of 10,000 artifacts in one epoch.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +36,8 @@ from oblivio.node.node import Node
 from oblivio.node.services import NodeServices, open_services
 from oblivio.node.vault import ArtifactInput
 from oblivio.store.database import Database
+from oblivio.store.migrations import migrate
+from tests.node.helpers import assert_suppressed
 
 SCOPES = ("local", "team", "company", "public")
 
@@ -118,8 +122,7 @@ def test_level_2_is_logged_before_the_ack_then_tombstoned_and_proven(
     assert logged["id"] == event_id
     assert logged["artifacts"] == [artifact_id]
     assert logged["level"] == 2
-    with pytest.raises(ArtifactForgottenError, match="suppressed"):
-        node.vault.get(artifact_id)
+    assert_suppressed(node, artifact_id)
     assert _key_kept(node, artifact_id)
     assert services.forgetting.status(receipt.request_id)["state"] == "pending"
     with pytest.raises(ConflictError, match="level 2 only"):
@@ -424,8 +427,7 @@ def test_a_legal_hold_blocks_destruction_until_released(
     services.forgetting.commit_due()
     services.forgetting.commit_due()
     # The held artifact is suppressed but keeps its keys; the other one is gone.
-    with pytest.raises(ArtifactForgottenError, match="suppressed"):
-        node.vault.get(held)
+    assert_suppressed(node, held)
     assert _key_kept(node, held)
     assert not _key_kept(node, free)
     status = services.forgetting.status(receipt.request_id)
@@ -499,19 +501,27 @@ def _public_bytes(db: Database) -> bytes:
     return b"\n".join(chunks)
 
 
-def test_no_entity_requestor_or_reason_in_clear_in_the_evidence(
+def test_no_entity_requestor_authority_or_reason_in_clear_in_the_evidence(
     node: Node, services: NodeServices
 ) -> None:
     entity = "user:alice.privacy-7f3a"
     requestor = "mailto:alice.privacy@example.org"
     reason = "Alice withdrew consent on 2026-11-01"
+    authority = "GDPR Art. 17 (privacy-7f3a)"
+    hold_authority = "court order (privacy-7f3a)"
     ids = _put_scoped(node, entity)
     receipt = services.forgetting.forget(
-        entity_uri=entity, scope="*", level=2, requestor=requestor, reason=reason
+        entity_uri=entity,
+        scope="*",
+        level=2,
+        requestor=requestor,
+        authority=authority,
+        reason=reason,
     )
-    services.forgetting.place_hold(
-        artifact_id=ids["local"], authority="court", reason="hold reason: " + reason
+    hold_id, _ = services.forgetting.place_hold(
+        artifact_id=ids["local"], authority=hold_authority, reason="hold reason: " + reason
     )
+    services.forgetting.release_hold(hold_id, authority=hold_authority)
     services.compliance.tombstones.issue("admin-1", entity, "team", "tombstone: " + reason)
     services.forgetting.commit_due()
     services.forgetting.commit_due()
@@ -519,7 +529,8 @@ def test_no_entity_requestor_or_reason_in_clear_in_the_evidence(
     public = _public_bytes(node.db)
     assert len(public) > 1000
     assert ids["team"].encode() in public  # the scan does see the evidence
-    for secret in (entity, requestor, reason, "alice"):
+    # Not why anything was forgotten either, nor that a tombstone asked (ADR 0017).
+    for secret in (entity, requestor, reason, "alice", authority, hold_authority, "tombstone"):
         assert secret.encode() not in public, secret
         # Nor an unsalted hash of it, which anyone could recompute from a guess.
         assert sha256(secret.encode()).hex().encode() not in public, secret
@@ -531,6 +542,7 @@ def test_no_entity_requestor_or_reason_in_clear_in_the_evidence(
     value = opening["value"]
     assert isinstance(value, dict)
     assert value["requestor"] == requestor
+    assert value["authority"] == authority
     assert value["reason"] == reason
     assert value["entity_uri"] == entity
     for _, _, log_index in receipt.events:
@@ -541,10 +553,12 @@ def test_no_entity_requestor_or_reason_in_clear_in_the_evidence(
             open_requestor_commitment(event["requestor_commitment"], salt, {**value, "reason": ""})
         with pytest.raises(VerificationError):
             open_requestor_commitment(event["requestor_commitment"], bytes(32), value)
-    # The same request again commits differently (fresh salt): requests are unlinkable.
+    # Another request by the same requestor for the same reason commits differently (fresh
+    # salt): requests are unlinkable. (The same request again is answered with this one.)
     again = services.forgetting.forget(
-        entity_uri=entity, level=2, requestor=requestor, reason=reason
+        entity_uri=entity, level=1, requestor=requestor, reason=reason
     )
+    assert not again.existing
     assert again.requestor_commitment != receipt.requestor_commitment
     assert receipt.to_dict()["opening"] == {"salt": salt.hex(), "value": value}
 
@@ -562,8 +576,7 @@ def test_a_tombstone_forgets_the_entity_in_its_scopes_at_level_2(
     )
     assert created
     for scope in ("team", "company"):
-        with pytest.raises(ArtifactForgottenError, match="suppressed"):
-            node.vault.get(frank[scope])
+        assert_suppressed(node, frank[scope])
     services.forgetting.commit_due()
     for scope, artifact_id in frank.items():
         forgotten = scope in ("team", "company")
@@ -592,8 +605,7 @@ def test_a_legal_hold_tombstone_suppresses_and_its_revocation_restores(
     services.forgetting.commit_due()
     services.forgetting.commit_due()
     for artifact_id in henry.values():
-        with pytest.raises(ArtifactForgottenError, match="suppressed"):
-            node.vault.get(artifact_id)
+        assert_suppressed(node, artifact_id)
         assert _key_kept(node, artifact_id), "a legal hold keeps the keys"
 
     revocation = services.compliance.tombstones.revoke("admin-1", record.id, "hold lifted")
@@ -651,8 +663,7 @@ def test_the_destruction_window_defers_erasure_and_allows_cancellation(node: Nod
         assert _key_kept(node, erased)
         assert forgetting.status(second.request_id)["state"] == "pending"
     for artifact_id in (kept, erased):
-        with pytest.raises(ArtifactForgottenError, match="suppressed"):
-            node.vault.get(artifact_id)
+        assert_suppressed(node, artifact_id)
 
     # What a tombstone revocation does within the window: the data reads again.
     restored, gone = forgetting.cancel_from_source("ts_cancelled")
@@ -756,3 +767,235 @@ def test_an_entity_forget_of_10000_artifacts_commits_in_one_epoch(
         f"{forget_done - put_done:.1f}s, prove {prove_done - forget_done:.1f}s, "
         f"verify {verify_done - prove_done:.1f}s"
     )
+
+
+# -- partial forgets in sequence (issue 11 finding 5) ------------------------------------------
+
+
+def test_get_after_partial_forgets_says_forgotten(node: Node, services: NodeServices) -> None:
+    artifact_id = node.vault.put(b"partially forgotten", {})
+    services.forgetting.forget(artifact_id=artifact_id, level=2, capabilities=["recover"])
+    services.forgetting.commit_due()
+    assert node.vault.get(artifact_id) == b"partially forgotten"
+    first = _verified(services, artifact_id)
+    assert first.capabilities == ("recover",)
+
+    services.forgetting.forget(artifact_id=artifact_id, level=2, capabilities=["decrypt"])
+    services.forgetting.commit_due()
+    # The decrypt key is gone: reads say forgotten, not "stored data was altered".
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 2"):
+        node.vault.get(artifact_id)
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 2"):
+        node.vault.read_into(artifact_id, io.BytesIO())
+    # The latest proof names every capability forgotten so far.
+    proven = _verified(services, artifact_id)
+    assert proven.capabilities == ("decrypt", "recover")
+    assert "(forgotten: decrypt, recover)" in proven.statement()
+    assert "holds no capability to decrypt artifact" in proven.statement()
+    assert "holds no recover capability for artifact" in first.statement()
+    assert proven.forget_event_id != first.forget_event_id
+
+
+def test_a_later_event_states_capabilities_erased_at_level_1_but_not_revoked_ones(
+    node: Node, services: NodeServices
+) -> None:
+    artifact_id = node.vault.put(b"three steps", {})
+    services.forgetting.forget(artifact_id=artifact_id, level=0, capabilities=["recover"])
+    services.forgetting.forget(artifact_id=artifact_id, level=1, capabilities=["prove"])
+    services.forgetting.commit_due()
+    # A request not yet executed may still be cancelled: later events do not count on it.
+    services.forgetting.forget(artifact_id=artifact_id, level=2, capabilities=["decrypt"])
+    services.forgetting.commit_due()
+    proven = _verified(services, artifact_id)
+    assert proven.capabilities == ("decrypt", "prove")  # recover was only revoked
+    assert _key_kept(node, artifact_id, "recover")
+    assert not _key_kept(node, artifact_id, "prove")
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 2"):
+        node.vault.get(artifact_id)
+
+
+def test_a_revocation_after_a_pending_erasure_does_not_mask_it(
+    node: Node, services: NodeServices
+) -> None:
+    artifact_id = node.vault.put(b"erased, then revoked", {})
+    services.forgetting.forget(artifact_id=artifact_id, level=2, capabilities=["decrypt"])
+    services.forgetting.forget(artifact_id=artifact_id, level=0, capabilities=["decrypt"])
+    services.forgetting.commit_due()
+    assert not _key_kept(node, artifact_id, "decrypt")
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 2"):
+        node.vault.get(artifact_id)
+    # Nothing to restore: the revocation does not stand for the erasure.
+    with pytest.raises(ConflictError, match="cannot be restored"):
+        services.forgetting.restore(artifact_id, authority="test")
+
+
+def test_restoring_a_revocation_keeps_what_an_erasure_of_other_capabilities_did(
+    node: Node, services: NodeServices
+) -> None:
+    artifact_id = node.vault.put(b"revoked, escrow erased", {})
+    services.forgetting.forget(artifact_id=artifact_id, level=0, capabilities=["decrypt"])
+    services.forgetting.forget(artifact_id=artifact_id, level=2, capabilities=["recover"])
+    services.forgetting.commit_due()
+    with pytest.raises(ArtifactForgottenError, match="is revoked"):
+        node.vault.get(artifact_id)
+    services.forgetting.restore(artifact_id, authority="test")
+    assert node.vault.get(artifact_id) == b"revoked, escrow erased"
+    services.forgetting.forget(artifact_id=artifact_id, level=1, capabilities=["decrypt"])
+    services.forgetting.commit_due()
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 1"):
+        node.vault.get(artifact_id)
+
+
+def test_cancelling_one_pending_erasure_keeps_another_suppressing_reads(
+    node: Node, services: NodeServices
+) -> None:
+    artifact_id = node.vault.put(b"asked twice", {})
+    services.forgetting.forget(
+        artifact_id=artifact_id, level=2, capabilities=["decrypt"], source="tomb_first"
+    )
+    services.forgetting.forget(
+        artifact_id=artifact_id, level=2, capabilities=["decrypt"], source="tomb_second"
+    )
+    restored, erased = services.forgetting.cancel_from_source("tomb_second")
+    assert (restored, erased) == ([artifact_id], [])
+    assert_suppressed(node, artifact_id)
+    services.forgetting.commit_due()
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 2"):
+        node.vault.get(artifact_id)
+
+
+def test_migration_17_says_forgotten_where_earlier_builds_left_another_state(
+    node: Node, services: NodeServices
+) -> None:
+    first = node.vault.put(b"recover, then decrypt", {})
+    second = node.vault.put(b"state row lost", {})
+    kept = node.vault.put(b"only escrow erased", {})
+    for aid in (first, kept):
+        services.forgetting.forget(artifact_id=aid, level=2, capabilities=["recover"])
+    services.forgetting.commit_due()
+    services.forgetting.forget(artifact_id=first, level=2, capabilities=["decrypt"])
+    services.forgetting.forget(artifact_id=second, level=1, capabilities=["decrypt", "prove"])
+    services.forgetting.commit_due()
+    with node.db.transaction() as tx:
+        # What earlier builds left: the first request's row, and no row at all.
+        row = tx.fetchone("SELECT request_id FROM artifact_states WHERE artifact_id = ?", (kept,))
+        assert row is not None
+        tx.execute(
+            "UPDATE artifact_states SET capabilities = '[\"recover\"]', request_id = ? "
+            "WHERE artifact_id = ?",
+            (row[0], first),
+        )
+        tx.execute("DELETE FROM artifact_states WHERE artifact_id = ?", (second,))
+        tx.execute("DELETE FROM schema_migrations WHERE version = 17")
+    for aid in (first, second):
+        with pytest.raises(IntegrityError):
+            node.vault.get(aid)
+    assert [m.version for m in migrate(node.db)] == [17]
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 2"):
+        node.vault.get(first)
+    with pytest.raises(ArtifactForgottenError, match="was forgotten at level 1"):
+        node.vault.get(second)
+    assert node.vault.get(kept) == b"only escrow erased"
+
+
+# -- idempotent forgets (issue 11 finding 5) ---------------------------------------------------
+
+
+def _epochs(db: Database) -> int:
+    return _count(db, "checkpoints")
+
+
+def test_parallel_identical_forgets_make_one_request(node: Node, services: NodeServices) -> None:
+    artifact_id = node.vault.put(b"forget me once", {})
+    services.forgetting.commit_due()
+    counts = (_count(node.db, "forget_requests"), _count(node.db, "forget_events"))
+    epochs, log_size = _epochs(node.db), services.checkpoints.log.size()
+
+    def forget(_: int) -> Any:
+        receipt = services.forgetting.forget(
+            artifact_id=artifact_id, level=2, capabilities=["decrypt"], authority="GDPR-17"
+        )
+        services.forgetting.commit_due()
+        return receipt
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        receipts = list(pool.map(forget, range(50)))
+    assert len({r.request_id for r in receipts}) == 1
+    assert sorted(r.existing for r in receipts) == [False] + [True] * 49
+    assert all(r.opening is None for r in receipts if r.existing)
+    assert _count(node.db, "forget_requests") == counts[0] + 1
+    assert _count(node.db, "forget_events") == counts[1] + 1
+    assert _epochs(node.db) == epochs + 1
+    # One forget event and the epoch's receipt and map_root: nothing else was logged.
+    assert services.checkpoints.log.size() == log_size + 3
+    with pytest.raises(ArtifactForgottenError):
+        node.vault.get(artifact_id)
+
+
+def test_a_forget_is_answered_with_an_existing_request_only_if_it_covers_it(
+    node: Node, services: NodeServices
+) -> None:
+    artifact_id, other = node.vault.put_many([ArtifactInput(b"a", {}), ArtifactInput(b"b", {})])
+    first = services.forgetting.forget(artifact_id=[artifact_id, other], level=2)
+    services.forgetting.commit_due()
+    # Already forgotten at that level with these capabilities (or fewer; by a request that
+    # named more artifacts): the existing request, its state as it is now.
+    for caps, ids in (
+        (CAPABILITIES, [artifact_id, other]),
+        (("decrypt",), [artifact_id]),
+        (("prove", "recover"), [other]),
+    ):
+        again = services.forgetting.forget(artifact_id=ids, level=2, capabilities=caps)
+        assert again.existing
+        assert again.request_id == first.request_id
+        assert again.state == "done"
+        assert again.events == first.events
+        assert again.to_dict()["opening"] is None
+    # Another level, or a tombstone's request (its own, to cancel on revocation): new ones.
+    assert not services.forgetting.forget(artifact_id=artifact_id, level=1).existing
+    sourced = services.forgetting.forget(artifact_id=artifact_id, level=2, source="tomb_x")
+    assert not sourced.existing
+    again = services.forgetting.forget(artifact_id=artifact_id, level=2, source="tomb_x")
+    assert again.request_id == sourced.request_id
+
+
+def test_a_direct_forget_is_answered_by_a_tombstones_request_once_it_is_executed(
+    node: Node, services: NodeServices
+) -> None:
+    executed, pending = node.vault.put_many([ArtifactInput(b"x", {}), ArtifactInput(b"y", {})])
+    by_tombstone = services.forgetting.forget(artifact_id=executed, level=2, source="tomb_x")
+    services.forgetting.commit_due()
+    services.forgetting.forget(artifact_id=pending, level=2, source="tomb_y")
+    # Executed: no revocation can undo it, so it answers a direct forget.
+    answer = services.forgetting.forget(artifact_id=executed, level=2)
+    assert answer.existing
+    assert answer.request_id == by_tombstone.request_id
+    # Still pending, the tombstone's revocation would cancel it: a direct forget is its own.
+    own = services.forgetting.forget(artifact_id=pending, level=2)
+    assert not own.existing
+    restored, erased = services.forgetting.cancel_from_source("tomb_y")
+    assert (restored, erased) == ([pending], [])
+    assert_suppressed(node, pending)
+    # A tombstone's forget is never answered by another source's request (its revocation
+    # must find what it erased).
+    assert not services.forgetting.forget(artifact_id=executed, level=2, source="tomb_z").existing
+
+
+def test_a_revocation_is_answered_again_only_while_it_stands(
+    node: Node, services: NodeServices
+) -> None:
+    artifact_id = node.vault.put(b"revoke me", {})
+    first = services.forgetting.forget(artifact_id=artifact_id, level=0, capabilities=["decrypt"])
+    again = services.forgetting.forget(artifact_id=artifact_id, level=0, capabilities=["decrypt"])
+    assert again.existing
+    assert again.request_id == first.request_id
+    # A wider revocation is a new request.
+    wider = services.forgetting.forget(artifact_id=artifact_id, level=0)
+    assert not wider.existing
+    services.forgetting.commit_due()
+    services.forgetting.restore(artifact_id, authority="test")
+    assert node.vault.get(artifact_id) == b"revoke me"
+    after = services.forgetting.forget(artifact_id=artifact_id, level=0, capabilities=["decrypt"])
+    assert not after.existing
+    with pytest.raises(ArtifactForgottenError, match="is revoked"):
+        node.vault.get(artifact_id)

@@ -1,12 +1,14 @@
 """Forget events, SMT leaf records and requestor commitments (DESIGN.md §6, §8, §13, §15).
 
 Everything that enters the public log or the SMT is built here, so that no personal data can
-slip in: a forget event names artifact ids, the level, the capabilities, an opaque authority and
-a *commitment* to who asked and why; the requestor's receipt carries the opening.
+slip in: a forget event names artifact ids, the level, the capabilities and a *commitment* to
+who asked, on what authority and why; the requestor's receipt carries the opening. Its
+``authority`` field is ``COMMITTED_AUTHORITY`` for every new event, so that the public log does
+not say why anything was forgotten, nor tell a tombstone's forget from any other (ADR 0017).
 
     forget event = {"type": "forget", "id": uuid7, "artifacts": [artifactID, ...], "level": n,
-                    "capabilities": [...], "authority": str, "requestor_commitment": hex32,
-                    "requested_at": time}
+                    "capabilities": [...], "authority": "committed",
+                    "requestor_commitment": hex32, "requested_at": time}
     ACTIVE leaf  = {"state": "ACTIVE", "key_commitment": hex, "capabilities": [...],
                     "policy": {"revoked": bool, "legal_hold": bool}}
     TOMBSTONE    = {"state": "TOMBSTONE", "forget_event_hash": hex,
@@ -29,6 +31,10 @@ from oblivio.core.identifiers import CAPABILITIES, Capability, parse_artifact_id
 REQUESTOR_COMMIT_PREFIX: Final = b"oblivio/requestor-commit/v1"
 LEVELS: Final = (0, 1, 2)
 MAX_AUTHORITY_CHARS: Final = 200
+COMMITTED_AUTHORITY: Final = "committed"
+"""The ``authority`` of every new forget event and legal-hold entry: the authority itself is in
+the opening of the entry's ``requestor_commitment`` (ADR 0017). Events logged before carry the
+authority in clear; verifiers never read the field."""
 
 
 def validate_level(level: object) -> int:
@@ -64,7 +70,11 @@ def forget_event(
     commitment: str,
     requested_at: str,
 ) -> dict[str, JsonValue]:
-    """The forget event log entry (DESIGN.md §15), validated; artifacts sorted and distinct."""
+    """The forget event log entry (DESIGN.md §15), validated; artifacts sorted and distinct.
+
+    ``capabilities`` are those the node holds no more of once the event is executed: a node
+    passes those its request forgets and those earlier executed forgets already destroyed, so
+    that a proof, which carries the latest event only, states them all (docs/adr/0019)."""
     ids = sorted({parse_artifact_id(a) for a in artifacts})
     if not ids:
         raise InvalidInputError("forget: no artifact to forget")

@@ -218,8 +218,11 @@ class Note:
     unverified: tuple[NoteSignature, ...]
 
 
-def _parse_signature_line(raw: bytes) -> tuple[str, str, bytes, bytes]:
-    """``— name base64`` → (name, base64, key hash, signature); raise if malformed."""
+def parse_signature_line(raw: bytes) -> tuple[str, str, bytes, bytes]:
+    """``— name base64`` (without its newline) → (name, base64, 4-byte key hash, the rest).
+
+    Raises VerificationError (``malformed note``) when the line is not a signature line.
+    """
     prefix = SIGNATURE_PREFIX.encode("utf-8")
     if not raw.startswith(prefix):
         raise _malformed("a signature line does not start with an em dash and a space")
@@ -233,13 +236,14 @@ def _parse_signature_line(raw: bytes) -> tuple[str, str, bytes, bytes]:
     return name, b64, sig[:4], sig[4:]
 
 
-def open_note(message: bytes, verifiers: Iterable[NoteVerifier]) -> Note:
-    """Verify a signed note the way Go's ``note.Open`` does (module docstring).
+def split_note(message: bytes) -> tuple[bytes, list[bytes]]:
+    """Check a signed note's structure and split it into its text (ending in a newline) and its
+    signature lines (without newlines), as signed-note and Go's ``note.Open`` require.
 
-    Raises VerificationError: ``malformed note``, ``invalid signature for key NAME+HASH``, or
-    ``no verifiable signatures``.
+    Raises VerificationError (``malformed note``): not UTF-8, a control character, no blank
+    line before the signatures, a signature block not ending in a newline, or more than
+    ``MAX_SIGNATURES`` lines. The lines themselves are checked by ``parse_signature_line``.
     """
-    known = {(v.name, v.key_hash): v for v in verifiers}
     try:
         decoded = message.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -252,15 +256,26 @@ def open_note(message: bytes, verifiers: Iterable[NoteVerifier]) -> Note:
     text, sigs = message[: split + 1], message[split + 2 :]
     if not sigs or not sigs.endswith(b"\n"):
         raise _malformed("signature block does not end in a newline")
+    lines = sigs[:-1].split(b"\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise _malformed(f"more than {MAX_SIGNATURES} signatures")
+    return text, lines
+
+
+def open_note(message: bytes, verifiers: Iterable[NoteVerifier]) -> Note:
+    """Verify a signed note the way Go's ``note.Open`` does (module docstring).
+
+    Raises VerificationError: ``malformed note``, ``invalid signature for key NAME+HASH``, or
+    ``no verifiable signatures``.
+    """
+    known = {(v.name, v.key_hash): v for v in verifiers}
+    text, lines = split_note(message)
     verified: list[NoteSignature] = []
     unverified: list[NoteSignature] = []
     seen: set[tuple[str, bytes]] = set()
     seen_unverified: set[bytes] = set()
-    lines = sigs[:-1].split(b"\n")
-    if len(lines) > MAX_SIGNATURES:
-        raise _malformed(f"more than {MAX_SIGNATURES} signatures")
     for raw in lines:
-        name, b64, key_hash, signature = _parse_signature_line(raw)
+        name, b64, key_hash, signature = parse_signature_line(raw)
         verifier = known.get((name, key_hash))
         if verifier is None:
             if raw not in seen_unverified:

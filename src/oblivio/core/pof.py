@@ -15,6 +15,11 @@ failure:
                            and H(JCS(destruction receipt)) (or null when there is none)
 6. ``smt_proof``           the record is the leaf of H(artifact_id) under map_root.smt_root
 7. ``destruction_receipt`` when present, it verifies as oblivio.destruction.v1 signed by the node
+8. ``cosignatures``        when witnesses are given, at least ``quorum`` of them cosigned the
+                           checkpoint (C2SP tlog-cosignature v1; DESIGN.md §17)
+
+Cosignature lines ride in the checkpoint note as extra signature lines: a verifier that knows no
+witness ignores them (signed-note), so a cosigned proof is still a plain ``oblivio.pof.v1``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from oblivio.core.canonical import JsonValue, canonical_json, parse_json
+from oblivio.core.cosignature import WitnessVerifier, verify_cosignatures
 from oblivio.core.errors import InvalidInputError, VerificationError
 from oblivio.core.forgetting import entry_hash, tombstone_record
 from oblivio.core.merkle_log import InclusionProof, leaf_hash
@@ -82,6 +88,8 @@ class ProvenForgetting:
     forget_event_id: str
     destruction_backend: str | None
     capabilities: tuple[str, ...] = ("decrypt", "prove", "recover")
+    cosigned_by: tuple[str, ...] = ()
+    """Key ids of the required witnesses whose cosignatures verified (empty when none asked)."""
 
     def statement(self) -> str:
         """The proven statement in one sentence."""
@@ -90,16 +98,21 @@ class ProvenForgetting:
             if self.destruction_backend
             else ""
         )
+        # ``recover`` holds a copy of K_data (DESIGN.md §4): while it lives, the node can still
+        # decrypt, whatever happened to ``decrypt``.
         what = (
             "no capability to decrypt"
-            if "decrypt" in self.capabilities
+            if {"decrypt", "recover"} <= set(self.capabilities)
             else "no " + ", ".join(self.capabilities) + " capability for"
+        )
+        witnessed = (
+            f"; checkpoint cosigned by {', '.join(self.cosigned_by)}" if self.cosigned_by else ""
         )
         return (
             f"as of checkpoint {self.checkpoint_size} (epoch {self.epoch}), node {self.node} "
             f"holds {what} artifact {self.artifact_id} (forgotten: "
             f"{', '.join(self.capabilities)}): level {self.level} "
-            f"(forget event {self.forget_event_id}){evidence}"
+            f"(forget event {self.forget_event_id}){evidence}{witnessed}"
         )
 
     def to_dict(self) -> dict[str, JsonValue]:
@@ -113,6 +126,7 @@ class ProvenForgetting:
             "forget_event_id": self.forget_event_id,
             "destruction_backend": self.destruction_backend,
             "capabilities": list(self.capabilities),
+            "cosigned_by": list(self.cosigned_by),
             "statement": self.statement(),
         }
 
@@ -251,11 +265,32 @@ def _receipt(proof: Mapping[str, Any], verifier: NoteVerifier) -> str | None:
     return verified.backend
 
 
-def verify_proof(proof: Mapping[str, Any], verifier_key: str) -> ProvenForgetting:
-    """Verify a parsed Proof of Forgetting offline against the node's verifier key.
+def _cosignatures(
+    proof: Mapping[str, Any], witnesses: Sequence[WitnessVerifier], quorum: int
+) -> tuple[str, ...]:
+    if not witnesses and not quorum:
+        return ()
+    try:
+        report = verify_cosignatures(str(proof["checkpoint"]).encode("utf-8"), witnesses, quorum)
+    except ValueError as e:
+        raise ProofInputError(f"witnesses: {e}") from e
+    except VerificationError as e:
+        raise ProofLinkError("cosignatures", str(e).removeprefix("cosignatures: ")) from e
+    return report.signers
 
-    Raises ProofInputError if the key or the document is unusable, ProofLinkError naming the
-    first link that fails otherwise (module docstring for the order).
+
+def verify_proof(
+    proof: Mapping[str, Any],
+    verifier_key: str,
+    witnesses: Sequence[WitnessVerifier] = (),
+    quorum: int = 0,
+) -> ProvenForgetting:
+    """Verify a parsed Proof of Forgetting offline against the node's verifier key and, when
+    ``witnesses`` are given, require ``quorum`` of them to have cosigned its checkpoint.
+
+    Raises ProofInputError if the key, the witnesses or the document is unusable (a quorum
+    above the number of witnesses included), ProofLinkError naming the first link that fails
+    otherwise (module docstring for the order).
     """
     try:
         verifier = parse_verifier_key(verifier_key)
@@ -280,6 +315,7 @@ def verify_proof(proof: Mapping[str, Any], verifier_key: str) -> ProvenForgettin
     event = _forget_event(proof, checkpoint, artifact_id)
     _record_and_leaf(proof, event, key, smt_root)
     backend = _receipt(proof, verifier)
+    cosigned_by = _cosignatures(proof, witnesses, quorum)
     capabilities = event.get("capabilities")
     if not isinstance(capabilities, list) or not capabilities:
         raise ProofLinkError("forget_event", "expected a non-empty list of capabilities")
@@ -292,6 +328,7 @@ def verify_proof(proof: Mapping[str, Any], verifier_key: str) -> ProvenForgettin
         str(event.get("id")),
         backend,
         tuple(str(c) for c in capabilities),
+        cosigned_by,
     )
 
 
@@ -311,8 +348,14 @@ def bundle(proofs: Sequence[Mapping[str, JsonValue]]) -> dict[str, JsonValue]:
     return {"type": BUNDLE_TYPE, "proofs": [dict(p) for p in proofs]}
 
 
-def verify_document(document: Mapping[str, Any], verifier_key: str) -> list[ProvenForgetting]:
-    """Verify a single proof or a bundle; a bundle's proofs must share one checkpoint."""
+def verify_document(
+    document: Mapping[str, Any],
+    verifier_key: str,
+    witnesses: Sequence[WitnessVerifier] = (),
+    quorum: int = 0,
+) -> list[ProvenForgetting]:
+    """Verify a single proof or a bundle; a bundle's proofs must share one checkpoint.
+    ``witnesses`` and ``quorum`` as in ``verify_proof``."""
     if document.get("type") == BUNDLE_TYPE:
         proofs = document.get("proofs")
         if set(document) != {"type", "proofs"} or not isinstance(proofs, list) or not proofs:
@@ -327,8 +370,8 @@ def verify_document(document: Mapping[str, Any], verifier_key: str) -> list[Prov
             if not isinstance(item, dict):
                 raise ProofInputError(f"input: bundle proof {index} is not an object")
             try:
-                results.append(verify_proof(item, verifier_key))
+                results.append(verify_proof(item, verifier_key, witnesses, quorum))
             except ProofLinkError as e:
                 raise ProofLinkError(f"proofs[{index}].{e.link}", str(e).partition(": ")[2]) from e
         return results
-    return [verify_proof(document, verifier_key)]
+    return [verify_proof(document, verifier_key, witnesses, quorum)]

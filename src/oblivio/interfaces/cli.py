@@ -11,22 +11,27 @@ Errors are one line on stderr and a non-zero exit status:
     9  the database and the key store do not belong together, or one is missing (a restored
        backup older than the key store, a key store lacking roots, another node's store or
        keys, a missing database file): the node refuses to open and destroys nothing
+    10 init: a node already exists at --home
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from oblivio.core.canonical import parse_json
+from oblivio.core.cosignature import WitnessVerifier, parse_witness_key
 from oblivio.core.encoding import b64url_encode
 from oblivio.core.errors import (
     ArtifactForgottenError,
+    ConflictError,
     InfrastructureError,
     IntegrityError,
     InvalidInputError,
@@ -38,10 +43,12 @@ from oblivio.core.errors import (
 from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
+from oblivio.core.witness import EquivocationEvidence, verify_equivocation
 from oblivio.keys.custody import RestorePlan
 from oblivio.node.api_keys import ApiKey
+from oblivio.node.checkpoints import CheckpointService
 from oblivio.node.compliance import open_compliance
-from oblivio.node.home import NodeHomeError, default_home, load_config
+from oblivio.node.home import NodeHomeError, default_home, ensure_uninitialised
 from oblivio.node.node import Node, init_node, open_node, restore_backup
 from oblivio.node.recall.model import parse_card, parse_fact
 from oblivio.node.recall.query import make_query
@@ -56,6 +63,54 @@ EXIT_NO_NODE = 6
 EXIT_FORGOTTEN = 7
 EXIT_PROOF_INVALID = 8
 EXIT_NODE_STATE = 9
+EXIT_NODE_EXISTS = 10
+
+PORT_RANGE = (1, 65535)
+COUNT_MAX = 2**62
+"""Bounds of counts and sequence numbers on the command line (SQLite integers are 64-bit)."""
+VERIFIER_KEY_FILE_MAX = 64 * 1024
+ERROR_LINE_MAX = 1000
+"""An error line longer than this is cut (errors may quote the offending input)."""
+_PATH_ARGUMENTS = frozenset({"file", "proof", "output", "key"})
+"""Arguments that may name a file, whose name need not be UTF-8 (the others are text)."""
+
+
+class NodeExistsError(ConflictError):
+    """``init`` found a node (or part of one) at --home already: exit 10."""
+
+    code = "node_exists"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line, cut in the middle if it is very long (errors may quote
+    the offending input; the reason often follows it, so the end is kept)."""
+    line = " ".join(message.split())
+    if len(line) <= ERROR_LINE_MAX:
+        return line
+    cut = len(line) - ERROR_LINE_MAX
+    return f"{line[: ERROR_LINE_MAX - 200]} ...({cut} characters cut)... {line[-200:]}"
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}")
+        return value
+
+    return parse
 
 
 def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
@@ -77,10 +132,18 @@ def _node_summary(node: Node) -> dict[str, Any]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Create a node in --home."""
-    with init_node(
-        args.home, name=args.name, store_uri=args.store, keys_uri=args.keys, fanout=args.fanout
-    ) as node:
+    """Create a node in --home; exit 10 (NodeExistsError) if one is there already."""
+    try:
+        ensure_uninitialised(args.home.resolve())
+    except NodeHomeError as e:
+        raise NodeExistsError(str(e)) from e
+    try:
+        node = init_node(
+            args.home, name=args.name, store_uri=args.store, keys_uri=args.keys, fanout=args.fanout
+        )
+    except OSError as e:
+        raise InvalidInputError(f"cannot create a node at {args.home}: {e.strerror}") from e
+    with node:
         summary = _node_summary(node)
     human = "\n".join(f"{k}: {v}" for k, v in summary.items())
     _emit(args, f"initialised oblivio node\n{human}", summary)
@@ -97,9 +160,11 @@ def _parse_meta(text: str | None) -> dict[str, Any]:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    """Store FILE (or - for standard input) as an artifact."""
+    """Store FILE (or - for standard input) as an artifact (forgotten at once if an active
+    tombstone covers its entity and scope: ADR 0018)."""
     metadata = _parse_meta(args.meta)
     with open_node(args.home) as node:
+        open_services(node)  # the vault's placement rule: tombstones cover new data too
         source: BinaryIO
         if args.file == "-":
             source = sys.stdin.buffer
@@ -132,7 +197,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise InvalidInputError(f"cannot write {target}: {e.strerror}") from e
             finally:
-                partial.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a name the OS refused was never created
+                    partial.unlink(missing_ok=True)
             if args.json:
                 print(
                     json.dumps({"artifact_id": args.artifact_id, "size": size, "path": str(target)})
@@ -182,14 +248,32 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; InvalidInputError (one line) if it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except (OSError, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InvalidInputError(f"cannot listen on {host!r} port {port}: {reason}") from e
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API with uvicorn until interrupted."""
     import uvicorn
 
     from oblivio.interfaces.http import create_app
 
-    load_config(args.home.resolve())  # a missing home is a clear error before the server starts
-    uvicorn.run(create_app(args.home), host=args.host, port=args.port, log_level="warning")
+    # The node is opened once before the server starts, so a missing home, a store or key
+    # backend that cannot be reached or a bad configuration is one line with its exit status,
+    # not a failed application start-up.
+    with open_node(args.home) as node:
+        open_services(node)
+    # The socket is bound here, so a host or port that cannot be had is one line (exit 2).
+    listener = _listen(args.host, args.port)
+    config = uvicorn.Config(create_app(args.home), log_level="warning")
+    with listener:
+        uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
@@ -288,7 +372,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
         + (f"committed in epoch {e['epoch']}" if e["epoch"] else "pending")
         for e in events
     )
-    _emit(args, f"request {receipt.request_id}: {status['state']}\n{human}", machine)
+    heading = f"request {receipt.request_id}: {status['state']}"
+    if receipt.existing:
+        heading += " (already requested at this level and capabilities: nothing new recorded)"
+    _emit(args, f"{heading}\n{human}", machine)
     return 0
 
 
@@ -331,11 +418,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         data = sys.stdin.buffer.read() if args.proof == "-" else Path(args.proof).read_bytes()
     except OSError as e:
         raise ProofInputError(f"cannot read {args.proof}: {e.strerror}") from e
-    key = args.key
-    if Path(key).is_file():
-        key = Path(key).read_text("utf-8").strip()
+    key = _verifier_key_text(args.key)
+    witnesses = _witness_verifiers(args.witness or [])
+    distinct = len({(w.name, w.key_hash) for w in witnesses})
+    quorum = distinct if args.quorum is None else args.quorum
     try:
-        proven = verify_document(parse_proof_document(data), key)
+        proven = verify_document(parse_proof_document(data), key, witnesses, quorum)
     except ProofLinkError as e:
         message = f"proof invalid: failed link {e.link}: {str(e).partition(': ')[2]}"
         if args.json:
@@ -347,6 +435,114 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         for item in proven:
             print(item.statement())
+    return 0
+
+
+def _verifier_key_text(value: str) -> str:
+    """--key is the verifier key itself, or a file holding it as UTF-8 text."""
+    try:
+        is_file = Path(value).is_file()
+    except (OSError, ValueError):
+        is_file = False  # too long or not a path at all: the key's own text
+    if not is_file:
+        return value
+    try:
+        with open(value, "rb") as f:
+            data = f.read(VERIFIER_KEY_FILE_MAX + 1)
+    except OSError as e:
+        raise ProofInputError(f"cannot read --key {value}: {e.strerror}") from e
+    if len(data) > VERIFIER_KEY_FILE_MAX:
+        raise ProofInputError(
+            f"--key {value}: expected a verifier key file of at most {VERIFIER_KEY_FILE_MAX} bytes"
+        )
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise ProofInputError(f"--key {value}: expected a verifier key as UTF-8 text") from e
+
+
+def _witness_verifiers(values: Sequence[str]) -> list[WitnessVerifier]:
+    try:
+        return [parse_witness_key(_verifier_key_text(v)) for v in values]
+    except VerificationError as e:
+        raise ProofInputError(f"--witness: {e}") from e
+
+
+# -- witnesses (DESIGN.md §17) ---------------------------------------------------------------------
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    """``oblivio witness key|add-log|logs|use|list|remove``: this node as a witness, and the
+    witnesses this node asks to cosign its checkpoints."""
+    from oblivio.node.witness import CosignatureCollector, HttpWitnessTransport, WitnessService
+
+    with open_node(args.home, recover=args.action not in ("key", "logs", "list")) as node:
+        witness = WitnessService(node.db, node.config.name, node.signing_key)
+        collector = CosignatureCollector(
+            node.db,
+            lambda: CheckpointService(node.db, node.config.name, node.signing_key),
+            HttpWitnessTransport(),
+        )
+        if args.action == "key":
+            _emit(
+                args,
+                witness.verifier_key,
+                {"name": witness.signer.name, "verifier_key": witness.verifier_key},
+            )
+        elif args.action == "add-log":
+            if len(args.values) != 2:
+                raise InvalidInputError("witness add-log needs ORIGIN and VKEY")
+            origin, vkey = args.values[0], _verifier_key_text(args.values[1])
+            witness.add_log(origin, vkey, actor="cli")
+            _emit(args, f"witnessing {origin}", {"origin": origin, "verifier_key": vkey})
+        elif args.action == "logs":
+            logs = [log.to_dict() for log in witness.logs()]
+            human = "\n".join(f"{log['origin']} size {log['size']}" for log in logs)
+            _emit(args, human or "no logs witnessed", {"logs": logs})
+        elif args.action == "use":
+            if len(args.values) != 1 or not args.url or not args.key:
+                raise InvalidInputError("witness use needs NAME, --url and --key")
+            collector.use(args.values[0], args.url, _verifier_key_text(args.key), actor="cli")
+            _emit(args, f"asking witness {args.values[0]}", {"name": args.values[0]})
+        elif args.action == "list":
+            witnesses = [w.to_dict() for w in collector.witnesses()]
+            human = "\n".join(f"{w['name']} {w['url']} size {w['size']}" for w in witnesses)
+            _emit(args, human or "no witnesses", {"witnesses": witnesses})
+        else:
+            if len(args.values) != 1:
+                raise InvalidInputError("witness remove needs NAME")
+            collector.remove(args.values[0])
+            _emit(args, f"no longer asking {args.values[0]}", {"name": args.values[0]})
+    return 0
+
+
+def cmd_verify_evidence(args: argparse.Namespace) -> int:
+    """Check equivocation evidence offline: the log of --key signed both checkpoints, at one
+    size, with different roots. A file may hold one piece or a witness's listing of several."""
+    try:
+        data = parse_json(Path(args.file).read_bytes())
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {args.file}: {e.strerror}") from e
+    items = data.get("equivocations") if isinstance(data, dict) else None
+    pieces = items if isinstance(items, list) else [data]
+    if not pieces:
+        raise InvalidInputError("verify-evidence: the file holds no evidence")
+    key = _verifier_key_text(args.key)
+    proven = []
+    for piece in pieces:
+        evidence = EquivocationEvidence.from_dict(piece)
+        try:
+            verify_equivocation(evidence, key)
+        except VerificationError as e:
+            if args.json:
+                print(json.dumps({"valid": False, "error": str(e)}, sort_keys=True))
+            print(f"oblivio verify-evidence: invalid: {e}", file=sys.stderr)
+            return EXIT_PROOF_INVALID
+        proven.append(
+            f"log {evidence.origin} signed two different roots at size {evidence.size}: "
+            "equivocation proven"
+        )
+    _emit(args, "\n".join(proven), {"valid": True, "proven": proven})
     return 0
 
 
@@ -518,8 +714,8 @@ def _add_memory_commands(commands: Any, common: argparse.ArgumentParser) -> None
     recall.set_defaults(run=cmd_recall)
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument(
         "--home", type=Path, default=argparse.SUPPRESS, help="node home (default $OBLIVIO_HOME)"
     )
@@ -529,7 +725,7 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
     forget = commands.add_parser("forget", parents=[common], help="forget an artifact or entity")
     forget.add_argument("artifact_id", metavar="ID", nargs="?")
     forget.add_argument("--entity", help="forget every artifact about this entity URI")
@@ -537,7 +733,11 @@ def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> 
     forget.add_argument("--level", type=int, choices=[0, 1, 2], required=True)
     forget.add_argument("--capabilities", help="comma-separated: decrypt,prove,recover (all)")
     forget.add_argument("--reason", help="kept private; committed to in the log")
-    forget.add_argument("--authority", default="unspecified", help="legal basis, e.g. GDPR-17")
+    forget.add_argument(
+        "--authority",
+        default="unspecified",
+        help="legal basis, e.g. GDPR-17 (kept private; committed to in the log)",
+    )
     forget.add_argument("--requestor", help="who asked (kept private; committed to in the log)")
     forget.add_argument("--no-wait", action="store_true", help="do not commit the epoch now")
     forget.set_defaults(run=cmd_forget)
@@ -554,6 +754,15 @@ def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> 
     verify = commands.add_parser("verify", parents=[common], help="verify a proof offline")
     verify.add_argument("proof", metavar="POF", help="proof file, or - for standard input")
     verify.add_argument("--key", required=True, help="the node's verifier key (or a file)")
+    verify.add_argument(
+        "--witness",
+        action="append",
+        metavar="WKEY",
+        help="a witness's cosignature key (0x04 vkey, or a file); repeat for each",
+    )
+    verify.add_argument(
+        "--quorum", type=int, help="cosignatures required from the witnesses (default: all)"
+    )
     verify.set_defaults(run=cmd_verify)
 
     restore = commands.add_parser("restore", parents=[common], help="reverse a level-0 forget")
@@ -580,10 +789,28 @@ def _add_forgetting_commands(commands: Any, common: argparse.ArgumentParser) -> 
     hold.set_defaults(run=cmd_hold)
 
 
+def _add_witness_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    witness = commands.add_parser(
+        "witness", parents=[common], help="witness peers' logs; ask witnesses to cosign"
+    )
+    witness.add_argument("action", choices=["key", "add-log", "logs", "use", "list", "remove"])
+    witness.add_argument("values", nargs="*", help="add-log: ORIGIN VKEY; use/remove: NAME")
+    witness.add_argument("--url", help="with use: the witness's submission prefix URL")
+    witness.add_argument("--key", help="with use: the witness's cosignature key (0x04 vkey)")
+    witness.set_defaults(run=cmd_witness)
+
+    evidence = commands.add_parser(
+        "verify-evidence", parents=[common], help="check equivocation evidence offline"
+    )
+    evidence.add_argument("file", metavar="FILE", help="evidence JSON (one, or a listing)")
+    evidence.add_argument("--key", required=True, help="the log's verifier key (or a file)")
+    evidence.set_defaults(run=cmd_verify_evidence)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="oblivio", description="Verifiable forgetting for personal data.", parents=[common]
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -621,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8400)
+    serve.add_argument("--port", type=_bounded(*PORT_RANGE), default=8400)
     serve.set_defaults(run=cmd_serve)
 
     api_key = commands.add_parser("api-key", parents=[common], help="manage HTTP API keys")
@@ -639,15 +866,18 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.set_defaults(run=cmd_manifest)
 
     audit = commands.add_parser("audit", parents=[common], help="print the audit log")
-    audit.add_argument("--after", type=int, default=0)
-    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--after", type=_bounded(0, COUNT_MAX), default=0)
+    audit.add_argument("--limit", type=_bounded(1, COUNT_MAX), default=100)
     audit.set_defaults(run=cmd_audit)
     _add_memory_commands(commands, common)
+
+    _add_witness_commands(commands, common)
     return parser
 
 
 _EXIT_CODES: tuple[tuple[type[OblivioError], int], ...] = (
     (NodeStateMismatchError, EXIT_NODE_STATE),
+    (NodeExistsError, EXIT_NODE_EXISTS),
     (ArtifactForgottenError, EXIT_FORGOTTEN),
     (VerificationError, EXIT_PROOF_INVALID),
     (NodeHomeError, EXIT_NO_NODE),
@@ -662,6 +892,21 @@ def _exit_code(error: OblivioError) -> int:
     return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), EXIT_ERROR)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, as invalid input, text arguments that are not UTF-8 (the OS hands undecodable
+    bytes over as surrogates) and a --home the OS cannot even look up."""
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, str) and name not in _PATH_ARGUMENTS:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidInputError(f"{name}: expected UTF-8 text, got {value!r}") from e
+    try:
+        args.home.exists()
+    except OSError as e:
+        raise InvalidInputError(f"--home {args.home}: {e.strerror}") from e
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the process exit status."""
     args = build_parser().parse_args(argv)
@@ -671,9 +916,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json = False
     run: Callable[[argparse.Namespace], int] = args.run
     try:
+        _check_arguments(args)
         return run(args)
     except OblivioError as e:
-        message = " ".join(str(e).split())
+        message = _one_line(str(e))
         print(f"oblivio {args.command}: error: {message}", file=sys.stderr)
         return _exit_code(e)
     except BrokenPipeError:

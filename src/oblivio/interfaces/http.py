@@ -42,6 +42,7 @@ from oblivio.core.errors import (
 from oblivio.core.identifiers import CAPABILITIES, Capability, parse_time, validate_entity_uri
 from oblivio.core.manifest import org_of_signer, signer_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
+from oblivio.interfaces.witness_routes import start_witnessing, witness_routes
 from oblivio.node.api_keys import ApiKey
 from oblivio.node.compliance import Compliance
 from oblivio.node.node import Node, open_node
@@ -674,12 +675,15 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         app.state.epoch_thread = epochs if run_epochs else None
         if run_epochs:
             epochs.start()
+        witnesses = start_witnessing(app, services, stop)
         try:
             yield
         finally:
             stop.set()
-            if epochs.is_alive():
-                epochs.join(timeout=30)
+            services.checkpoints.committed.set()  # wakes the witness thread to see the stop
+            for thread in (epochs, witnesses):
+                if thread.is_alive():
+                    thread.join(timeout=30)
             node.close()
 
     from oblivio.interfaces.recall_routes import recall_routes
@@ -699,6 +703,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         forgetting_routes,
         log_routes,
         health_routes,
+        witness_routes,
     ):
         app.include_router(router)
     app.add_exception_handler(OblivioError, on_oblivio_error)

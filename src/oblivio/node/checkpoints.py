@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from oblivio.core.canonical import canonical_json, parse_json
+from oblivio.core.cosignature import append_signature_lines
 from oblivio.core.errors import NotFoundError, StorageError
 from oblivio.core.identifiers import format_time
 from oblivio.core.merkle_log import ConsistencyProof, InclusionProof
@@ -96,6 +97,25 @@ def _stored(row: tuple[Any, ...]) -> StoredCheckpoint:
     return StoredCheckpoint(int(row[0]), int(row[1]), bytes(row[2]), str(row[3]), str(row[4]))
 
 
+def _cosigned(tx: Transaction, rows: Sequence[tuple[Any, ...]]) -> list[StoredCheckpoint]:
+    """The checkpoints of ``rows`` with the witnesses' cosignature lines this node received for
+    each appended to its note (DESIGN.md §17; node/witness.py), ordered by witness name."""
+    stored = [_stored(r) for r in rows]
+    if not stored:
+        return stored
+    lines: dict[int, list[str]] = {}
+    for epoch, line in tx.fetchall(
+        "SELECT epoch, line FROM checkpoint_cosignatures WHERE epoch >= ? AND epoch <= ? "
+        "ORDER BY epoch, witness",
+        (min(s.epoch for s in stored), max(s.epoch for s in stored)),
+    ):
+        lines.setdefault(int(epoch), []).append(str(line))
+    return [
+        replace(s, note=append_signature_lines(s.note, lines[s.epoch])) if s.epoch in lines else s
+        for s in stored
+    ]
+
+
 class CheckpointService:
     """Epoch commits, checkpoint history and the proofs a node serves between checkpoints."""
 
@@ -114,6 +134,8 @@ class CheckpointService:
         self.log = EventLog(db)
         self.retention = retention
         self._commit_lock = threading.Lock()
+        self.committed = threading.Event()
+        """Set after every epoch this service commits (wakes the witness collector)."""
 
     @property
     def verifier_key(self) -> str:
@@ -160,6 +182,7 @@ class CheckpointService:
         self.log.publish(appended)
         if self.retention is not None:
             self.smt.prune(self.retention)
+        self.committed.set()
         stored = StoredCheckpoint(epoch, appended.size, appended.root, note, created_at)
         return EpochCommit(
             epoch,
@@ -194,10 +217,11 @@ class CheckpointService:
                 continue
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
-        """The newest signed checkpoint, or ``None`` before the first epoch."""
+        """The newest signed checkpoint (with the cosignatures received for it), or ``None``
+        before the first epoch."""
         with self.db.transaction(write=False) as tx:
             row = tx.fetchone(_SELECT_LATEST)
-        return None if row is None else _stored(row)
+            return None if row is None else _cosigned(tx, [row])[0]
 
     def latest_or_first_checkpoint(self) -> StoredCheckpoint:
         """The newest checkpoint; a node that has none commits its first (empty) epoch."""
@@ -205,25 +229,27 @@ class CheckpointService:
         return latest if latest is not None else self.commit_epoch().checkpoint
 
     def checkpoint(self, epoch: int) -> StoredCheckpoint:
-        """The checkpoint of ``epoch``. Raises NotFoundError if there is none."""
+        """The checkpoint of ``epoch`` with the cosignatures received for it. Raises
+        NotFoundError if there is none."""
         with self.db.transaction(write=False) as tx:
             row = tx.fetchone(
                 "SELECT epoch, tree_size, root, note, created_at FROM checkpoints WHERE epoch = ?",
                 (epoch,),
             )
-        if row is None:
-            raise NotFoundError(f"no checkpoint for epoch {epoch}")
-        return _stored(row)
+            if row is None:
+                raise NotFoundError(f"no checkpoint for epoch {epoch}")
+            return _cosigned(tx, [row])[0]
 
     def checkpoint_history(self, after_epoch: int = 0, limit: int = 100) -> list[StoredCheckpoint]:
-        """Checkpoints after ``after_epoch``, oldest first, at most ``limit``."""
+        """Checkpoints after ``after_epoch`` with their cosignatures, oldest first, at most
+        ``limit``."""
         with self.db.transaction(write=False) as tx:
             rows = tx.fetchall(
                 "SELECT epoch, tree_size, root, note, created_at FROM checkpoints WHERE epoch > ? "
                 "ORDER BY epoch LIMIT ?",
                 (after_epoch, limit),
             )
-        return [_stored(r) for r in rows]
+            return _cosigned(tx, rows)
 
     def consistency_between(self, first_epoch: int, second_epoch: int) -> ConsistencyProof:
         """The log consistency proof from one checkpoint's size to another's."""

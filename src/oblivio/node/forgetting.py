@@ -41,6 +41,7 @@ from oblivio.core.errors import (
     StorageError,
 )
 from oblivio.core.forgetting import (
+    COMMITTED_AUTHORITY,
     active_record,
     forget_event_entries,
     requestor_commitment,
@@ -67,6 +68,7 @@ from oblivio.node.checkpoints import CheckpointService, EpochCommit
 from oblivio.node.ids import new_uuid7, new_uuid7s
 from oblivio.node.node import Node
 from oblivio.store.database import Transaction
+from oblivio.store.event_log import StagedAppend
 from oblivio.store.key_tree_nodes import SqlKeyTreeNodes
 
 _PG_FORGET_LOCK = 0x0B11_7E90  # the epoch lock: forget appends and epoch commits serialise
@@ -174,8 +176,11 @@ class ForgetReceipt:
     requested_at: str
     not_before: str
     requestor_commitment: str
-    opening: Mapping[str, JsonValue]
+    opening: Mapping[str, JsonValue] | None
+    """None when the answer is an existing request: its opening is its own requestor's."""
     state: str = "pending"
+    existing: bool = False
+    """True when nothing was recorded: an earlier request already forgets what was asked."""
 
     def to_dict(self) -> dict[str, JsonValue]:
         """The receipt as JSON (the opening lets the requestor check the logged commitment)."""
@@ -184,14 +189,31 @@ class ForgetReceipt:
             "level": self.level,
             "capabilities": list(self.capabilities),
             "state": self.state,
+            "existing": self.existing,
             "requested_at": self.requested_at,
             "not_before": self.not_before,
             "requestor_commitment": self.requestor_commitment,
-            "opening": dict(self.opening),
+            "opening": None if self.opening is None else dict(self.opening),
             "events": [
                 {"event_id": e, "artifact_id": a, "log_index": i} for e, a, i in self.events
             ],
         }
+
+
+@dataclass(frozen=True)
+class ForgetTerms:
+    """What a forget request asks, whatever it targets: level, capabilities, who asked, on
+    what authority and why (committed to in the log, ADR 0017), the entity and scope pattern of
+    an entity forget, and the tombstone that caused it (``source``)."""
+
+    level: int = 2
+    capabilities: Sequence[str] = CAPABILITIES
+    requestor: str = ""
+    authority: str = "unspecified"
+    reason: str = ""
+    entity_uri: str | None = None
+    scope: object = "*"
+    source: str | None = None
 
 
 @dataclass
@@ -310,73 +332,146 @@ class ForgettingService:
         the artifacts it names (one id, a list of ids, or an entity's artifacts in the scopes
         of a pattern); execution follows at the next epoch commit.
 
+        Idempotent for what is already forgotten: when one earlier request (not cancelled, of
+        the same ``source``, or any executed level-1/2 one for a request without a source)
+        already forgets every artifact named at this level with at least these capabilities
+        (level 0: and its revocation is still in effect), nothing is recorded and the answer is
+        that request (``existing``, without its opening).
+
+        Each artifact's event names the capabilities asked for and those an executed level-1
+        or level-2 forget already destroyed, so the latest proof states all of them
+        (docs/adr/0019); the request (``capabilities`` of the receipt) keeps what was asked.
+
+        The logged events carry ``authority`` only inside their requestor commitment, with the
+        requestor and the reason (ADR 0017); the receipt holds the opening.
+
         Raises InvalidInputError (and its kinds) for a bad request, ArtifactNotFoundError for an
         unknown artifact, InvalidInputError when an entity has no artifact in the scopes named
         (unless ``allow_empty``), StorageError if the store fails: nothing is recorded then.
         """
-        validate_level(level)
-        caps = validate_capabilities(list(capabilities))
+        terms = ForgetTerms(
+            level, capabilities, requestor, authority, reason, entity_uri, scope, source
+        )
+        return self.forget_with(terms, artifact_id=artifact_id, allow_empty=allow_empty)
+
+    def forget_with(
+        self,
+        terms: ForgetTerms,
+        *,
+        artifact_id: str | Sequence[str] | None = None,
+        allow_empty: bool = False,
+    ) -> ForgetReceipt:
+        """``forget`` with its terms in one value: the artifacts named, or else every artifact
+        about ``terms.entity_uri`` in the scopes of ``terms.scope``. Raises as ``forget``."""
+        validate_level(terms.level)  # bad terms are refused before anything is read
+        validate_capabilities(list(terms.capabilities))
+        with self._lock, self.db.transaction() as tx:
+            self._lock_epoch(tx)
+            targets = self._targets(tx, artifact_id, terms.entity_uri, terms.scope)
+            if not targets and not allow_empty:
+                raise InvalidInputError(
+                    f"forget: entity {terms.entity_uri} has no artifact in {terms.scope}"
+                )
+            receipt, appended = self._record_request(tx, targets, terms)
+        if appended is None:
+            return receipt
+        self.checkpoints.log.publish(appended)
+        if self._pending_count() >= self.settings.batch_size:
+            self.commit_due()
+        return receipt
+
+    def forget_in(
+        self, tx: Transaction, artifact_ids: Sequence[ArtifactId], terms: ForgetTerms
+    ) -> Callable[[], None]:
+        """Record, inside ``tx``, a forget request on these terms for ``artifact_ids`` (new
+        artifacts a tombstone covers: ADR 0018); reads of them stop when ``tx`` commits.
+        Returns what to call once it has committed.
+
+        A caller that writes rows an epoch commit may wait on takes the epoch lock before them
+        (``lock_epoch_in``: a put does it first thing). Raises as ``forget``.
+        """
+        self._lock_epoch(tx)
+        _, appended = self._record_request(tx, sorted(set(artifact_ids)), terms)
+        if appended is None:
+            return lambda: None
+        staged = appended
+        return lambda: self.checkpoints.log.publish(staged)
+
+    def lock_epoch_in(self, tx: Transaction) -> None:
+        """Take the lock that serialises log appends with epoch commits, inside ``tx``."""
+        self._lock_epoch(tx)
+
+    def _record_request(
+        self, tx: Transaction, targets: Sequence[ArtifactId], terms: ForgetTerms
+    ) -> tuple[ForgetReceipt, StagedAppend | None]:
+        """Append a request's events to the log and record it, inside ``tx`` (epoch locked);
+        an earlier request that covers it is answered instead, and nothing is appended."""
+        level = validate_level(terms.level)
+        caps = validate_capabilities(list(terms.capabilities))
         now = self._clock()
         requested_at = format_time(now)
         not_before = format_time(now + self.settings.destruction_window)
         salt = secrets.token_bytes(32)
-        opening_value: dict[str, JsonValue] = {"requestor": requestor, "reason": reason}
-        if entity_uri is not None:
-            opening_value |= {"entity_uri": entity_uri, "scope": _scope_json(scope)}
+        opening_value: dict[str, JsonValue] = {
+            "requestor": terms.requestor,
+            "authority": terms.authority,
+            "reason": terms.reason,
+        }
+        if terms.entity_uri is not None:
+            opening_value |= {"entity_uri": terms.entity_uri, "scope": _scope_json(terms.scope)}
         commitment = requestor_commitment(salt, opening_value)
         request_id = new_uuid7()
-        with self._lock, self.db.transaction() as tx:
-            self._lock_epoch(tx)
-            targets = self._targets(tx, artifact_id, entity_uri, scope)
-            if not targets and not allow_empty:
-                raise InvalidInputError(f"forget: entity {entity_uri} has no artifact in {scope}")
-            event_ids = new_uuid7s(len(targets))
-            encoded = forget_event_entries(
-                event_ids=event_ids,
-                artifacts=targets,
-                level=level,
-                capabilities=caps,
-                authority=authority,
-                commitment=commitment,
-                requested_at=requested_at,
-            )
-            appended = self.checkpoints.log.append_in(tx, encoded)
-            tx.execute(
-                "INSERT INTO forget_requests (id, level, capabilities, authority, "
-                "requestor_commitment, opening, source, state, requested_at, not_before) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (
-                    request_id,
-                    level,
-                    _dump(list(caps)),
-                    authority,
-                    commitment,
-                    _dump({"salt": salt.hex(), "value": opening_value}),
-                    source,
-                    requested_at,
-                    not_before,
-                ),
-            )
-            rows = [
-                (event_id, request_id, aid, appended.first_index + i, raw.decode("utf-8"))
-                for i, (event_id, raw, aid) in enumerate(
-                    zip(event_ids, encoded, targets, strict=True)
-                )
-            ]
-            tx.executemany(
-                "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
-                "event_json) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._mark_states(
-                tx,
-                targets=targets,
-                level=level,
-                caps=caps,
-                request_id=request_id,
-                at=requested_at,
-            )
-        self.checkpoints.log.publish(appended)
+        existing = self._covering_request(tx, targets, level, caps, terms.source)
+        if existing is not None:
+            return self._existing_receipt(tx, existing), None
+        destroyed = self._destroyed_capabilities(tx, targets) if level >= 1 else {}
+        event_ids = new_uuid7s(len(targets))
+        encoded = self._forget_events(
+            event_ids,
+            targets,
+            {
+                a: tuple(c for c in CAPABILITIES if c in caps or c in destroyed.get(a, ()))
+                for a in targets
+            },
+            level=level,
+            authority=COMMITTED_AUTHORITY,
+            commitment=commitment,
+            requested_at=requested_at,
+        )
+        appended = self.checkpoints.log.append_in(tx, encoded)
+        tx.execute(
+            "INSERT INTO forget_requests (id, level, capabilities, authority, "
+            "requestor_commitment, opening, source, state, requested_at, not_before) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (
+                request_id,
+                level,
+                _dump(list(caps)),
+                terms.authority,
+                commitment,
+                _dump({"salt": salt.hex(), "value": opening_value}),
+                terms.source,
+                requested_at,
+                not_before,
+            ),
+        )
+        rows = [
+            (event_id, request_id, aid, appended.first_index + i, raw.decode("utf-8"))
+            for i, (event_id, raw, aid) in enumerate(zip(event_ids, encoded, targets, strict=True))
+        ]
+        tx.executemany(
+            "INSERT INTO forget_events (event_id, request_id, artifact_id, log_index, "
+            "event_json) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._mark_states(
+            tx,
+            targets=targets,
+            level=level,
+            caps=caps,
+            request_id=request_id,
+            at=requested_at,
+        )
         receipt = ForgetReceipt(
             request_id,
             level,
@@ -387,9 +482,111 @@ class ForgettingService:
             commitment,
             {"salt": salt.hex(), "value": opening_value},
         )
-        if self._pending_count() >= self.settings.batch_size:
-            self.commit_due()
-        return receipt
+        return receipt, appended
+
+    def _covering_request(
+        self,
+        tx: Transaction,
+        targets: Sequence[ArtifactId],
+        level: int,
+        caps: Sequence[Capability],
+        source: str | None,
+    ) -> str | None:
+        """The earliest request, not cancelled, that forgets every one of ``targets`` at
+        ``level`` with at least ``caps`` (level 0: whose revocation is still the one in effect),
+        or None. It must have the same source, except that a direct request (no source) is
+        answered by another source's level-1/2 request already executed for every target: a
+        tombstone's revocation cancels only what is pending, so revoking the tombstone behind
+        one request never cancels what another asked for."""
+        if not targets:
+            return None
+        covered: dict[str, set[str]] = {}
+        for request_id, aid, request_level, request_caps, request_source, epoch in _select_in(
+            tx, _LIVE_EVENTS, targets
+        ):
+            # An executed erasure is beyond any revocation: it may answer a direct request.
+            settled = source is None and level >= 1 and epoch is not None
+            if (
+                request_level == level
+                and (request_source == source or settled)
+                and set(caps) <= set(parse_json(request_caps))
+            ):
+                covered.setdefault(request_id, set()).add(aid)
+        wanted = set(targets)
+        candidates = sorted(r for r, ids in covered.items() if ids >= wanted)
+        if level == 0 and candidates:
+            in_effect = {
+                (a, r)
+                for a, r in _select_in(
+                    tx,
+                    "SELECT artifact_id, request_id FROM (SELECT artifact_id, request_id "
+                    "FROM artifact_states WHERE status = 'revoked') AS revoked",
+                    targets,
+                )
+            }
+            candidates = [r for r in candidates if all((a, r) in in_effect for a in wanted)]
+        return candidates[0] if candidates else None
+
+    def _existing_receipt(self, tx: Transaction, request_id: str) -> ForgetReceipt:
+        """The answer of an idempotent forget: the existing request, without its opening."""
+        row = tx.fetchone(
+            "SELECT level, capabilities, state, requested_at, not_before, requestor_commitment "
+            "FROM forget_requests WHERE id = ?",
+            (request_id,),
+        )
+        if row is None:
+            raise StorageError(f"store: forget request {request_id} vanished")
+        events = tx.fetchall(
+            "SELECT event_id, artifact_id, log_index FROM forget_events WHERE request_id = ? "
+            "ORDER BY log_index",
+            (request_id,),
+        )
+        return ForgetReceipt(
+            request_id,
+            int(row[0]),
+            validate_capabilities(parse_json(row[1])),
+            tuple((e, ArtifactId(a), int(i)) for e, a, i in events),
+            row[3],
+            row[4],
+            row[5],
+            None,
+            state=row[2],
+            existing=True,
+        )
+
+    def _destroyed_capabilities(
+        self, tx: Transaction, targets: Sequence[ArtifactId]
+    ) -> dict[str, set[str]]:
+        """Per artifact, the capabilities whose keys an executed level-1 or level-2 forget
+        destroyed: they cannot come back, so a later event may state them (docs/adr/0019)."""
+        destroyed: dict[str, set[str]] = {}
+        for aid, request_caps in _select_in(tx, _EXECUTED_ERASURES, targets):
+            destroyed.setdefault(aid, set()).update(parse_json(request_caps))
+        return destroyed
+
+    def _forget_events(
+        self,
+        event_ids: Sequence[str],
+        targets: Sequence[ArtifactId],
+        capabilities: Mapping[ArtifactId, tuple[Capability, ...]],
+        **common: Any,
+    ) -> list[bytes]:
+        """The JCS bytes of each target's forget event (``event_ids[i]`` for ``targets[i]``),
+        made per group of artifacts that share a capability set."""
+        groups: dict[tuple[Capability, ...], list[int]] = {}
+        for index, aid in enumerate(targets):
+            groups.setdefault(capabilities[aid], []).append(index)
+        encoded = [b""] * len(targets)
+        for caps, indices in groups.items():
+            entries = forget_event_entries(
+                event_ids=[event_ids[i] for i in indices],
+                artifacts=[targets[i] for i in indices],
+                capabilities=caps,
+                **common,
+            )
+            for index, entry in zip(indices, entries, strict=True):
+                encoded[index] = entry
+        return encoded
 
     def _mark_states(
         self,
@@ -401,24 +598,32 @@ class ForgettingService:
         request_id: str,
         at: str,
     ) -> None:
-        """Stop reads at once: revoked (level 0) or suppressed until executed. An artifact
-        already forgotten stays forgotten."""
+        """Stop reads at once: revoked (level 0) or suppressed until executed.
+
+        One row per artifact says why reads stop; its status, level and request are those of
+        the request that weighs most on the ``decrypt`` capability (forgotten, then suppressed,
+        then revoked), so a later, lighter request never hides a heavier one (a revocation
+        does not mask a pending erasure); its capabilities are every one asked for so far."""
         status = "revoked" if level == 0 else "suppressed"
+        weight = _read_weight(status, caps)
         existing = {
             a: (s, set(parse_json(c)))
             for a, s, c in _select_in(
                 tx, "SELECT artifact_id, status, capabilities FROM artifact_states", targets
             )
         }
-        fresh, changed = [], []
+        fresh, replaced, merged = [], [], []
         caps_json = _dump(list(caps))
         for aid in targets:
             prior = existing.get(aid)
             if prior is None:
                 fresh.append((aid, status, level, caps_json, request_id, at))
-            elif prior[0] != "forgotten":
-                merged = [c for c in CAPABILITIES if c in prior[1] or c in caps]
-                changed.append((status, level, _dump(merged), request_id, at, aid))
+                continue
+            union = _dump([c for c in CAPABILITIES if c in prior[1] or c in caps])
+            if weight >= _read_weight(prior[0], prior[1]):
+                replaced.append((status, level, union, request_id, at, aid))
+            else:
+                merged.append((union, at, aid))
         tx.executemany(
             "INSERT INTO artifact_states (artifact_id, status, level, capabilities, request_id, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -427,7 +632,11 @@ class ForgettingService:
         tx.executemany(
             "UPDATE artifact_states SET status = ?, level = ?, capabilities = ?, request_id = ?, "
             "updated_at = ? WHERE artifact_id = ?",
-            changed,
+            replaced,
+        )
+        tx.executemany(
+            "UPDATE artifact_states SET capabilities = ?, updated_at = ? WHERE artifact_id = ?",
+            merged,
         )
 
     def _pending_count(self) -> int:
@@ -636,14 +845,52 @@ class ForgettingService:
             "AND request_id = ?",
             [(e.artifact_id, e.request_id) for e in executed],
         )
-        # Derived data (full-text entries of facts and cards) goes in the same epoch.
+        decrypt_destroyed = [e for e in executed if "decrypt" in e.capabilities]
+        self._mark_decrypt_forgotten(tx, decrypt_destroyed)
+        # Derived data (full-text entries of facts and cards) goes in the same epoch as the
+        # decrypt key it was derived under.
         for erase in self.derived_erasers:
-            erase(tx, [e.artifact_id for e in executed])
+            erase(tx, [e.artifact_id for e in decrypt_destroyed])
         tx.executemany(
             "UPDATE forget_requests SET state = 'done', committed_epoch = ? WHERE id = ? "
             "AND NOT EXISTS (SELECT 1 FROM forget_events WHERE request_id = ? AND epoch IS NULL)",
             [(epoch, r, r) for r in {e.request_id for e in due}],
         )
+
+    def _mark_decrypt_forgotten(self, tx: Transaction, erased: Sequence[_DueEvent]) -> None:
+        """Inside the epoch's transaction: the ``decrypt`` key of each of ``erased`` is gone, so
+        its artifact's reads are over for good, whatever request the state row named (a
+        revocation or a cancelled request may have taken its place since)."""
+        if not erased:
+            return
+        rows = {
+            a: (s, set(parse_json(c)))
+            for a, s, c in _select_in(
+                tx,
+                "SELECT artifact_id, status, capabilities FROM artifact_states",
+                [e.artifact_id for e in erased],
+            )
+        }
+        at = format_time(self._clock())
+        for event in erased:
+            prior = rows.get(event.artifact_id)
+            if prior is not None and _read_weight(*prior) == 3:
+                continue
+            caps = set(event.capabilities) | (prior[1] if prior else set())
+            union = _dump([c for c in CAPABILITIES if c in caps])
+            if prior is None:
+                tx.execute(
+                    "INSERT INTO artifact_states (artifact_id, status, level, capabilities, "
+                    "request_id, updated_at) VALUES (?, 'forgotten', ?, ?, ?, ?)",
+                    (event.artifact_id, event.level, union, event.request_id, at),
+                )
+            else:
+                tx.execute(
+                    "UPDATE artifact_states SET status = 'forgotten', level = ?, "
+                    "capabilities = ?, request_id = ?, updated_at = ? WHERE artifact_id = ?",
+                    (event.level, union, event.request_id, at, event.artifact_id),
+                )
+            rows[event.artifact_id] = ("forgotten", caps)
 
     def epoch_health(self) -> EpochHealth:
         """What the epoch loop last recorded of its attempts (``run_epochs``)."""
@@ -766,36 +1013,66 @@ class ForgettingService:
         source: str | None = None,
     ) -> tuple[str, list[ArtifactId]]:
         """Place a legal hold (seed 001): key destruction of the covered artifacts waits until
-        it is released; logged with artifact ids only. Returns (hold id, artifacts)."""
-        hold_id = new_uuid7()
-        at = format_time(self._clock())
+        it is released; logged with artifact ids and a commitment to its authority and reason
+        only (ADR 0017). Returns (hold id, artifacts)."""
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
             targets = self._targets(tx, artifact_id, entity_uri, scope)
-            entry = {
-                "type": "legal_hold",
-                "id": hold_id,
-                "action": "place",
-                "artifacts": sorted(targets),
-                "authority": authority,
-                "at": at,
-            }
-            appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
-            tx.execute(
-                "INSERT INTO legal_holds (id, authority, reason, source, placed_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (hold_id, authority, reason, source, at),
-            )
-            tx.executemany(
-                "INSERT INTO legal_hold_artifacts (hold_id, artifact_id) VALUES (?, ?)",
-                [(hold_id, a) for a in targets],
-            )
+            hold_id, appended = self._record_hold(tx, targets, authority, reason, source)
         self.checkpoints.log.publish(appended)
         return hold_id, targets
 
+    def place_hold_in(
+        self,
+        tx: Transaction,
+        artifact_ids: Sequence[ArtifactId],
+        *,
+        authority: str,
+        reason: str,
+        source: str,
+    ) -> Callable[[], None]:
+        """Place a legal hold on ``artifact_ids`` inside ``tx`` (new artifacts a legal-hold
+        tombstone covers: ADR 0018). Returns what to call once ``tx`` has committed."""
+        self._lock_epoch(tx)
+        _, appended = self._record_hold(tx, sorted(set(artifact_ids)), authority, reason, source)
+        return lambda: self.checkpoints.log.publish(appended)
+
+    def _record_hold(
+        self,
+        tx: Transaction,
+        targets: Sequence[ArtifactId],
+        authority: str,
+        reason: str,
+        source: str | None,
+    ) -> tuple[str, StagedAppend]:
+        hold_id = new_uuid7()
+        at = format_time(self._clock())
+        commitment, opening = _commit_authority({"authority": authority, "reason": reason})
+        entry = {
+            "type": "legal_hold",
+            "id": hold_id,
+            "action": "place",
+            "artifacts": list(targets),
+            "authority": COMMITTED_AUTHORITY,
+            "requestor_commitment": commitment,
+            "at": at,
+        }
+        appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
+        tx.execute(
+            "INSERT INTO legal_holds (id, authority, reason, source, placed_at, opening) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (hold_id, authority, reason, source, at, opening),
+        )
+        tx.executemany(
+            "INSERT INTO legal_hold_artifacts (hold_id, artifact_id) VALUES (?, ?)",
+            [(hold_id, a) for a in targets],
+        )
+        return hold_id, appended
+
     def release_hold(self, hold_id: str, *, authority: str) -> list[ArtifactId]:
-        """Release a hold; destruction it deferred runs at the next epoch. Logged. Raises
-        NotFoundError for an unknown hold, ConflictError if it is already released."""
+        """Release a hold; destruction it deferred runs at the next epoch. Logged with a
+        commitment to the authority (ADR 0017). Raises NotFoundError for an unknown hold,
+        ConflictError if it is already released."""
         with self._lock, self.db.transaction() as tx:
             self._lock_epoch(tx)
             row = tx.fetchone("SELECT released_at FROM legal_holds WHERE id = ?", (hold_id,))
@@ -812,16 +1089,21 @@ class ForgettingService:
                 )
             ]
             at = format_time(self._clock())
+            commitment, opening = _commit_authority({"authority": authority})
             entry = {
                 "type": "legal_hold",
                 "id": hold_id,
                 "action": "release",
                 "artifacts": targets,
-                "authority": authority,
+                "authority": COMMITTED_AUTHORITY,
+                "requestor_commitment": commitment,
                 "at": at,
             }
             appended = self.checkpoints.log.append_in(tx, [canonical_json(entry)])
-            tx.execute("UPDATE legal_holds SET released_at = ? WHERE id = ?", (at, hold_id))
+            tx.execute(
+                "UPDATE legal_holds SET released_at = ?, release_opening = ? WHERE id = ?",
+                (at, opening, hold_id),
+            )
         self.checkpoints.log.publish(appended)
         return targets
 
@@ -859,6 +1141,7 @@ class ForgettingService:
                         "WHERE request_id = ? AND epoch IS NULL",
                         (request_id,),
                     )
+            self._remark_pending(tx, restored)
             holds = [
                 r[0]
                 for r in tx.fetchall(
@@ -869,6 +1152,20 @@ class ForgettingService:
         for hold_id in holds:
             self.release_hold(hold_id, authority=f"revocation of {source}")
         return restored, erased
+
+    def _remark_pending(self, tx: Transaction, ids: Sequence[ArtifactId]) -> None:
+        """After a cancellation lifted reads of ``ids``: suppress them again for the requests
+        still pending on them, in log order (one cancelled request must not lift another's)."""
+        pending = _select_in(tx, _PENDING_EVENTS, ids)
+        for request_id, aid, level, caps, at, _ in sorted(pending, key=lambda r: r[5]):
+            self._mark_states(
+                tx,
+                targets=[ArtifactId(aid)],
+                level=level,
+                caps=validate_capabilities(parse_json(caps)),
+                request_id=request_id,
+                at=at,
+            )
 
     # -- proofs --------------------------------------------------------------------------------
 
@@ -1005,6 +1302,13 @@ def _tombstone_of(event_bytes: bytes, receipt_hash: str | None) -> bytes:
     return tombstone_leaf_json(sha256(event_bytes), receipt)
 
 
+def _commit_authority(value: dict[str, JsonValue]) -> tuple[str, str]:
+    """A hold entry's commitment to its authority (and reason), and the opening as kept by the
+    node: the requestor commitment of a forget event, with a salt of its own (ADR 0017)."""
+    salt = secrets.token_bytes(32)
+    return requestor_commitment(salt, value), _dump({"salt": salt.hex(), "value": value})
+
+
 def _scope_json(scope: object) -> JsonValue:
     pattern = validate_scope_pattern(scope)
     return pattern if isinstance(pattern, str) else list(pattern)
@@ -1017,6 +1321,40 @@ _COMMITTED_LEVEL_2 = (
     "ON r.id = e.request_id WHERE e.epoch > 0 AND r.level = 2) AS committed"
 )
 """Level-2 forget events an epoch executed (for ``_select_in``: one row per event)."""
+
+_LIVE_EVENTS = (
+    "SELECT request_id, artifact_id, level, capabilities, source, epoch FROM ("
+    "SELECT e.request_id AS request_id, e.artifact_id AS artifact_id, r.level AS level, "
+    "r.capabilities AS capabilities, r.source AS source, e.epoch AS epoch FROM forget_events e "
+    "JOIN forget_requests r ON r.id = e.request_id "
+    "WHERE r.state <> 'cancelled' AND (e.epoch IS NULL OR e.epoch > 0)) AS live"
+)
+"""Forget events of requests that were not cancelled (for ``_select_in``)."""
+
+_EXECUTED_ERASURES = (
+    "SELECT artifact_id, capabilities FROM ("
+    "SELECT e.artifact_id AS artifact_id, r.capabilities AS capabilities FROM forget_events e "
+    "JOIN forget_requests r ON r.id = e.request_id WHERE e.epoch > 0 AND r.level >= 1) "
+    "AS executed"
+)
+"""Level-1 and level-2 forget events an epoch executed: their keys are destroyed."""
+
+_PENDING_EVENTS = (
+    "SELECT request_id, artifact_id, level, capabilities, requested_at, log_index FROM ("
+    "SELECT e.request_id AS request_id, e.artifact_id AS artifact_id, r.level AS level, "
+    "r.capabilities AS capabilities, r.requested_at AS requested_at, "
+    "e.log_index AS log_index FROM forget_events e JOIN forget_requests r "
+    "ON r.id = e.request_id WHERE e.epoch IS NULL AND r.state = 'pending') AS pending"
+)
+"""Forget events not yet executed nor cancelled (for ``_select_in``)."""
+
+
+def _read_weight(status: str, capabilities: Iterable[str]) -> int:
+    """How much a state row weighs on reads: 0 when it does not touch ``decrypt``, then
+    revoked (1) < suppressed (2) < forgotten (3)."""
+    if "decrypt" not in capabilities:
+        return 0
+    return {"revoked": 1, "suppressed": 2, "forgotten": 3}[status]
 
 
 def _select_in(tx: Transaction, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:

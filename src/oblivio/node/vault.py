@@ -5,6 +5,10 @@ key custody, and stores ciphertext, metadata and wrapped keys in one transaction
 stream in chunks first and become visible only with that final transaction). ``get`` checks the
 content address and the GCM tag before any plaintext leaves the vault; every mismatch is the one
 opaque IntegrityError.
+
+A put about an entity first consults the vault's placement rule inside its transaction: an
+active tombstone covering the entity and scope makes the new artifact forgotten in that same
+transaction, so it is never readable (ADR 0018).
 """
 
 from __future__ import annotations
@@ -67,6 +71,25 @@ class ArtifactInput:
     metadata: Mapping[str, JsonValue]
     entity_uri: str | None = None
     scope: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A new artifact about an entity: what a tombstone may cover (seed 002 §23.3.1)."""
+
+    artifact_id: ArtifactId
+    entity_uri: str
+    scope: str
+
+
+AfterCommit = Callable[[], None]
+InsertFollowUp = Callable[[Transaction], AfterCommit]
+"""Work for a put's transaction once its artifact rows are in; returns what to run after the
+transaction commits."""
+PlacementRule = Callable[[Transaction, Sequence[Placement]], InsertFollowUp | None]
+"""Runs first thing in a put's transaction, before any row is written, with the new artifacts
+that are about an entity; returns the follow-up their rows need, if any. The tombstones' rule
+forgets data written about an entity they cover (ADR 0018)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,9 @@ class ArtifactVault:
         self.custody = custody
         self._clock = clock
         self._random = random_bytes
+        self.placement_rule: PlacementRule | None = None
+        """Consulted by every put about an entity; ``open_services`` sets the tombstones' (the
+        latest services opened on a node are the ones whose forgetting it uses)."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -219,6 +245,7 @@ class ArtifactVault:
             to_wrap.append((artifact_id, keys))
             ids.append(artifact_id)
         with self.db.transaction() as tx:
+            follow_up = self._consult_rule(tx, artifact_rows)
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", chunk_rows
             )
@@ -228,7 +255,24 @@ class ArtifactVault:
             _insert_artifacts(tx, artifact_rows, leaves)
             if within is not None:
                 within(tx, ids)
+            after_commit = None if follow_up is None else follow_up(tx)
+        if after_commit is not None:
+            after_commit()
         return ids
+
+    def _consult_rule(
+        self, tx: Transaction, artifact_rows: Sequence[tuple[object, ...]]
+    ) -> InsertFollowUp | None:
+        """Run the placement rule on the rows a put is about to insert (id first, entity URI
+        and scope eighth and ninth, as ``_INSERT_ARTIFACT``)."""
+        placed = [
+            Placement(ArtifactId(str(row[0])), str(row[7]), str(row[8]))
+            for row in artifact_rows
+            if row[7] is not None and row[8] is not None
+        ]
+        if not placed or self.placement_rule is None:
+            return None
+        return self.placement_rule(tx, placed)
 
     def put_stream(
         self,
@@ -294,11 +338,15 @@ class ArtifactVault:
             new_artifact_leaf_json(key_commitment(artifact_id, data_key)),
         )
         with self.db.transaction() as tx:
+            follow_up = self._consult_rule(tx, [row])
             tx.executemany(
                 "INSERT INTO artifact_chunks (blob_id, seq, data) VALUES (?, ?, ?)", batch
             )
             leaves = self.custody.wrap_capability_keys(SqlKeyTreeNodes(tx), [(artifact_id, keys)])
             _insert_artifacts(tx, [row], leaves)
+            after_commit = None if follow_up is None else follow_up(tx)
+        if after_commit is not None:
+            after_commit()
         return artifact_id
 
     def sweep_orphan_chunks(self, older_than: datetime) -> int:
@@ -436,7 +484,12 @@ class ArtifactVault:
 
 def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
     """Raise ArtifactForgottenError if the decrypt capability was revoked, is suppressed by a
-    pending forget or a hold, or was forgotten."""
+    pending forget or a hold, or was forgotten.
+
+    A suppressed artifact answers exactly as a forgotten one: whether its forget waits for an
+    epoch, a destruction window or a legal hold, and whether a tombstone asked for it, is not
+    the reader's to know (seed 002 §23.6.2, ADR 0017).
+    """
     row = tx.fetchone(
         "SELECT status, level, capabilities, request_id FROM artifact_states WHERE artifact_id = ?",
         (artifact_id,),
@@ -449,11 +502,6 @@ def _check_readable(tx: Transaction, artifact_id: ArtifactId) -> None:
     if status == "revoked":
         raise ArtifactForgottenError(
             f"artifact {artifact_id} is revoked (level 0, forget request {request_id})"
-        )
-    if status == "suppressed":
-        raise ArtifactForgottenError(
-            f"artifact {artifact_id} is suppressed: forget request {request_id} (level {level}) "
-            "is pending"
         )
     raise ArtifactForgottenError(
         f"artifact {artifact_id} was forgotten at level {level} (forget request {request_id})"

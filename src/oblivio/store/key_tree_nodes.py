@@ -296,18 +296,12 @@ class SqlKeyTreeNodes:
         return None if row is None else KeyStoreBinding(row[0], row[1], int(row[2]))
 
     def save_binding(self, binding: KeyStoreBinding) -> None:
-        values = (binding.store_id, binding.node, binding.generation)
-        changed = self.tx.execute(
-            "UPDATE key_store_binding SET store_id = ?, node = ?, generation = ? "
-            "WHERE singleton = 1",
-            values,
+        self.tx.execute(
+            "INSERT INTO key_store_binding (singleton, store_id, node, generation) "
+            "VALUES (1, ?, ?, ?) ON CONFLICT (singleton) DO UPDATE SET "
+            "store_id = excluded.store_id, node = excluded.node, generation = excluded.generation",
+            (binding.store_id, binding.node, binding.generation),
         )
-        if changed == 0:
-            self.tx.execute(
-                "INSERT INTO key_store_binding (store_id, node, generation, singleton) "
-                "VALUES (?, ?, ?, 1)",
-                values,
-            )
 
     def plan_root(self, plan: RootPlan) -> None:
         self.tx.execute(

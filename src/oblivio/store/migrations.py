@@ -458,6 +458,111 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        17,
+        "decrypt_forgotten_states",
+        (
+            # Reads of an artifact whose decrypt key an executed level-1 or level-2 forget
+            # destroyed say "forgotten". Earlier builds left such rows naming another request
+            # (a forget of other capabilities first, or a later revocation), and reads then
+            # failed as if the stored data were altered (docs/adr/0019).
+            """UPDATE artifact_states SET status = 'forgotten',
+                level = (SELECT r.level FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                    ORDER BY e.log_index DESC LIMIT 1),
+                capabilities = (SELECT r.capabilities FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                    ORDER BY e.log_index DESC LIMIT 1),
+                request_id = (SELECT r.id FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                    ORDER BY e.log_index DESC LIMIT 1)
+                WHERE NOT (status = 'forgotten' AND capabilities LIKE '%"decrypt"%')
+                AND EXISTS (SELECT 1 FROM forget_events e JOIN forget_requests r
+                    ON r.id = e.request_id WHERE e.artifact_id = artifact_states.artifact_id
+                    AND e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%')""",
+            """INSERT INTO artifact_states (artifact_id, status, level, capabilities, request_id,
+                updated_at)
+                SELECT e.artifact_id, 'forgotten', r.level, r.capabilities, r.id, r.requested_at
+                FROM forget_events e JOIN forget_requests r ON r.id = e.request_id
+                WHERE e.epoch > 0 AND r.level >= 1 AND r.capabilities LIKE '%"decrypt"%'
+                AND NOT EXISTS (SELECT 1 FROM artifact_states s
+                    WHERE s.artifact_id = e.artifact_id)
+                AND e.log_index = (SELECT MAX(e2.log_index) FROM forget_events e2
+                    JOIN forget_requests r2 ON r2.id = e2.request_id
+                    WHERE e2.artifact_id = e.artifact_id AND e2.epoch > 0 AND r2.level >= 1
+                    AND r2.capabilities LIKE '%"decrypt"%')""",
+        ),
+    ),
+    Migration(
+        16,
+        "legal_hold_openings",
+        (
+            # A hold's log entry carries a commitment to its authority and reason, not the
+            # authority itself (ADR 0017); the node keeps each opening, as it keeps a forget
+            # request's. Holds placed before carry their authority in clear: NULL.
+            "ALTER TABLE legal_holds ADD COLUMN opening TEXT",
+            "ALTER TABLE legal_holds ADD COLUMN release_opening TEXT",
+        ),
+    ),
+    Migration(
+        18,
+        "witnesses",
+        (
+            # DESIGN.md §17, docs/adr/0021. As a witness: the logs this node witnesses, with the
+            # latest checkpoint it cosigned for each (size 0 and no root before the first).
+            """CREATE TABLE witnessed_logs (
+                origin TEXT PRIMARY KEY,
+                verifier_key TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                root {blob},
+                note TEXT,
+                added_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            # Every checkpoint it cosigned, so a fork presented at any size it cosigned is
+            # caught, not only at the latest one.
+            """CREATE TABLE witness_cosigned (
+                origin TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                root {blob} NOT NULL,
+                note TEXT NOT NULL,
+                cosigned_at TEXT NOT NULL,
+                PRIMARY KEY (origin, size)
+            )""",
+            # Equivocation evidence: the checkpoint it cosigned and the one presented after.
+            """CREATE TABLE witness_equivocations (
+                id TEXT PRIMARY KEY,
+                origin TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                first_note TEXT NOT NULL,
+                second_note TEXT NOT NULL,
+                second_root {blob} NOT NULL,
+                detected_at TEXT NOT NULL,
+                UNIQUE (origin, size, second_root)
+            )""",
+            # As a log: the witnesses it asks, and the size each last told it (tlog-witness's
+            # "old size" of the next request).
+            """CREATE TABLE log_witnesses (
+                name TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                verifier_key TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                added_at TEXT NOT NULL
+            )""",
+            # The cosignatures it got, per checkpoint (epoch): appended to the note it serves.
+            """CREATE TABLE checkpoint_cosignatures (
+                epoch {bigint} NOT NULL,
+                witness TEXT NOT NULL,
+                line TEXT NOT NULL,
+                cosigned_at {bigint} NOT NULL,
+                received_at TEXT NOT NULL,
+                PRIMARY KEY (epoch, witness)
+            )""",
+        ),
+    ),
+    Migration(
         19,
         "recall_memory_store",
         (

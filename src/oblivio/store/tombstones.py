@@ -38,6 +38,18 @@ def _revocation(row: Row) -> TombstoneRevocationRecord:
     return TombstoneRevocationRecord.from_dict(parse_json(row[0]))
 
 
+def _active_in(tx: Transaction, entity_uri: str) -> list[TombstoneRecord]:
+    return [
+        _tombstone(r)
+        for r in tx.fetchall(
+            "SELECT t.record_json FROM tombstones t WHERE t.entity_uri = ? AND NOT EXISTS "
+            "(SELECT 1 FROM tombstone_revocations r WHERE r.tombstone_id = t.id) "
+            "ORDER BY t.created_at, t.id",
+            (entity_uri,),
+        )
+    ]
+
+
 class TombstoneStore:
     """The tombstones and tombstone_revocations tables."""
 
@@ -122,11 +134,14 @@ class TombstoneStore:
         TombstoneAlreadyRevokedError if one is already revoked. The tombstone row stays."""
         try:
             with self.db.transaction() as tx:
-                if (
-                    tx.fetchone("SELECT 1 FROM tombstones WHERE id = ?", (revocation.tombstone_id,))
-                    is None
-                ):
+                revoked = tx.fetchone(
+                    "SELECT entity_uri FROM tombstones WHERE id = ?", (revocation.tombstone_id,)
+                )
+                if revoked is None:
                     raise TombstoneNotFoundError(f"tombstone {revocation.tombstone_id} not found")
+                # A put about the entity either finishes first (and the revocation's
+                # cancellation finds what it forgot) or sees the revocation (ADR 0018).
+                _lock_entity(tx, revoked[0])
                 if tx.fetchone(
                     "SELECT 1 FROM tombstone_revocations WHERE tombstone_id = ?",
                     (revocation.tombstone_id,),
@@ -202,15 +217,15 @@ class TombstoneStore:
     def active_for_entity(self, entity_uri: str) -> list[TombstoneRecord]:
         """The tombstones naming ``entity_uri`` that no revocation names (§23.3.1)."""
         with self.db.transaction(write=False) as tx:
-            return [
-                _tombstone(r)
-                for r in tx.fetchall(
-                    "SELECT t.record_json FROM tombstones t WHERE t.entity_uri = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM tombstone_revocations r WHERE r.tombstone_id = t.id) "
-                    "ORDER BY t.created_at, t.id",
-                    (entity_uri,),
-                )
-            ]
+            return _active_in(tx, entity_uri)
+
+    @staticmethod
+    def active_for_entity_in(tx: Transaction, entity_uri: str) -> list[TombstoneRecord]:
+        """``active_for_entity`` inside a write transaction, after taking the entity's lock:
+        a tombstone issued or revoked concurrently is either seen here or waits for ``tx``
+        (a put about the entity; ADR 0018)."""
+        _lock_entity(tx, entity_uri)
+        return _active_in(tx, entity_uri)
 
     def is_tombstoned(self, entity_uri: str, scope: str) -> bool:
         """Whether an active tombstone covers ``entity_uri`` in fact scope ``scope`` (§23.5.2)."""
