@@ -117,14 +117,16 @@ def add_tombstones(services: NodeServices, count: int) -> None:
 def timed(
     runs: dict[str, Callable[[str], object]], inputs: list[str]
 ) -> dict[str, dict[str, float]]:
-    """p50/p99 of each run over ``inputs``, the runs interleaved query by query so that the
-    machine's drift (other processes, cache warmth) weighs on all of them alike."""
+    """p50/p99 of each run over ``inputs``, the runs interleaved query by query (in rotating
+    order) so that the machine's drift (other processes, cache warmth) weighs on all alike."""
     for run in runs.values():
         for value in inputs[:10]:
             run(value)  # warm caches
     samples: dict[str, list[float]] = {name: [] for name in runs}
-    for value in inputs:
-        for name, run in runs.items():
+    order = list(runs.items())
+    for n, value in enumerate(inputs):
+        # Each query starts with the next run in turn: no run always goes first.
+        for name, run in order[n % len(order) :] + order[: n % len(order)]:
             start = time.perf_counter()
             run(value)
             samples[name].append((time.perf_counter() - start) * 1000)
