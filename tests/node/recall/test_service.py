@@ -220,3 +220,16 @@ def test_as_of_never_answers_from_forgotten_data(services: NodeServices, agent: 
     services.forgetting.commit_due(force=True)
     assert recall_json(r, agent, entity="user:a", hops=0, as_of=before)["total"] == 0
     assert recall_json(r, agent, q="rome", as_of=before)["total"] == 0
+
+
+def test_subscription_batches_never_skip_a_record(services: NodeServices, agent: ApiKey) -> None:
+    r = services.recall
+    start = "2000-01-01T00:00:00.000Z"
+    written = [add_fact(r, agent, "user:a", f"n{i}", i)["id"] for i in range(3)]
+    written.append(add_card(r, agent, "user:a", "a card after the facts")["id"])
+    delivered: list[str] = []
+    mark = start
+    for _ in range(5):
+        events, mark = r.events_after(agent, None, None, mark, batch=2)
+        delivered += [str(e["id"]) for e in events]
+    assert delivered == written

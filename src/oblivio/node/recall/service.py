@@ -451,11 +451,17 @@ class RecallService:
         }
 
     def events_after(
-        self, key: ApiKey, scopes: Sequence[str] | None, entity: str | None, after: str
+        self,
+        key: ApiKey,
+        scopes: Sequence[str] | None,
+        entity: str | None,
+        after: str,
+        batch: int = 200,
     ) -> tuple[list[dict[str, JsonValue]], str]:
-        """Facts and cards written after ``after`` (a ``created_at|id`` mark), filtered now, at
-        send time, by the same scope and tombstone filter as recall. Returns them (oldest
-        first) and the mark to continue from."""
+        """Facts and cards written after ``after`` (a ``created_at|id`` mark), at most
+        ``batch`` of each kind, filtered now, at send time, by the same scope and tombstone
+        filter as recall. Returns them (oldest first) and the mark to continue from; nothing
+        written before that mark is left for a later call."""
         readable = self.readable_scopes(key, scopes)
         moment = self._now()
         since, _, since_id = after.partition("|")
@@ -464,16 +470,26 @@ class RecallService:
         with self._read() as tx:
             fact_rows = tx.fetchall(
                 f"SELECT {_FACT_COLUMNS} FROM facts f WHERE (f.created_at > ? OR "  # noqa: S608 - only fixed SQL and placeholders are interpolated
-                "(f.created_at = ? AND f.id > ?)) ORDER BY f.created_at, f.id LIMIT 200",
-                (since, since, since_id),
+                "(f.created_at = ? AND f.id > ?)) ORDER BY f.created_at, f.id LIMIT ?",
+                (since, since, since_id, batch),
             )
             card_rows = tx.fetchall(
                 f"SELECT {_CARD_COLUMNS} FROM memory_cards c WHERE (c.created_at > ? OR "  # noqa: S608 - only fixed SQL and placeholders are interpolated
-                "(c.created_at = ? AND c.id > ?)) ORDER BY c.created_at, c.id LIMIT 200",
-                (since, since, since_id),
+                "(c.created_at = ? AND c.id > ?)) ORDER BY c.created_at, c.id LIMIT ?",
+                (since, since, since_id, batch),
             )
-            candidates: list[_Item] = [_fact(r) for r in fact_rows]
-            candidates += [_Card(r[0], r[1], r[2], r[3], r[4]) for r in card_rows]
+            facts = [_fact(r) for r in fact_rows]
+            cards = [_Card(r[0], r[1], r[2], r[3], r[4]) for r in card_rows]
+            # A kind that filled its batch may have more after its last row: the other kind's
+            # rows beyond that point wait for the next call, so that none is skipped.
+            bounds = [
+                (rows[-1].created_at, rows[-1].id)
+                for rows in (facts, cards)
+                if len(rows) == batch and rows
+            ]
+            bound = min(bounds) if bounds else None
+            candidates: list[_Item] = [*facts, *cards]
+            candidates = [i for i in candidates if bound is None or (i.created_at, i.id) <= bound]
             candidates.sort(key=lambda i: (i.created_at, i.id))
             for item in candidates:
                 mark = f"{item.created_at}|{item.id}"
