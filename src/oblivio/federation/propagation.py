@@ -84,7 +84,7 @@ def decode_cursor(since: str) -> tuple[int, str | None]:
         try:
             value = parse_json(b64url_decode(since.removeprefix(CURSOR_PREFIX)))
             seq = value["seq"] if isinstance(value, dict) else None
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, InvalidInputError) as e:
             raise InvalidCursorError(f"since: malformed cursor {since[:80]!r}") from e
         if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**62:
             raise InvalidCursorError(f"since: malformed cursor {since[:80]!r}")

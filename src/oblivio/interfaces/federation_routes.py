@@ -23,7 +23,7 @@ from oblivio.core.errors import AccessDeniedError
 from oblivio.core.identifiers import validate_entity_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
 from oblivio.federation.peers import Peer
-from oblivio.federation.propagation import Federation, encode_cursor
+from oblivio.federation.propagation import Federation, InvalidCursorError, encode_cursor
 from oblivio.federation.tokens import CapabilityDeniedError
 from oblivio.interfaces.http import (
     Admin,
@@ -140,12 +140,22 @@ def federation_tombstone(
 )
 def federation_pull(
     federation: FederationDep,
-    _: TombstoneReader,
+    peer: TombstoneReader,
     since: Annotated[str, Query(max_length=200)] = "1970-01-01T00:00:00.000Z",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Records after ``since`` (an RFC 3339 time, or the opaque cursor of a previous page)."""
-    return federation.page(since, limit)
+    """Records after ``since`` (an RFC 3339 time, or the opaque cursor of a previous page);
+    400 ``invalid_cursor`` (audited) for anything else."""
+    try:
+        return federation.page(since, limit)
+    except InvalidCursorError as e:
+        federation.compliance.audit.append(
+            "federation_request_refused",
+            actor=peer.name,
+            subject="/v1/federation/tombstones",
+            details={"code": e.code, "why": str(e)[:500]},
+        )
+        raise
 
 
 @federation_router.get(
