@@ -340,6 +340,43 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
     _poll("B shows C proved", c_proved_on_b)
 
 
+def test_c_applies_by_pull_alone_when_b_cannot_push_to_it(line: Line) -> None:
+    """B holds a token for C that C refuses, so B's pushes to C fail (and are retried); C still
+    gets A's tombstone by pulling from B after B announces it."""
+    a, b, c = line.a, line.b, line.c
+    c_key = _cli(c.home, "key")
+    bogus = _cli(c.home, "peer", "token", b.name, "--verbs", "tombstone:read")  # no write
+    _cli(b.home, "peer", "add", c.name, "--url", c.url, "--key", c_key, "--token", bogus)
+    try:
+        record = _tombstone(a, "user:pulled")
+        _poll("C holds the tombstone", lambda: _holds(c, record["id"]))
+        received = [e for e in c.audit("tombstone_received") if e["subject"] == record["id"]]
+        assert [(e["actor"], e["details"]["channel"]) for e in received] == [(b.name, "pull")]
+
+        def push_refused() -> bool:
+            query = (
+                "SELECT COUNT(*) FROM federation_outbox WHERE record_id = ? AND peer = ? "
+                "AND kind = 'tombstone' AND last_error LIKE '%capability_verb_missing%'"
+            )
+            return b.count(query, (record["id"], c.name)) == 1
+
+        _poll("B's push to C refused and kept for retry", push_refused)
+    finally:
+        good = line.tokens[("c", "b")]
+        _cli(b.home, "peer", "add", c.name, "--url", c.url, "--key", c_key, "--token", good)
+    _poll(
+        "B's retried push to C delivered (answered: already held)",
+        lambda: (
+            b.count(
+                "SELECT COUNT(*) FROM federation_outbox WHERE record_id = ? AND peer = ? "
+                "AND kind = 'tombstone' AND delivered_at IS NOT NULL",
+                (record["id"], c.name),
+            )
+            == 1
+        ),
+    )
+
+
 def test_revocation_travels_the_same_way(line: Line) -> None:
     a, b, c = line.a, line.b, line.c
     record = _tombstone(a, "user:revoked-later")
@@ -535,5 +572,47 @@ def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
             _error(client.post("/federation/tombstone", json=record), 401, code)
     assert _state(b) == before
     assert len(b.audit("tombstone_verification_failed")) == failures_before + 4
+    _bad_acks_are_refused_or_judged(line)
     assert len(b.audit("capability_denied")) == denied_before + 5
     assert len(b.audit("federation_request_refused")) >= 2  # the two bad cursors
+
+
+def _bad_acks_are_refused_or_judged(line: Line) -> None:
+    """Acks B sends A: one signed by another key is refused (400, audited); one whose proof was
+    tampered with is kept but judged ``non_compliant``; a genuine one afterwards is ``proved``."""
+    from oblivio.federation.acks import sign_ack
+
+    a, b = line.a, line.b
+    on_b = _put(b, "user:acked", b"acked on b")
+    record = _tombstone(a, "user:acked")
+
+    def genuine() -> dict[str, Any] | None:
+        with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
+            row = tx.fetchone(
+                "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
+                (record["id"], b.name),
+            )
+        return None if row is None else dict(json.loads(row[0]))
+
+    _poll("B's ack on A", lambda: genuine() is not None)
+    ack = genuine()
+    assert ack is not None
+    assert ack["artifacts"] == [on_b]
+    fields = {k: v for k, v in ack.items() if k not in ("type", "key_id", "signature", "node")}
+    as_b = {"Authorization": f"Bearer {line.tokens[('a', 'b')]}"}
+    failures = len(a.audit("ack_verification_failed"))
+    with a.client(as_b) as client:
+        forged = sign_ack(load_signing_key(line.c.home), node=b.name, **fields)
+        _error(client.post("/v1/federation/acks", json=forged), 400, "verification_failed")
+        proof = dict(ack["proofs"][0])
+        proof["artifact_id"] = "00" * 32
+        tampered = sign_ack(load_signing_key(b.home), node=b.name, **(fields | {"proofs": [proof]}))
+        judged = client.post("/v1/federation/acks", json=tampered)
+        assert judged.status_code == 200, judged.text
+        assert judged.json()["status"] == "non_compliant"
+        with a.client() as admin:
+            peers = admin.get(f"/v1/federation/propagation/{record['id']}").json()["peers"]
+        assert [p["status"] for p in peers] == ["non_compliant"]
+        again = client.post("/v1/federation/acks", json=ack)
+        assert again.json()["status"] == "proved"
+    assert len(a.audit("ack_verification_failed")) == failures + 1

@@ -283,7 +283,9 @@ class Federation:
             return
         self._fetch_manifest(org, via)
 
-    def accept(self, data: object, sender: Peer) -> tuple[int, dict[str, Any]]:
+    def accept(
+        self, data: object, sender: Peer, channel: str = "push"
+    ) -> tuple[int, dict[str, Any]]:
         """Receive a tombstone or revocation from ``sender``: (HTTP status, answer).
 
         200 ``{"accepted": true, "tombstone_id", "new"}`` once stored (idempotent on id);
@@ -327,7 +329,7 @@ class Federation:
             except ConflictError:
                 created = False  # its tombstone was revoked by another record already
             return 200, {"accepted": True, "tombstone_id": record.tombstone_id, "new": created}
-        stored, created = tombstones.receive(data, peer=sender.name)
+        stored, created = tombstones.receive(data, peer=sender.name, channel=channel)
         if created:
             self._ack_due(stored.id, sender.name)
         return 200, {"accepted": True, "tombstone_id": stored.id, "new": created}
@@ -656,7 +658,7 @@ class Federation:
             records = [*page.get("tombstones", []), *page.get("revocations", [])]
             for record in records:
                 try:
-                    status, answer = self.accept(record, peer)
+                    status, answer = self.accept(record, peer, channel="pull")
                 except (InvalidInputError, VerificationError):
                     continue  # audited by accept; the sender's other records still count
                 new += status == 200 and bool(answer.get("new"))

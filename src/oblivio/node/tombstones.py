@@ -176,8 +176,11 @@ class TombstoneService:
                 f"created_at {record.created_at} is older than the retention horizon"
             )
 
-    def receive(self, data: object, peer: str) -> tuple[TombstoneRecord, bool]:
+    def receive(
+        self, data: object, peer: str, channel: str = "push"
+    ) -> tuple[TombstoneRecord, bool]:
         """Verify and store an inbound tombstone, idempotently on its id; apply it when new.
+        ``channel`` (push or pull) is audited with it.
 
         Raises InvalidInputError (and its URI/scope kinds) for a malformed record, and
         TombstoneVerificationFailedError — after auditing ``tombstone_verification_failed`` —
@@ -203,7 +206,11 @@ class TombstoneService:
                 "tombstone_received",
                 actor=peer,
                 subject=record.id,
-                details={"signed_by": record.signed_by, "entity_uri": record.entity_uri},
+                details={
+                    "signed_by": record.signed_by,
+                    "entity_uri": record.entity_uri,
+                    "channel": channel,
+                },
             )
             self._observe(tx, record, peer)
 
