@@ -42,6 +42,8 @@ DEADLINE = 180.0
 PARTITION_TOMBSTONES = int(os.environ.get("OBLIVIO_FEDERATION_TOMBSTONES", "1000"))
 """As issue 12 asks; about two minutes on a shared 2-core machine."""
 _OBLIVIO = (sys.executable, "-m", "oblivio")
+SILENT_AFTER = 10
+"""A's ack deadline (seconds): a peer with no ack by then is ``silent``."""
 ALL_VERBS = "tombstone:read,tombstone:write,ack:write,belief:read"
 
 
@@ -161,7 +163,7 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
         init_node(home, name=name).close()
         config = json.loads((home / "config.json").read_text())
         config["forgetting"] = {"epoch_interval_seconds": 0.5}
-        config["federation"] = {"ack_deadline_seconds": 3600}
+        config["federation"] = {"ack_deadline_seconds": SILENT_AFTER}
         (home / "config.json").write_text(json.dumps(config))
         admin = make_keys(home)["admin"]
         nodes[letter] = Node(name, home, _free_port(), admin, root / f"{letter}.log")
@@ -616,3 +618,155 @@ def _bad_acks_are_refused_or_judged(line: Line) -> None:
         again = client.post("/v1/federation/acks", json=ack)
         assert again.json()["status"] == "proved"
     assert len(a.audit("ack_verification_failed")) == failures + 1
+
+
+# -- a misbehaving peer: a real HTTP server that takes tombstones and never acknowledges -------
+
+
+class Impostor:
+    """``node-d.example``: serves its manifest, answers every push ``accepted`` and never
+    acks; relays (``/v1/federation/manifests/node-z.example``) whichever manifest of
+    node-z.example the test sets."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from oblivio.core.manifest import new_manifest
+        from oblivio.core.note import verifier_key
+        from oblivio.core.signing import SigningKey
+
+        now = datetime.now(UTC) - timedelta(minutes=1)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        self.key = SigningKey(os.urandom(32))
+        self.manifest = new_manifest("node-d.example", self.key, stamp)
+        self.verifier_key = verifier_key("node-d.example", self.key.verify_key.public_bytes)
+        self.z_manifest: dict[str, Any] = {}
+        self.pushed: list[str] = []
+        impostor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/manifest":
+                    self._answer(200, impostor.manifest)
+                elif self.path == "/v1/federation/manifests/node-z.example":
+                    self._answer(200, impostor.z_manifest)
+                else:
+                    self._answer(404, {"error": {"code": "not_found", "message": self.path}})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                impostor.pushed.append(str(body.get("id")))
+                self._answer(200, {"accepted": True, "tombstone_id": body.get("id"), "new": True})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def impostor() -> Iterator[Impostor]:
+    server = Impostor()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_peer_that_never_acks_turns_silent(line: Line, impostor: Impostor) -> None:
+    a = line.a
+    _cli(
+        a.home,
+        "peer",
+        "add",
+        "node-d.example",
+        "--url",
+        impostor.url,
+        "--key",
+        impostor.verifier_key,
+    )
+    try:
+        record = _tombstone(a, "user:silent")
+        _poll("the impostor got the push", lambda: record["id"] in impostor.pushed)
+
+        def status_of_d() -> str:
+            with a.client() as client:
+                peers = client.get(f"/v1/federation/propagation/{record['id']}").json()["peers"]
+            return str(next(p["status"] for p in peers if p["peer"] == "node-d.example"))
+
+        assert status_of_d() in ("pending", "silent")
+        _poll("D silent after the ack deadline", lambda: status_of_d() == "silent")
+    finally:
+        _cli(a.home, "peer", "remove", "node-d.example")
+    listed = json.loads(_cli(a.home, "peer", "list", "--json"))["peers"]
+    assert {p["name"]: p["state"] for p in listed}["node-d.example"] == "removed"
+
+
+def test_a_relayed_manifest_is_pinned_on_first_use_and_a_conflicting_one_refused(
+    line: Line, impostor: Impostor
+) -> None:
+    from oblivio.core.manifest import new_manifest
+    from oblivio.core.signing import SigningKey
+
+    c = line.c
+    _cli(
+        c.home,
+        "peer",
+        "add",
+        "node-d.example",
+        "--url",
+        impostor.url,
+        "--key",
+        impostor.verifier_key,
+    )
+    try:
+        token = _cli(c.home, "peer", "token", "node-d.example", "--verbs", "tombstone:write")
+        as_d = {"Authorization": f"Bearer {token}"}
+        stamp = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        z1, z2 = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
+
+        def signed_by_z(key: SigningKey, entity_uri: str) -> dict[str, Any]:
+            return sign_tombstone(
+                key,
+                record_id=new_record_id("tomb_"),
+                entity_uri=entity_uri,
+                scope="*",
+                reason=None,
+                signed_by="agent:node-z.example/dpo",
+                created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                legal_hold=False,
+            ).to_dict()
+
+        impostor.z_manifest = new_manifest("node-z.example", z1, stamp)
+        with c.client(as_d) as client:
+            first = client.post("/federation/tombstone", json=signed_by_z(z1, "user:z-one"))
+            assert first.status_code == 200, first.text
+            pinned = [e["subject"] for e in c.audit("manifest_pinned")]
+            assert pinned.count("node-z.example") == 1
+            assert "node-a.example" in pinned  # C, no peer of A, pinned A's from B too
+            impostor.z_manifest = new_manifest("node-z.example", z2, stamp)  # a split view
+            before = _state(c)
+            second = client.post("/federation/tombstone", json=signed_by_z(z2, "user:z-two"))
+            _error(second, 400, "tombstone_verification_failed")
+            assert _state(c) == before
+        conflicts = c.audit("manifest_conflict")
+        assert [e["subject"] for e in conflicts] == ["node-z.example"]
+        assert "anchor" in conflicts[0]["details"]["why"]
+    finally:
+        _cli(c.home, "peer", "remove", "node-d.example")
