@@ -7,6 +7,8 @@ line (A and C are not peers), peered with the real command line (``peer add``, `
 - Partition and crash: B is SIGKILLed while A issues tombstones, then A is SIGKILLed with its
   outbox undelivered; both restart: every tombstone reaches B and C, each stored once.
 - Bad input over the federation routes: 4xx JSON errors, audited, no state change, no 5xx.
+
+B runs on PostgreSQL, A and C on SQLite.
 """
 
 from __future__ import annotations
@@ -154,13 +156,39 @@ class Line:
 
 
 @pytest.fixture(scope="module")
-def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
+def b_store() -> Iterator[str]:
+    """B keeps its state in PostgreSQL (a schema of its own), A and C in SQLite: both stores
+    take part in every exchange."""
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import POSTGRES_HINT, _with_schema, postgres_base_url, skip_or_fail
+
+    url = postgres_base_url()
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        skip_or_fail(POSTGRES_HINT.format(url=url))
+    schema = "oblivio_federation_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield _with_schema(url, schema)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory: pytest.TempPathFactory, b_store: str) -> Iterator[Line]:
     root = tmp_path_factory.mktemp("federation")
     nodes: dict[str, Node] = {}
     for letter in "abc":
         name = f"node-{letter}.example"
         home = root / letter
-        init_node(home, name=name).close()
+        init_node(home, name=name, store_uri=b_store if letter == "b" else None).close()
         config = json.loads((home / "config.json").read_text())
         config["forgetting"] = {"epoch_interval_seconds": 0.5}
         config["federation"] = {"ack_deadline_seconds": SILENT_AFTER}
@@ -643,6 +671,8 @@ class Impostor:
         self.verifier_key = verifier_key("node-d.example", self.key.verify_key.public_bytes)
         self.z_manifest: dict[str, Any] = {}
         self.pushed: list[str] = []
+        self.offered: list[dict[str, Any]] = []
+        """What the impostor's pull route serves (one page, then an unchanged cursor)."""
         impostor = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -659,6 +689,12 @@ class Impostor:
                     self._answer(200, impostor.manifest)
                 elif self.path == "/v1/federation/manifests/node-z.example":
                     self._answer(200, impostor.z_manifest)
+                elif self.path.startswith("/v1/federation/tombstones"):
+                    done = "since=c1.done" in self.path
+                    offered = [] if done else impostor.offered
+                    self._answer(
+                        200, {"tombstones": offered, "revocations": [], "cursor": "c1.done"}
+                    )
                 else:
                     self._answer(404, {"error": {"code": "not_found", "message": self.path}})
 
@@ -770,3 +806,45 @@ def test_a_relayed_manifest_is_pinned_on_first_use_and_a_conflicting_one_refused
         assert "anchor" in conflicts[0]["details"]["why"]
     finally:
         _cli(c.home, "peer", "remove", "node-d.example")
+
+
+def test_a_forged_record_pulled_from_a_peer_is_kept_for_the_operator(
+    line: Line, impostor: Impostor
+) -> None:
+    """The impostor's pull route offers a record of A with a changed entity: C refuses it
+    (audited), stores no tombstone, and keeps it as ``failed`` where the operator sees it."""
+    a, c = line.a, line.c
+    known = _tombstone(a, "user:before-the-forgery")  # C learns A's manifest (from B)
+    _poll("C holds A's tombstone", lambda: _holds(c, known["id"]))
+    forged = {**_signed_as_a(a, entity_uri="user:pulled-forgery"), "entity_uri": "user:victim"}
+    impostor.offered = [forged]
+    before = _state(c)
+    _cli(
+        c.home,
+        "peer",
+        "add",
+        "node-d.example",
+        "--url",
+        impostor.url,
+        "--key",
+        impostor.verifier_key,
+        "--token",
+        "v4.public.the-impostor-checks-nothing",
+    )
+    try:
+
+        def kept() -> bool:
+            shown = json.loads(_cli(c.home, "propagation", "--json"))["unverified"]
+            return any(u["record_id"] == forged["id"] and u["state"] == "failed" for u in shown)
+
+        _poll("the forgery kept as failed", kept)
+        refused = [
+            e for e in c.audit("tombstone_verification_failed") if e["subject"] == forged["id"]
+        ]
+        assert refused
+        assert refused[0]["actor"] == "node-d.example"
+        assert c.count("SELECT COUNT(*) FROM tombstones WHERE id = ?", (forged["id"],)) == 0
+    finally:
+        _cli(c.home, "peer", "remove", "node-d.example")
+    tombstones, revocations, _ = _state(c)
+    assert (tombstones, revocations) == before[:2]

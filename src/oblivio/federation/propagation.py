@@ -374,6 +374,17 @@ class Federation:
                 )
         return {"accepted": False, "status": "unverified", "record_id": record.id, "reason": why}
 
+    def _keep_unverified_data(self, data: object, sender: Peer, why: str) -> None:
+        if not isinstance(data, dict):
+            return
+        kind = kind_of(data.get("id"))
+        record: StoredRecord = (
+            TombstoneRevocationRecord.from_dict(data)
+            if kind == "revocation"
+            else TombstoneRecord.from_dict(data)
+        )
+        self._keep_unverified(record, kind, sender, why)
+
     def retry_unverified(self) -> int:
         """Try every kept record again; return how many were accepted now."""
         with self.db.transaction(write=False) as tx:
@@ -659,8 +670,13 @@ class Federation:
             for record in records:
                 try:
                     status, answer = self.accept(record, peer, channel="pull")
-                except (InvalidInputError, VerificationError):
-                    continue  # audited by accept; the sender's other records still count
+                except TombstoneVerificationFailedError as e:
+                    # Audited by accept; kept for the operator (and one more try), since the
+                    # cursor moves on and the peer will not offer it again.
+                    self._keep_unverified_data(record, peer, str(e))
+                    continue
+                except InvalidInputError:
+                    continue  # not a record at all; the sender's other records still count
                 new += status == 200 and bool(answer.get("new"))
             cursor = page.get("cursor")
             if not isinstance(cursor, str) or cursor == since:
