@@ -407,6 +407,29 @@ def test_c_applies_by_pull_alone_when_b_cannot_push_to_it(line: Line) -> None:
     )
 
 
+def test_a_legal_hold_tombstone_comes_back_held(line: Line) -> None:
+    """Seed 001 legal hold: B keeps the keys (reads suppressed) and answers ``held``."""
+    a, b = line.a, line.b
+    kept = _put(b, "user:on-hold", b"evidence")
+    with a.client() as client:
+        response = client.post(
+            "/v1/tombstones",
+            json={"entity_uri": "user:on-hold", "scope": "*", "legal_hold": True},
+        )
+    assert response.status_code == 201, response.text
+    tombstone_id = response.json()["id"]
+
+    def status_of_b() -> str:
+        with a.client() as client:
+            peers = client.get(f"/v1/federation/propagation/{tombstone_id}").json()["peers"]
+        return str(peers[0]["status"])
+
+    _poll("A shows B held", lambda: status_of_b() == "held")
+    assert _forgotten(b, kept)  # suppressed while held
+    with b.client() as client:
+        assert client.get(f"/v1/artifacts/{kept}/proof").status_code == 409  # keys kept
+
+
 def test_revocation_travels_the_same_way(line: Line) -> None:
     a, b, c = line.a, line.b, line.c
     record = _tombstone(a, "user:revoked-later")
@@ -716,8 +739,9 @@ class Impostor:
         self.server.server_close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def impostor() -> Iterator[Impostor]:
+    """One impostor (one key) for the module: a removed peer stays pinned to its key."""
     server = Impostor()
     try:
         yield server

@@ -51,6 +51,8 @@ from oblivio.store.database import Transaction
 RecordKind = Literal["tombstone", "revocation"]
 CURSOR_PREFIX: Final = "c1."
 MAX_PAGE: Final = 1000
+MAX_SEQ: Final = 2**53
+"""Feed positions stay below this: cursors are JCS numbers (RFC 8785: IEEE 754 doubles)."""
 _PG_FEED_LOCK: Final = 0x0B11_F33D
 _NOT_YET: Final = "9999-12-31T23:59:59.999Z"
 """``next_attempt_at`` of an ack row whose tombstone is not applied yet."""
@@ -86,7 +88,7 @@ def decode_cursor(since: str) -> tuple[int, str | None]:
             seq = value["seq"] if isinstance(value, dict) else None
         except (ValueError, KeyError, InvalidInputError) as e:
             raise InvalidCursorError(f"since: malformed cursor {since[:80]!r}") from e
-        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**62:
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < MAX_SEQ:
             raise InvalidCursorError(f"since: malformed cursor {since[:80]!r}")
         return seq, None
     try:
@@ -439,9 +441,13 @@ class Federation:
                 "ORDER BY e.artifact_id",
                 (tombstone_id,),
             )
-        if any(epoch is None for _, epoch in events):
+        if record.legal_hold:
+            # Seed 001 legal hold: the keys are kept, so there is nothing to wait for.
+            artifacts = sorted({str(a) for a, _ in events})
+        elif any(epoch is None for _, epoch in events):
             return None
-        artifacts = sorted({str(a) for a, epoch in events if epoch is not None and epoch >= 0})
+        else:
+            artifacts = sorted({str(a) for a, epoch in events if epoch is not None and epoch >= 0})
         level = forgetting.settings.tombstone_level
         status: Literal["applied", "held"] = "held" if record.legal_hold else "applied"
         proofs: list[Mapping[str, JsonValue]] = []

@@ -516,6 +516,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 def cmd_peer(args: argparse.Namespace) -> int:
     """Pin, list and remove peers; issue capability tokens (DESIGN.md §12)."""
+    from oblivio.federation.peers import validate_peer_url
     from oblivio.federation.propagation import open_federation
 
     with open_node(args.home) as node:
@@ -526,7 +527,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
                 if not args.name or not args.url or not args.key:
                     raise InvalidInputError("peer add needs NAME, --url and --key")
                 key = _verifier_key_text(args.key)
-                manifest = federation.client.manifest(args.url.rstrip("/"))
+                manifest = federation.client.manifest(validate_peer_url(args.url))
                 peer = peers.add(args.name, args.url, key, manifest, args.token)
                 _emit(args, f"peer {peer.name} pinned at {peer.url}", peer.to_dict())
             elif args.action == "token":
