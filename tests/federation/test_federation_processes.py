@@ -451,6 +451,21 @@ def test_revocation_travels_the_same_way(line: Line) -> None:
         assert status["revocations"][0]["signature"] == response.json()["signature"]
 
 
+def test_a_push_only_peer_may_fetch_the_manifests_it_needs(line: Line) -> None:
+    """Regression: a peer holding ``tombstone:write`` alone (push-only) must be able to fetch
+    the manifest of an org whose records it was sent, or those records stay unverified."""
+    a, b = line.a, line.b
+    for verbs, status in (("tombstone:write", 200), ("tombstone:read", 200), ("ack:write", 401)):
+        token = _cli(b.home, "peer", "token", a.name, "--verbs", verbs)
+        with b.client({"Authorization": f"Bearer {token}"}) as client:
+            response = client.get("/v1/federation/manifests/node-c.example")
+        assert response.status_code == status, response.text
+        if status == 200:
+            assert response.json()["org"] == "node-c.example"
+        else:
+            assert response.json()["error"]["code"] == "capability_verb_missing"
+
+
 def test_pull_route_pages_with_an_opaque_cursor(line: Line) -> None:
     """What C pulls from B: §23.4.3 shape, records unchanged but for a redacted reason."""
     a, b = line.a, line.b

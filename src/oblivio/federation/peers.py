@@ -228,8 +228,8 @@ class Peers:
             )
         return token
 
-    def authorize(self, token: str, verb: str) -> Peer:
-        """The active peer a token of this node names, if it grants ``verb``.
+    def authorize(self, token: str, verb: str | tuple[str, ...]) -> Peer:
+        """The active peer a token of this node names, if it grants ``verb`` (or one of them).
 
         Checks (tokens.py): signature with one of this org's manifest keys, issuer, expiry,
         a jti this node issued to that subject and has not revoked, the subject is an active
@@ -249,7 +249,9 @@ class Peers:
         if peer is None or peer.state != "active":
             state = "unknown" if peer is None else peer.state
             raise TokenRevokedError(f"capability token: peer {capability.subject} is {state}")
-        capability.require(verb)
+        verbs = (verb,) if isinstance(verb, str) else verb
+        if not any(v in capability.verbs for v in verbs):
+            capability.require(verbs[0])  # raises, naming the verb
         return peer
 
     def tokens(self, name: str) -> list[dict[str, Any]]:

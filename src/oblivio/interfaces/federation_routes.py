@@ -53,8 +53,9 @@ def the_federation(request: Request) -> Federation:
 FederationDep = Annotated[Federation, Depends(the_federation)]
 
 
-def capability(verb: str) -> Callable[..., Peer]:
-    """A dependency: the peer whose capability token grants ``verb`` (401 otherwise)."""
+def capability(verb: str | tuple[str, ...]) -> Callable[..., Peer]:
+    """A dependency: the peer whose capability token grants ``verb`` or one of several
+    (401 otherwise)."""
 
     def authorised(
         request: Request,
@@ -81,7 +82,11 @@ def capability(verb: str) -> Callable[..., Peer]:
             services.audit.append(
                 "capability_denied",
                 subject=request.url.path[:200],
-                details={"verb": verb, "code": e.code, "why": str(e)[:500]},
+                details={
+                    "verb": verb if isinstance(verb, str) else list(verb),
+                    "code": e.code,
+                    "why": str(e)[:500],
+                },
             )
             raise
 
@@ -92,6 +97,9 @@ TombstoneWriter = Annotated[Peer, Depends(capability("tombstone:write"))]
 TombstoneReader = Annotated[Peer, Depends(capability("tombstone:read"))]
 AckWriter = Annotated[Peer, Depends(capability("ack:write"))]
 BeliefReader = Annotated[Peer, Depends(capability("belief:read"))]
+TombstoneExchanger = Annotated[Peer, Depends(capability(("tombstone:read", "tombstone:write")))]
+"""A peer that pulls or pushes: either needs the manifests of the orgs whose records it
+relays (a push-only peer too)."""
 
 federation_router = APIRouter()
 
@@ -194,7 +202,9 @@ def federation_events(
 @federation_router.get(
     "/v1/federation/manifests/{org}", summary="The manifest this node holds for an org"
 )
-def federation_manifest(org: str, federation: FederationDep, _: TombstoneReader) -> dict[str, Any]:
+def federation_manifest(
+    org: str, federation: FederationDep, _: TombstoneExchanger
+) -> dict[str, Any]:
     """For a peer that received a record of ``org`` relayed by this node (§12)."""
     return federation.manifest_json(org)
 
