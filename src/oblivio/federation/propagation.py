@@ -333,7 +333,7 @@ class Federation:
             return 200, {"accepted": True, "tombstone_id": record.tombstone_id, "new": created}
         stored, created = tombstones.receive(data, peer=sender.name, channel=channel)
         if created:
-            self._ack_due(stored.id, sender.name)
+            self._ack_due(stored.id, sender.name)  # wakes the pusher, after the commit
         return 200, {"accepted": True, "tombstone_id": stored.id, "new": created}
 
     def _ack_due(self, tombstone_id: str, peer: str) -> None:

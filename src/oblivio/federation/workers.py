@@ -25,6 +25,8 @@ log = logging.getLogger("oblivio.federation")
 TICK: Final = 0.2
 """Seconds between checks of the stop event and of due work."""
 RETRY_UNVERIFIED_EVERY: Final = timedelta(seconds=5)
+WAKE_SETTLE: Final = 0.05
+"""Seconds the pusher waits after a wake-up before reading the outbox."""
 
 
 class FederationWorkers:
@@ -70,6 +72,9 @@ class FederationWorkers:
     def _push_loop(self) -> None:
         blocked: dict[str, datetime] = {}
         while not self._stop.is_set():
+            if self.federation.wake.is_set():
+                # Woken from inside the transaction that writes the rows: let it commit.
+                self._stop.wait(WAKE_SETTLE)
             self.federation.wake.clear()
             worked = False
             try:
