@@ -271,7 +271,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         open_services(node)
     # The socket is bound here, so a host or port that cannot be had is one line (exit 2).
     listener = _listen(args.host, args.port)
-    config = uvicorn.Config(create_app(args.home), log_level="warning")
+    # Announce streams (federation) stay open: shutting down waits at most this for them.
+    config = uvicorn.Config(create_app(args.home), log_level="warning", timeout_graceful_shutdown=5)
     with listener:
         uvicorn.Server(config).run(sockets=[listener])
     return 0
@@ -714,6 +715,64 @@ def _add_memory_commands(commands: Any, common: argparse.ArgumentParser) -> None
     recall.set_defaults(run=cmd_recall)
 
 
+def cmd_peer(args: argparse.Namespace) -> int:
+    """Pin, list and remove peers; issue capability tokens (DESIGN.md §12)."""
+    from oblivio.federation.peers import validate_peer_url
+    from oblivio.federation.propagation import open_federation
+
+    with open_node(args.home) as node:
+        federation = open_federation(open_services(node))
+        try:
+            peers = federation.peers
+            if args.action == "add":
+                if not args.name or not args.url or not args.key:
+                    raise InvalidInputError("peer add needs NAME, --url and --key")
+                key = _verifier_key_text(args.key)
+                manifest = federation.client.manifest(validate_peer_url(args.url))
+                peer = peers.add(args.name, args.url, key, manifest, args.token)
+                _emit(args, f"peer {peer.name} pinned at {peer.url}", peer.to_dict())
+            elif args.action == "token":
+                if not args.name or not args.verbs:
+                    raise InvalidInputError("peer token needs NAME and --verbs")
+                verbs = [v.strip() for v in args.verbs.split(",") if v.strip()]
+                lifetime = federation.settings.token_lifetime.total_seconds()
+                token = peers.issue_token(args.name, verbs, lifetime)
+                _emit(args, token, {"peer": args.name, "verbs": verbs, "token": token})
+            elif args.action == "remove":
+                if not args.name:
+                    raise InvalidInputError("peer remove needs NAME")
+                peers.remove(args.name)
+                _emit(args, f"removed {args.name}", {"removed": args.name})
+            else:
+                listed = [p.to_dict() for p in peers.every()]
+                lines = [f"{p['name']}\t{p['state']}\t{p['url']}" for p in listed]
+                _emit(args, "\n".join(lines), {"peers": listed})
+        finally:
+            federation.client.close()
+    return 0
+
+
+def cmd_propagation(args: argparse.Namespace) -> int:
+    """Per-peer propagation of one tombstone, or of every tombstone sent, and the inbound
+    records kept unverified."""
+    from oblivio.federation.propagation import open_federation
+
+    with open_node(args.home, recover=False) as node:
+        federation = open_federation(open_services(node))
+        try:
+            ids = [args.tombstone_id] if args.tombstone_id else federation.tracked()
+            reports = [federation.propagation(i) for i in ids]
+            unverified = [] if args.tombstone_id else federation.unverified()
+        finally:
+            federation.client.close()
+    lines = [
+        f"{r['tombstone_id']}\t{p['peer']}\t{p['status']}" for r in reports for p in r["peers"]
+    ]
+    lines += [f"{u['record_id']}\tfrom {u['received_from']}\t{u['state']}" for u in unverified]
+    _emit(args, "\n".join(lines), {"tombstones": reports, "unverified": unverified})
+    return 0
+
+
 def _common() -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument(
@@ -807,6 +866,23 @@ def _add_witness_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     evidence.set_defaults(run=cmd_verify_evidence)
 
 
+def _add_federation_commands(commands: Any, common: _Parser) -> None:
+    peer = commands.add_parser("peer", parents=[common], help="federation peers and tokens")
+    peer.add_argument("action", choices=["add", "list", "remove", "token"])
+    peer.add_argument("name", nargs="?", metavar="NAME", help="the peer's node name (its org)")
+    peer.add_argument("--url", help="with add: the peer's base URL")
+    peer.add_argument("--key", help="with add: the peer's verifier key (oblivio key), or a file")
+    peer.add_argument("--token", help="with add: the capability token the peer issued us")
+    peer.add_argument("--verbs", help="with token: comma-separated, e.g. tombstone:write")
+    peer.set_defaults(run=cmd_peer)
+
+    propagation = commands.add_parser(
+        "propagation", parents=[common], help="per-peer status of sent tombstones"
+    )
+    propagation.add_argument("tombstone_id", metavar="TOMBSTONE_ID", nargs="?")
+    propagation.set_defaults(run=cmd_propagation)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = _common()
@@ -872,6 +948,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_memory_commands(commands, common)
 
     _add_witness_commands(commands, common)
+
+    _add_federation_commands(commands, common)
     return parser
 
 

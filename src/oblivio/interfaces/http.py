@@ -1,7 +1,8 @@
 """The node's HTTP API (ASGI, FastAPI; OpenAPI at /openapi.json), run by ``oblivio serve``.
 
 Routes: seed 002 §23.6 tombstones (admin keys only; agent keys get 403
-``tombstone_access_denied``), seed 001 ``/federation/*``, the org manifest, the audit log,
+``tombstone_access_denied``), the federation routes (federation_routes.py: seed 001
+``/federation/*`` and ``/v1/federation/*``, capability tokens), the org manifest, the audit log,
 artifact routes mirroring the command line, and the public ``/v1/health`` of the epoch loop.
 Every error is JSON ``{"error": {"code": …, "message": …}}`` with the §23.7 codes where they
 apply; request bodies are size-limited and unknown fields are refused.
@@ -271,17 +272,9 @@ def reader(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
     return key
 
 
-def federation_peer(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
-    """A peer or admin key (inbound federation routes)."""
-    if key.role not in ("admin", "peer"):
-        raise TombstoneAccessDeniedError("peer or admin API key required")
-    return key
-
-
 Admin = Annotated[ApiKey, Depends(admin)]
 Operator = Annotated[ApiKey, Depends(operator)]
 Reader = Annotated[ApiKey, Depends(reader)]
-Peer = Annotated[ApiKey, Depends(federation_peer)]
 
 # -- manifest and audit ---------------------------------------------------------------------------
 
@@ -361,58 +354,6 @@ def post_revoke(tombstone_id: str, body: RevokeRequest, services: Services, key:
             "Oblivio-Restoration": "suppression lifted; " + restoration,
         },
     )
-
-
-# -- seed 001 federation routes -------------------------------------------------------------------
-
-federation_routes = APIRouter()
-
-
-@federation_routes.post(
-    "/federation/delete", summary="Request deletion of an own belief (seed 001)"
-)
-def federation_delete(body: DeletionRequest, services: Services, key: Admin) -> dict[str, Any]:
-    """Verify the originator's signed request, then issue a tombstone for ``belief:<id>``."""
-    request = body.model_dump()
-    if body.legal_reference is None:
-        request.pop("legal_reference")
-    verify_deletion_request(services, request)
-    validate_record_id(TOMBSTONE_PREFIX + body.tombstone_id, TOMBSTONE_PREFIX)
-    reason = body.reason + (f" ({body.legal_reference})" if body.legal_reference else "")
-    entity_uri = validate_entity_uri(f"belief:{body.belief_id}")
-    record, _ = services.tombstones.issue(key.name, entity_uri, "*", reason)
-    status = "not_propagated: no federation peers configured" if body.propagate else "local_only"
-    return {"tombstone_id": record.id, "propagation_status": status}
-
-
-@federation_routes.post("/federation/tombstone", summary="Receive a peer's tombstone (seed 001)")
-def federation_tombstone(
-    record: dict[str, JsonValue], services: Services, key: Peer
-) -> dict[str, Any]:
-    """Verify against the manifest of ``signed_by`` and store idempotently (§23.4.2)."""
-    stored, created = services.tombstones.receive(record, peer=key.name)
-    return {"accepted": True, "tombstone_id": stored.id, "new": created}
-
-
-@federation_routes.get(
-    "/federation/belief/{belief_id}/status", summary="Belief deletion status (seed 001)"
-)
-def federation_belief_status(
-    belief_id: str, services: Services, node: OpenNode, _: Peer
-) -> dict[str, Any]:
-    """``{exists, deleted, tombstone?}`` for ``belief:<id>``."""
-    entity_uri = validate_entity_uri(f"belief:{belief_id}")
-    tombstones, _revocations = services.tombstones.store.for_entity(entity_uri)
-    active = services.tombstones.store.active_for_entity(entity_uri)
-    with node.db.transaction(write=False) as tx:
-        held = tx.fetchone("SELECT 1 FROM artifacts WHERE entity_uri = ? LIMIT 1", (entity_uri,))
-    answer: dict[str, Any] = {
-        "exists": held is not None or bool(tombstones),
-        "deleted": bool(active),
-    }
-    if active:
-        answer["tombstone"] = active[-1].to_dict()
-    return answer
 
 
 # -- artifacts (mirroring the command line) -------------------------------------------------------
@@ -662,6 +603,10 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     heartbeat epoch when idle (the node's configuration sets both); GET /v1/health reports it.
     """
 
+    from oblivio.federation.propagation import open_federation
+    from oblivio.federation.workers import FederationWorkers
+    from oblivio.interfaces.federation_routes import federation_router
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         node = open_node(home)
@@ -673,17 +618,24 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
             target=services.forgetting.run_epochs, args=(stop,), name="oblivio-epochs", daemon=True
         )
         app.state.epoch_thread = epochs if run_epochs else None
+        # Federation (DESIGN.md §12): outbox, pull and announce workers beside the epoch loop.
+        app.state.federation = open_federation(services)
+        app.state.federation_stop = stop
+        workers = FederationWorkers(app.state.federation, services.compliance.clock)
         if run_epochs:
             epochs.start()
+            workers.start()
         witnesses = start_witnessing(app, services, stop)
         try:
             yield
         finally:
             stop.set()
             services.checkpoints.committed.set()  # wakes the witness thread to see the stop
+            workers.stop()
             for thread in (epochs, witnesses):
                 if thread.is_alive():
                     thread.join(timeout=30)
+            app.state.federation.client.close()
             node.close()
 
     from oblivio.interfaces.recall_routes import recall_routes
@@ -698,7 +650,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         recall_routes,
         node_routes,
         tombstone_routes,
-        federation_routes,
+        federation_router,
         artifact_routes,
         forgetting_routes,
         log_routes,

@@ -1,10 +1,12 @@
 """API keys for the HTTP API: created by the command line, stored hashed, shown once.
 
-Roles: ``admin`` (tombstones, legal holds, audit), ``agent`` (artifacts; every tombstone route
-answers 403 ``tombstone_access_denied``, seed 002 §23.6.2) and ``peer`` (the inbound federation
-routes). Each key lists the fact scopes it may read and write in the memory store (DESIGN.md
-§11; every scope unless limited at creation). A key is 32 random bytes, so a single SHA-256
-(with a named prefix) is a sound way to store it: there is nothing to brute-force.
+Roles: ``admin`` (tombstones, legal holds, audit) and ``agent`` (artifacts; every tombstone route
+answers 403 ``tombstone_access_denied``, seed 002 §23.6.2). The ``peer`` role is retired: peers
+present capability tokens (federation/tokens.py); existing peer keys still authenticate, so the
+federation routes can refuse them with a clear error, and no new one is made (docs/adr/0030).
+Each key lists the fact scopes it may read and write in the memory store (DESIGN.md §11; every
+scope unless limited at creation). A key is 32 random bytes, so a single SHA-256 (with a named
+prefix) is a sound way to store it: there is nothing to brute-force.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from oblivio.store.database import ConstraintViolationError, Database
 
 Role = Literal["admin", "agent", "peer"]
 ROLES: tuple[Role, ...] = ("admin", "agent", "peer")
+CREATABLE_ROLES: tuple[Role, ...] = ("admin", "agent")
 TOKEN_PREFIX = "obk_"  # noqa: S105 - a public marker of the token format, not a secret
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -97,9 +100,14 @@ class ApiKeys:
             raise InvalidInputError(
                 f"API key name: expected [a-z0-9][a-z0-9._-]{{0,63}}, got {name!r}"
             )
-        if role not in ROLES:
+        if role == "peer":
             raise InvalidInputError(
-                f"API key role: expected one of {', '.join(ROLES)}, got {role!r}"
+                "API key role 'peer' is retired (docs/adr/0030): peers present capability "
+                "tokens; issue one with: oblivio peer token NAME --verbs …"
+            )
+        if role not in CREATABLE_ROLES:
+            raise InvalidInputError(
+                f"API key role: expected one of {', '.join(CREATABLE_ROLES)}, got {role!r}"
             )
         token = TOKEN_PREFIX + b64url_encode(secrets.token_bytes(32))
         key = ApiKey(new_uuid7(), name, role, _scopes_of(reads), _scopes_of(writes))

@@ -52,6 +52,8 @@ class NodeConfig:
     keys_uri: str
     forgetting: Mapping[str, Any] = field(default_factory=dict)
     key_tree: Mapping[str, Any] = field(default_factory=dict)
+    federation: Mapping[str, Any] = field(default_factory=dict)
+    """Optional federation settings (federation/settings.py): poll interval, ack deadline."""
     node_id: str | None = None
     """The key id of the node's first signing key: who the database and key store belong to
     (docs/adr/0016), unchanged when the signing key rotates. Homes made before it have none
@@ -66,6 +68,8 @@ class NodeConfig:
             data["forgetting"] = dict(self.forgetting)
         if self.key_tree:
             data["key_tree"] = dict(self.key_tree)
+        if self.federation:
+            data["federation"] = dict(self.federation)
         return data
 
     @classmethod
@@ -80,7 +84,7 @@ class NodeConfig:
                 raise NodeHomeError(f"config.json: field {name!r} must be a non-empty string")
             values[name] = value
         sections = {}
-        for name in ("forgetting", "key_tree"):
+        for name in ("forgetting", "key_tree", "federation"):
             section = data.get(name, {})
             if not isinstance(section, dict):
                 raise NodeHomeError(f"config.json: field {name!r} must be an object")

@@ -34,6 +34,7 @@ from oblivio.core.tombstones import (
 from oblivio.node.audit import AuditLog
 from oblivio.node.ids import new_record_id
 from oblivio.node.manifests import ManifestRegistry
+from oblivio.store.database import Transaction
 from oblivio.store.tombstones import TombstoneStore
 
 DEFAULT_RETENTION_HORIZON = timedelta(days=3650)
@@ -41,6 +42,12 @@ DEFAULT_RETENTION_HORIZON = timedelta(days=3650)
 
 TombstoneApplier = Callable[[TombstoneRecord], None]
 """Acts on a newly stored tombstone (forgetting the entity's artifacts, point 4)."""
+
+StoredRecord = TombstoneRecord | TombstoneRevocationRecord
+RecordObserver = Callable[[Transaction, StoredRecord, str | None], None]
+"""Runs in the transaction that stores a new record (issued: sender None; received: the peer
+that delivered it), so that what depends on the record (the federation outbox) is written
+with it or not at all."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,12 @@ class TombstoneService:
         self._clock = clock
         self.retention_horizon = retention_horizon
         self.appliers: list[TombstoneApplier] = []
+        self.observers: list[RecordObserver] = []
         self.erased_artifacts: Callable[[TombstoneRecord], tuple[str, ...]] = lambda _: ()
+
+    def _observe(self, tx: Transaction, record: StoredRecord, sender: str | None) -> None:
+        for observer in self.observers:
+            observer(tx, record, sender)
 
     def _apply(self, record: TombstoneRecord) -> None:
         for applier in self.appliers:
@@ -106,16 +118,18 @@ class TombstoneService:
             created_at=format_time(self._clock()),
             legal_hold=legal_hold,
         )
-        stored, created = self.store.tombstone(
-            record,
-            lambda tx: self.audit.append_in(
+
+        def on_insert(tx: Transaction) -> None:
+            self.audit.append_in(
                 tx,
                 "legal_hold_placed" if legal_hold else "tombstone_issued",
                 actor=record.signed_by,
                 subject=record.id,
                 details={"entity_uri": entity_uri, "scope": record.to_dict()["scope"]},
-            ),
-        )
+            )
+            self._observe(tx, record, None)
+
+        stored, created = self.store.tombstone(record, on_insert)
         if created:
             self._apply(stored)
         return stored, created
@@ -135,19 +149,21 @@ class TombstoneService:
             signed_by=signer_uri(self.org, agent_name),
             created_at=format_time(self._clock()),
         )
-        stored = self.store.revoke_tombstone(
-            revocation,
-            lambda tx: self.audit.append_in(
+
+        def on_insert(tx: Transaction) -> None:
+            self.audit.append_in(
                 tx,
                 "legal_hold_released" if tombstone.legal_hold else "tombstone_revoked",
                 actor=revocation.signed_by,
                 subject=tombstone_id,
                 details={"revocation_id": revocation.id},
-            ),
-        )
+            )
+            self._observe(tx, revocation, None)
+
+        stored = self.store.revoke_tombstone(revocation, on_insert)
         return Revocation(stored, self.erased_artifacts(tombstone))
 
-    def verify_inbound(self, record: TombstoneRecord) -> None:
+    def verify_inbound(self, record: StoredRecord) -> None:
         """Verify an inbound record (§23.4.2 steps 1 and 2); raise VerificationError naming why."""
         org = org_of_signer(record.signed_by)
         manifest = self.registry.find(org)
@@ -160,8 +176,11 @@ class TombstoneService:
                 f"created_at {record.created_at} is older than the retention horizon"
             )
 
-    def receive(self, data: object, peer: str) -> tuple[TombstoneRecord, bool]:
+    def receive(
+        self, data: object, peer: str, channel: str = "push"
+    ) -> tuple[TombstoneRecord, bool]:
         """Verify and store an inbound tombstone, idempotently on its id; apply it when new.
+        ``channel`` (push or pull) is audited with it.
 
         Raises InvalidInputError (and its URI/scope kinds) for a malformed record, and
         TombstoneVerificationFailedError — after auditing ``tombstone_verification_failed`` —
@@ -180,17 +199,63 @@ class TombstoneService:
             raise TombstoneVerificationFailedError(
                 f"tombstone {record.id} does not verify: {e}"
             ) from e
-        stored, created = self.store.store_received(
-            record,
-            peer,
-            lambda tx: self.audit.append_in(
+
+        def on_insert(tx: Transaction) -> None:
+            self.audit.append_in(
                 tx,
                 "tombstone_received",
                 actor=peer,
                 subject=record.id,
-                details={"signed_by": record.signed_by, "entity_uri": record.entity_uri},
-            ),
-        )
+                details={
+                    "signed_by": record.signed_by,
+                    "entity_uri": record.entity_uri,
+                    "channel": channel,
+                },
+            )
+            self._observe(tx, record, peer)
+
+        stored, created = self.store.store_received(record, peer, on_insert)
         if created:
             self._apply(stored)
         return stored, created
+
+    def receive_revocation(self, data: object, peer: str) -> tuple[TombstoneRevocationRecord, bool]:
+        """Verify and store an inbound revocation, idempotently on its id; cancel what its
+        tombstone asked for that has not been executed yet (§23.2.5).
+
+        Raises InvalidInputError for a malformed record, TombstoneNotFoundError if its tombstone
+        is not (yet) here, TombstoneAlreadyRevokedError if another revocation already names it,
+        and TombstoneVerificationFailedError (audited) when it does not verify.
+        """
+        revocation = TombstoneRevocationRecord.from_dict(data)
+        try:
+            self.verify_inbound(revocation)
+        except VerificationError as e:
+            self.audit.append(
+                "tombstone_verification_failed",
+                actor=peer,
+                subject=revocation.id,
+                details={"signed_by": revocation.signed_by, "why": str(e)},
+            )
+            raise TombstoneVerificationFailedError(
+                f"revocation {revocation.id} does not verify: {e}"
+            ) from e
+        tombstone = self.store.get(revocation.tombstone_id)
+        with self.store.db.transaction(write=False) as tx:
+            row = tx.fetchone("SELECT 1 FROM tombstone_revocations WHERE id = ?", (revocation.id,))
+        if row is not None:
+            return revocation, False
+
+        def on_insert(tx: Transaction) -> None:
+            self.audit.append_in(
+                tx,
+                "tombstone_revocation_received",
+                actor=peer,
+                subject=revocation.tombstone_id,
+                details={"revocation_id": revocation.id, "signed_by": revocation.signed_by},
+            )
+            self._observe(tx, revocation, peer)
+
+        stored = self.store.revoke_tombstone(revocation, on_insert)
+        self.erased_artifacts(tombstone)
+        return stored, True

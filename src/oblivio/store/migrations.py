@@ -632,6 +632,86 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         },
     ),
+    Migration(
+        20,
+        "federation",
+        (
+            # Peers pinned by verifier key (DESIGN.md §12); ``token`` is the capability token
+            # the peer issued us, presented on every request to it.
+            """CREATE TABLE federation_peers (
+                name TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                verifier_key TEXT NOT NULL,
+                anchor_key_id TEXT NOT NULL,
+                token TEXT,
+                state TEXT NOT NULL,
+                reputation TEXT NOT NULL,
+                pull_cursor TEXT,
+                added_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            # Capability tokens this node issued (PASETO v4.public); a jti not here is refused.
+            """CREATE TABLE capability_tokens (
+                jti TEXT PRIMARY KEY,
+                peer TEXT NOT NULL,
+                verbs TEXT NOT NULL,
+                issued_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                revoked_at TEXT
+            )""",
+            # Every record this node holds, in the order it stored them: the pull route's
+            # cursor is a position in this feed (seed 002 §23.4.3).
+            """CREATE TABLE federation_feed (
+                seq {bigint} PRIMARY KEY,
+                record_id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL
+            )""",
+            """INSERT INTO federation_feed (seq, record_id, kind)
+                SELECT ROW_NUMBER() OVER (ORDER BY stored_at, id), id, 'tombstone'
+                FROM tombstones""",
+            """INSERT INTO federation_feed (seq, record_id, kind)
+                SELECT (SELECT COUNT(*) FROM tombstones)
+                    + ROW_NUMBER() OVER (ORDER BY stored_at, id), id, 'revocation'
+                FROM tombstone_revocations""",
+            # The durable outbox: one row per record (or ack) and peer, written in the
+            # transaction that stores the record.
+            """CREATE TABLE federation_outbox (
+                record_id TEXT NOT NULL,
+                peer TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                attempts {bigint} NOT NULL DEFAULT 0,
+                next_attempt_at TEXT NOT NULL,
+                delivered_at TEXT,
+                last_error TEXT,
+                PRIMARY KEY (record_id, peer, kind)
+            )""",
+            """CREATE INDEX idx_federation_outbox_due
+                ON federation_outbox(delivered_at, next_attempt_at)""",
+            # Signed acknowledgements received from peers, as received.
+            """CREATE TABLE federation_acks (
+                tombstone_id TEXT NOT NULL,
+                peer TEXT NOT NULL,
+                ack_json TEXT NOT NULL,
+                status TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                PRIMARY KEY (tombstone_id, peer)
+            )""",
+            # Inbound records whose signer's manifest could not be had yet: kept, retried,
+            # shown to the operator, never dropped (§23.4.2).
+            """CREATE TABLE federation_unverified (
+                record_id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                record_json TEXT NOT NULL,
+                received_from TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempts {bigint} NOT NULL DEFAULT 0,
+                last_error TEXT NOT NULL,
+                first_seen TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 
