@@ -186,12 +186,12 @@ def _scan(paths: list[Path], needles: list[bytes]) -> list[tuple[str, bytes]]:
     return found
 
 
+@pytest.mark.parametrize("store_uri", ["sqlite"], indirect=True)  # a byte scan of its files
 def test_level_2_tombstone_leaves_no_plaintext_in_the_sqlite_files(
     services: NodeServices, agent: ApiKey
 ) -> None:
     db = services.node.db
-    if not isinstance(db, SqliteDatabase):
-        pytest.skip("a byte scan of the database files needs the SQLite store")
+    assert isinstance(db, SqliteDatabase)
     r = services.recall
     secrets = ["Qwyxzzlefact", "Vorpalblade7", "Jabberwockcard"]
     add_fact(r, agent, "user:victim", "name", f"{secrets[0]} Smith")
