@@ -151,6 +151,15 @@ class WrappingKeyBackend(Protocol):
         """Release the backend's resources (files, sessions)."""
 
 
+def raise_binding_generation(backend: WrappingKeyBackend, generation: int) -> None:
+    """Raise a bound key store's generation to ``generation`` (never lower it) with one
+    binding write, for backends that keep the binding apart from their root keys (pkcs11,
+    threshold; the software key file writes it with the root in one fsync)."""
+    current = backend.binding()
+    if current is not None and current.generation < generation:
+        backend.bind(current.advanced(generation))
+
+
 def check_keys_uri(uri: str) -> str:
     """Return the backend scheme a keys URI names without opening it; raise InvalidKeysUriError."""
     scheme = urlsplit(uri).scheme if isinstance(uri, str) else ""

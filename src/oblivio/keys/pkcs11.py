@@ -41,7 +41,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from oblivio.core.envelope import NONCE_SIZE, TAG_SIZE, digests_equal, key_wrap_aad
 from oblivio.core.errors import IntegrityError, InvalidKeysUriError, KeyBackendError
 from oblivio.core.hashing import sha256
-from oblivio.keys.backend import DestructionEvidence, KeyStoreBinding, RootKeyPurpose
+from oblivio.keys.backend import (
+    DestructionEvidence,
+    KeyStoreBinding,
+    RootKeyPurpose,
+    raise_binding_generation,
+)
 from oblivio.keys.key_file import parse_key_reference
 
 if TYPE_CHECKING:
@@ -238,11 +243,6 @@ class Pkcs11Backend:
             except pkcs11.PKCS11Error as e:
                 raise KeyBackendError(f"pkcs11 keys: writing the binding failed: {e!r}") from e
 
-    def _advance_generation(self, generation: int) -> None:
-        current = self.binding()
-        if current is not None and current.generation < generation:
-            self.bind(current.advanced(generation))
-
     def create_root_key(
         self, purpose: RootKeyPurpose, key_ref: str | None = None, *, generation: int = 0
     ) -> str:
@@ -255,7 +255,7 @@ class Pkcs11Backend:
         reference = _reference(key_ref)
         if reference is None:
             raise KeyBackendError(f"pkcs11 keys: not a pkcs11 key reference: {key_ref}")
-        self._advance_generation(generation)
+        raise_binding_generation(self, generation)
         with self._lock:
             try:
                 if self._find(reference):

@@ -35,7 +35,12 @@ from oblivio.core.identifiers import format_time
 from oblivio.core.receipts import sign_share_deletion
 from oblivio.core.shamir import Share, combine_shares, split_secret
 from oblivio.core.signing import SEED_SIZE, SigningKey, VerifyKey
-from oblivio.keys.backend import DestructionEvidence, KeyStoreBinding, RootKeyPurpose
+from oblivio.keys.backend import (
+    DestructionEvidence,
+    KeyStoreBinding,
+    RootKeyPurpose,
+    raise_binding_generation,
+)
 from oblivio.keys.in_process import InProcessRootWrapping
 from oblivio.keys.key_file import REFERENCE_SIZE, KeyFile, parse_key_reference
 
@@ -207,11 +212,6 @@ class ThresholdBackend(InProcessRootWrapping):
             raise KeyBackendError("threshold keys: this key store has no binding file")
         self._binding_file.replace(None, None, binding=lambda _current: binding.to_slot())
 
-    def _advance_generation(self, generation: int) -> None:
-        current = self.binding()
-        if current is not None and current.generation < generation:
-            self.bind(current.advanced(generation))
-
     def new_root_reference(self) -> str:
         return _REF_PREFIX + secrets.token_hex(REFERENCE_SIZE)
 
@@ -237,7 +237,7 @@ class ThresholdBackend(InProcessRootWrapping):
         reference = _reference(key_ref)
         if reference is None:
             raise KeyBackendError(f"threshold keys: not a threshold key reference: {key_ref}")
-        self._advance_generation(generation)
+        raise_binding_generation(self, generation)
         if key_ref in self.live_root_keys():
             return key_ref
         shares = split_secret(

@@ -122,6 +122,50 @@ def with_node_object_prefix(keys_uri: str, node_key_id: str) -> str:
     return f"{path};object=oblivio-{node_key_id[:16]}{sep}{query}"
 
 
+@dataclass
+class _Opened:
+    """A node's parts opened, before any check: what ``open_node`` and ``restore_backup``
+    both start from."""
+
+    config: NodeConfig
+    signing_key: SigningKey
+    db: Database
+    backend: WrappingKeyBackend
+    custody: KeyTreeCustody
+
+    @property
+    def node_id(self) -> str:
+        """Who the database and key store belong to: the first key id, or the current one
+        for a home from before node ids (docs/adr/0016)."""
+        return self.config.node_id or self.signing_key.key_id
+
+    def close(self) -> None:
+        self.backend.close()
+        self.db.close()
+
+
+def _open_parts(home: Path) -> _Opened:
+    """Read the home, open the database (never creating its file) with pending migrations
+    applied, and the key backend; checks nothing else. Closes what it opened if it fails."""
+    config = load_config(home)
+    signing_key = load_signing_key(home)
+    db = open_database(config.store_uri, create=False)
+    try:
+        migrate(db)
+        backend = open_key_backend(config.keys_uri, home)
+    except OblivioError:
+        db.close()
+        raise
+    try:
+        settings = key_tree_settings(config.key_tree)
+    except OblivioError:
+        backend.close()
+        db.close()
+        raise
+    custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout)
+    return _Opened(config, signing_key, db, backend, custody)
+
+
 def open_node(home: Path, *, recover: bool = True) -> Node:
     """Open an initialised node, applying pending schema migrations, after checking that its
     database and key store belong together and to it (``KeyTreeCustody.check_key_store``;
@@ -135,18 +179,11 @@ def open_node(home: Path, *, recover: bool = True) -> Node:
     keys URIs.
     """
     home = home.resolve()
-    config = load_config(home)
-    signing_key = load_signing_key(home)
-    db = open_database(config.store_uri, create=False)
-    backend: WrappingKeyBackend | None = None
+    opened = _open_parts(home)
+    config, db, custody = opened.config, opened.db, opened.custody
     try:
-        migrate(db)
-        backend = open_key_backend(config.keys_uri, home)
-        settings = key_tree_settings(config.key_tree)
-        custody = KeyTreeCustody(backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout)
-        node_id = config.node_id or signing_key.key_id
         try:
-            custody.check_key_store(node_id)
+            custody.check_key_store(opened.node_id)
         except NodeStateMismatchError as e:
             AuditLog(db).append(
                 "node_open_refused", subject=config.name, details={"kind": e.kind, "error": str(e)}
@@ -167,14 +204,12 @@ def open_node(home: Path, *, recover: bool = True) -> Node:
                     },
                 )
         if config.node_id is None:  # a home from before node ids: its identity from now on
-            config = replace(config, node_id=node_id)
+            config = replace(config, node_id=opened.node_id)
             save_config(home, config)
     except OblivioError:
-        if backend is not None:
-            backend.close()
-        db.close()
+        opened.close()
         raise
-    return Node(home, config, signing_key, db, backend, ArtifactVault(db, custody))
+    return Node(home, config, opened.signing_key, db, opened.backend, ArtifactVault(db, custody))
 
 
 def restore_backup(home: Path, confirm: Callable[[RestorePlan], bool]) -> RestorePlan | None:
@@ -186,28 +221,16 @@ def restore_backup(home: Path, confirm: Callable[[RestorePlan], bool]) -> Restor
     out, audits it, and returns it. Raises NodeStateMismatchError if the database or key store
     is another node's, and the errors of ``open_node``.
     """
-    home = home.resolve()
-    config = load_config(home)
-    signing_key = load_signing_key(home)
-    db = open_database(config.store_uri, create=False)
+    opened = _open_parts(home.resolve())
     try:
-        migrate(db)
-        backend = open_key_backend(config.keys_uri, home)
-        try:
-            settings = key_tree_settings(config.key_tree)
-            custody = KeyTreeCustody(
-                backend, SqlKeyTreeStore(db), signing_key, fanout=settings.fanout
-            )
-            plan = plan_restore(custody, config.node_id or signing_key.key_id)
-            if not confirm(plan):
-                return None
-            AuditLog(db).append(
-                "restore_backup_started", subject=config.name, details=plan.to_dict()
-            )
-            done = restore_backup_in(custody, config.node_id or signing_key.key_id, plan)
-            AuditLog(db).append("restore_backup", subject=config.name, details=done.to_dict())
-            return done
-        finally:
-            backend.close()
+        plan = plan_restore(opened.custody, opened.node_id)
+        if not confirm(plan):
+            return None
+        audit = AuditLog(opened.db)
+        name = opened.config.name
+        audit.append("restore_backup_started", subject=name, details=plan.to_dict())
+        done = restore_backup_in(opened.custody, opened.node_id, plan)
+        audit.append("restore_backup", subject=name, details=done.to_dict())
+        return done
     finally:
-        db.close()
+        opened.close()
