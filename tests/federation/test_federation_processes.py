@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,95 +35,24 @@ from oblivio.node.home import load_signing_key
 from oblivio.node.ids import new_record_id, new_uuid7
 from oblivio.node.node import init_node, open_node
 from tests.interfaces.conftest import make_keys
+from tests.processes import OBLIVIO, Served, cli, free_port, poll
 
 DEADLINE = 180.0
 """Seconds a poll waits at most: generous, the machine is shared."""
 PARTITION_TOMBSTONES = int(os.environ.get("OBLIVIO_FEDERATION_TOMBSTONES", "1000"))
 """As issue 12 asks; about two minutes on a shared 2-core machine."""
-_OBLIVIO = (sys.executable, "-m", "oblivio")
 SILENT_AFTER = 10
 """A's ack deadline (seconds): a peer with no ack by then is ``silent``."""
 ALL_VERBS = "tombstone:read,tombstone:write,ack:write,belief:read"
 
 
 def _poll(what: str, probe: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen within {DEADLINE:.0f} s")
-        time.sleep(0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _cli(home: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "oblivio", "--home", str(home), *args],
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode().strip()
+    poll(what, probe, deadline=DEADLINE, every=0.2)
 
 
 @dataclass
-class Node:
-    """A node home served by an ``oblivio serve`` process (restartable on the same port)."""
-
-    name: str
-    home: Path
-    port: int
-    admin: dict[str, str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self, headers: dict[str, str] | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=headers or self.admin, timeout=60)
-
-    def start(self) -> None:
-        with self.log.open("ab") as stderr:
-            self.process = subprocess.Popen(
-                [*_OBLIVIO, "serve", "--home", str(self.home), "--port", str(self.port)],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-
-        def up() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                pytest.fail(f"{self.name} exited: {self.log.read_text()}")
-            try:
-                return httpx.get(self.url + "/v1/health", timeout=10).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _poll(f"{self.name} answering", up)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
+class Node(Served):
+    """A node home served by an ``oblivio serve`` process, with reads of its own state."""
 
     def count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with open_node(self.home, recover=False) as node, node.db.transaction(write=False) as tx:
@@ -194,17 +120,17 @@ def line(tmp_path_factory: pytest.TempPathFactory, b_store: str) -> Iterator[Lin
         config["federation"] = {"ack_deadline_seconds": SILENT_AFTER}
         (home / "config.json").write_text(json.dumps(config))
         admin = make_keys(home)["admin"]
-        nodes[letter] = Node(name, home, _free_port(), admin, root / f"{letter}.log")
+        nodes[letter] = Node(name, home, free_port(), admin, root / f"{letter}.log")
     for node in nodes.values():
         node.start()
-    keys = {letter: _cli(n.home, "key") for letter, n in nodes.items()}
+    keys = {letter: cli(n.home, "key") for letter, n in nodes.items()}
     edges = [("a", "b"), ("b", "c")]
     tokens: dict[tuple[str, str], str] = {}
     try:
         for x, y in edges:  # pin both ways, then exchange tokens
             for here, there in ((x, y), (y, x)):
                 peer = nodes[there]
-                _cli(
+                cli(
                     nodes[here].home,
                     "peer",
                     "add",
@@ -216,11 +142,11 @@ def line(tmp_path_factory: pytest.TempPathFactory, b_store: str) -> Iterator[Lin
                 )
         for x, y in edges:
             for issuer, holder in ((x, y), (y, x)):
-                token = _cli(
+                token = cli(
                     nodes[issuer].home, "peer", "token", nodes[holder].name, "--verbs", ALL_VERBS
                 )
                 tokens[(issuer, holder)] = token
-                _cli(
+                cli(
                     nodes[holder].home,
                     "peer",
                     "add",
@@ -280,8 +206,8 @@ def _forgotten(node: Node, artifact_id: str) -> bool:
 def test_peer_add_refuses_a_key_its_manifest_does_not_reach(line: Line, tmp_path: Path) -> None:
     stranger = tmp_path / "stranger"
     init_node(stranger, name="node-b.example").close()  # same name, another key
-    wrong_key = _cli(stranger, "key")
-    command = [*_OBLIVIO, "--home", str(line.a.home), "peer", "add", "node-b.example"]
+    wrong_key = cli(stranger, "key")
+    command = [*OBLIVIO, "--home", str(line.a.home), "peer", "add", "node-b.example"]
     done = subprocess.run(
         [*command, "--url", line.b.url, "--key", wrong_key],
         capture_output=True,
@@ -290,7 +216,7 @@ def test_peer_add_refuses_a_key_its_manifest_does_not_reach(line: Line, tmp_path
     )
     assert done.returncode != 0
     assert b"does not reach the pinned key" in done.stderr
-    listed = json.loads(_cli(line.a.home, "peer", "list", "--json"))["peers"]
+    listed = json.loads(cli(line.a.home, "peer", "list", "--json"))["peers"]
     assert [p["name"] for p in listed] == ["node-b.example"]
 
 
@@ -332,7 +258,7 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
     status = propagation()
     assert [p["peer"] for p in status["peers"]] == [b.name]  # C is B's peer, not A's
     assert status["peers"][0]["delivered_at"] is not None
-    cli_status = json.loads(_cli(a.home, "propagation", tombstone_id, "--json"))
+    cli_status = json.loads(cli(a.home, "propagation", tombstone_id, "--json"))
     assert cli_status["tombstones"][0]["peers"][0]["status"] == "proved"
 
     # The ack as A holds it: signed by B, a PoF per artifact B held, each verified offline
@@ -348,13 +274,13 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
     assert (ack["node"], ack["status"], ack["level"]) == (b.name, "applied", 2)
     assert sorted(ack["artifacts"]) == sorted(on_b)
     assert sorted(p["artifact_id"] for p in ack["proofs"]) == sorted(on_b)
-    b_key = _cli(b.home, "key")
+    b_key = cli(b.home, "key")
     for proof in ack["proofs"]:
         path = a.home.parent / f"pof-{proof['artifact_id']}.json"
         path.write_text(json.dumps(proof))
-        _cli(a.home, "verify", str(path), "--key", b_key)
+        cli(a.home, "verify", str(path), "--key", b_key)
         wrong = subprocess.run(
-            [sys.executable, "-m", "oblivio", "verify", str(path), "--key", _cli(c.home, "key")],
+            [sys.executable, "-m", "oblivio", "verify", str(path), "--key", cli(c.home, "key")],
             capture_output=True,
             check=False,
             timeout=120,
@@ -374,9 +300,9 @@ def test_c_applies_by_pull_alone_when_b_cannot_push_to_it(line: Line) -> None:
     """B holds a token for C that C refuses, so B's pushes to C fail (and are retried); C still
     gets A's tombstone by pulling from B after B announces it."""
     a, b, c = line.a, line.b, line.c
-    c_key = _cli(c.home, "key")
-    bogus = _cli(c.home, "peer", "token", b.name, "--verbs", "tombstone:read")  # no write
-    _cli(b.home, "peer", "add", c.name, "--url", c.url, "--key", c_key, "--token", bogus)
+    c_key = cli(c.home, "key")
+    bogus = cli(c.home, "peer", "token", b.name, "--verbs", "tombstone:read")  # no write
+    cli(b.home, "peer", "add", c.name, "--url", c.url, "--key", c_key, "--token", bogus)
     try:
         record = _tombstone(a, "user:pulled")
         _poll("C holds the tombstone", lambda: _holds(c, record["id"]))
@@ -393,7 +319,7 @@ def test_c_applies_by_pull_alone_when_b_cannot_push_to_it(line: Line) -> None:
         _poll("B's push to C refused and kept for retry", push_refused)
     finally:
         good = line.tokens[("c", "b")]
-        _cli(b.home, "peer", "add", c.name, "--url", c.url, "--key", c_key, "--token", good)
+        cli(b.home, "peer", "add", c.name, "--url", c.url, "--key", c_key, "--token", good)
     _poll(
         "B's retried push to C delivered (answered: already held)",
         lambda: (
@@ -456,7 +382,7 @@ def test_a_push_only_peer_may_fetch_the_manifests_it_needs(line: Line) -> None:
     the manifest of an org whose records it was sent, or those records stay unverified."""
     a, b = line.a, line.b
     for verbs, status in (("tombstone:write", 200), ("tombstone:read", 200), ("ack:write", 401)):
-        token = _cli(b.home, "peer", "token", a.name, "--verbs", verbs)
+        token = cli(b.home, "peer", "token", a.name, "--verbs", verbs)
         with b.client({"Authorization": f"Bearer {token}"}) as client:
             response = client.get("/v1/federation/manifests/node-c.example")
         assert response.status_code == status, response.text
@@ -595,7 +521,7 @@ def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
         now=datetime.now(UTC) - timedelta(days=2),
         lifetime=timedelta(days=1),
     )
-    read_only = _cli(b.home, "peer", "token", a.name, "--verbs", "tombstone:read")
+    read_only = cli(b.home, "peer", "token", a.name, "--verbs", "tombstone:read")
     with b.client(as_a) as client:
         for record, why in (
             (forged, "does not verify"),
@@ -766,7 +692,7 @@ def impostor() -> Iterator[Impostor]:
 
 def test_a_peer_that_never_acks_turns_silent(line: Line, impostor: Impostor) -> None:
     a = line.a
-    _cli(
+    cli(
         a.home,
         "peer",
         "add",
@@ -788,8 +714,8 @@ def test_a_peer_that_never_acks_turns_silent(line: Line, impostor: Impostor) -> 
         assert status_of_d() in ("pending", "silent")
         _poll("D silent after the ack deadline", lambda: status_of_d() == "silent")
     finally:
-        _cli(a.home, "peer", "remove", "node-d.example")
-    listed = json.loads(_cli(a.home, "peer", "list", "--json"))["peers"]
+        cli(a.home, "peer", "remove", "node-d.example")
+    listed = json.loads(cli(a.home, "peer", "list", "--json"))["peers"]
     assert {p["name"]: p["state"] for p in listed}["node-d.example"] == "removed"
 
 
@@ -800,7 +726,7 @@ def test_a_relayed_manifest_is_pinned_on_first_use_and_a_conflicting_one_refused
     from oblivio.core.signing import SigningKey
 
     c = line.c
-    _cli(
+    cli(
         c.home,
         "peer",
         "add",
@@ -811,7 +737,7 @@ def test_a_relayed_manifest_is_pinned_on_first_use_and_a_conflicting_one_refused
         impostor.verifier_key,
     )
     try:
-        token = _cli(c.home, "peer", "token", "node-d.example", "--verbs", "tombstone:write")
+        token = cli(c.home, "peer", "token", "node-d.example", "--verbs", "tombstone:write")
         as_d = {"Authorization": f"Bearer {token}"}
         stamp = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         z1, z2 = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
@@ -844,7 +770,7 @@ def test_a_relayed_manifest_is_pinned_on_first_use_and_a_conflicting_one_refused
         assert [e["subject"] for e in conflicts] == ["node-z.example"]
         assert "anchor" in conflicts[0]["details"]["why"]
     finally:
-        _cli(c.home, "peer", "remove", "node-d.example")
+        cli(c.home, "peer", "remove", "node-d.example")
 
 
 def test_a_forged_record_pulled_from_a_peer_is_kept_for_the_operator(
@@ -858,7 +784,7 @@ def test_a_forged_record_pulled_from_a_peer_is_kept_for_the_operator(
     forged = {**_signed_as_a(a, entity_uri="user:pulled-forgery"), "entity_uri": "user:victim"}
     impostor.offered = [forged]
     before = _state(c)
-    _cli(
+    cli(
         c.home,
         "peer",
         "add",
@@ -873,7 +799,7 @@ def test_a_forged_record_pulled_from_a_peer_is_kept_for_the_operator(
     try:
 
         def kept() -> bool:
-            shown = json.loads(_cli(c.home, "propagation", "--json"))["unverified"]
+            shown = json.loads(cli(c.home, "propagation", "--json"))["unverified"]
             return any(u["record_id"] == forged["id"] and u["state"] == "failed" for u in shown)
 
         _poll("the forgery kept as failed", kept)
@@ -884,6 +810,6 @@ def test_a_forged_record_pulled_from_a_peer_is_kept_for_the_operator(
         assert refused[0]["actor"] == "node-d.example"
         assert c.count("SELECT COUNT(*) FROM tombstones WHERE id = ?", (forged["id"],)) == 0
     finally:
-        _cli(c.home, "peer", "remove", "node-d.example")
+        cli(c.home, "peer", "remove", "node-d.example")
     tombstones, revocations, _ = _state(c)
     assert (tombstones, revocations) == before[:2]

@@ -6,12 +6,7 @@ epochs cannot commit, and the pending forgets complete once the backend is back.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +20,7 @@ from oblivio.keys.software import SoftwareBackend
 from oblivio.node.node import init_node
 from tests.interfaces.conftest import Api, make_keys
 from tests.keys.key_file_outage import key_file_outage
+from tests.processes import Served, free_port, poll
 
 EPOCH_FIELDS = {
     "running",
@@ -40,11 +36,7 @@ DEADLINE = 120.0
 
 
 def _poll(what: str, probe: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen within {DEADLINE:.0f} s")
-        time.sleep(0.1)
+    poll(what, probe, deadline=DEADLINE)
 
 
 def test_health_is_public_and_ok_while_the_epoch_loop_commits(api: Api) -> None:
@@ -67,24 +59,6 @@ def test_health_is_ok_without_an_epoch_loop(tmp_path: Path) -> None:
     assert response.json()["epochs"]["running"] is False
 
 
-@dataclass
-class Served:
-    """An ``oblivio serve`` process on loopback, its home and an admin client."""
-
-    process: subprocess.Popen[bytes]
-    base: str
-    home: Path
-    client: httpx.Client
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def served(tmp_path: Path, store_uri: str) -> Iterator[Served]:
     """A node with a 1-second epoch interval, served in its own process."""
@@ -93,32 +67,12 @@ def served(tmp_path: Path, store_uri: str) -> Iterator[Served]:
     config = json.loads((home / "config.json").read_text())
     config["forgetting"] = {"epoch_interval_seconds": 1}
     (home / "config.json").write_text(json.dumps(config))
-    admin = make_keys(home)["admin"]
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "oblivio", "serve", "--home", str(home), "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server = Served("node", home, free_port(), make_keys(home)["admin"], tmp_path / "serve.log")
+    server.start(deadline=DEADLINE)
     try:
-        with httpx.Client(base_url=base, headers=admin, timeout=60) as client:
-
-            def up() -> bool:
-                if process.poll() is not None:
-                    pytest.fail(f"server exited: {log.read_text()}")
-                try:
-                    return client.get("/v1/health").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            _poll("the server answering", up)
-            yield Served(process, base, home, client, log)
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
 
 
 def _put(client: httpx.Client, plaintext: bytes) -> str:
@@ -136,7 +90,12 @@ def _state(client: httpx.Client, request_id: str) -> str:
 
 
 def test_epoch_thread_survives_key_backend_error(served: Served) -> None:
-    client, home = served.client, served.home
+    with served.client() as client:
+        _survives_key_backend_error(served, client)
+
+
+def _survives_key_backend_error(served: Served, client: httpx.Client) -> None:
+    home = served.home
     key_file = home / "keys" / "software-root-keys"
     forgotten = [_put(client, b"forget me %d" % i) for i in range(2)]
     kept = _put(client, b"keep me")
@@ -155,7 +114,7 @@ def test_epoch_thread_survives_key_backend_error(served: Served) -> None:
         unhealthy: list[httpx.Response] = []
 
         def reported_unhealthy() -> bool:
-            response = httpx.get(served.base + "/v1/health", timeout=60)  # no API key
+            response = httpx.get(served.url + "/v1/health", timeout=60)  # no API key
             if response.status_code == 503:
                 unhealthy.append(response)
             else:
@@ -201,8 +160,7 @@ def test_epoch_thread_survives_key_backend_error(served: Served) -> None:
     assert read.status_code == 200, read.text
     assert read.json()["plaintext_b64url"] == b64url_encode(b"keep me")
 
-    served.process.terminate()
-    served.process.wait(timeout=30)
+    served.stop()
     log = served.log.read_text()
     assert "epoch attempt failed" in log
     assert "KeyBackendError" in log

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,92 +25,24 @@ from oblivio.core.encoding import b64url_encode
 from oblivio.core.witness import SIZE_CONTENT_TYPE, AddCheckpointRequest
 from oblivio.node.node import init_node
 from tests.interfaces.conftest import make_keys
+from tests.processes import Served, free_port, oblivio, poll
 
 DEADLINE = 120.0
 """Seconds a poll waits at most: generous, the machine is shared."""
 
 
 def _poll(what: str, probe: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen within {DEADLINE:.0f} s")
-        time.sleep(0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def oblivio(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the command line in a process of its own."""
-    return subprocess.run(
-        [sys.executable, "-m", "oblivio", *args], capture_output=True, text=True, check=False
-    )
-
-
-@dataclass
-class Server:
-    """An ``oblivio serve`` process (started and stopped by the tests) and its home."""
-
-    name: str
-    home: Path
-    port: int
-    admin: dict[str, str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base, headers=self.admin, timeout=60)
-
-    def start(self) -> None:
-        with self.log.open("ab") as stderr:
-            self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "oblivio", "serve"),
-                    *("--home", str(self.home), "--port", str(self.port)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        process = self.process
-
-        def up() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"{self.name} exited: {self.log.read_text()}")
-            try:
-                return httpx.get(self.base + "/v1/health", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _poll(f"{self.name} answering", up)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+    poll(what, probe, deadline=DEADLINE)
 
 
 @dataclass
 class Federation:
     """A with witnesses B and C, and A's home copied before it served (``a_old``)."""
 
-    a: Server
-    b: Server
-    c: Server
-    a_old: Server
+    a: Served
+    b: Served
+    c: Served
+    a_old: Served
     a_key: str
     b_key: str
     c_key: str
@@ -122,7 +50,7 @@ class Federation:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def _node(tmp: Path, name: str) -> Server:
+def _node(tmp: Path, name: str) -> Served:
     home = tmp / name
     init_node(home, name=name).close()
     config = json.loads((home / "config.json").read_text())
@@ -131,7 +59,7 @@ def _node(tmp: Path, name: str) -> Server:
     config["forgetting"] = {"epoch_interval_seconds": 3600, "heartbeat_seconds": 3600}
     (home / "config.json").write_text(json.dumps(config))
     admin = make_keys(home)["admin"]
-    return Server(name, home, _free_port(), admin, tmp / f"{name}.log")
+    return Served(name, home, free_port(), admin, tmp / f"{name}.log")
 
 
 def _cli_json(*args: str) -> dict[str, Any]:
@@ -152,7 +80,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         _cli_json("witness", "add-log", a.name, a_key, "--home", str(witness.home))
         _cli_json(
             *("witness", "use", witness.name, "--home", str(a.home)),
-            *("--url", f"{witness.base}/v1/witness", "--key", wkey),
+            *("--url", f"{witness.url}/v1/witness", "--key", wkey),
         )
     # A's whole home (database and key store together) as it is before A serves: later started
     # as a second node with A's name and signing key, it signs another history (a fork).
@@ -161,7 +89,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     config = json.loads((old_home / "config.json").read_text())
     config["store"] = "sqlite:///" + str(old_home / "oblivio.db").lstrip("/")
     (old_home / "config.json").write_text(json.dumps(config))
-    a_old = Server(a.name + " (old copy)", old_home, _free_port(), a.admin, tmp / "a-old.log")
+    a_old = Served(a.name + " (old copy)", old_home, free_port(), a.admin, tmp / "a-old.log")
     federation = Federation(a, b, c, a_old, a_key, b_key, c_key, tmp)
     try:
         for server in (b, c, a):
@@ -172,7 +100,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
             server.stop()
 
 
-def _forget_one(server: Server, text: bytes) -> str:
+def _forget_one(server: Served, text: bytes) -> str:
     with server.client() as client:
         put = client.post("/v1/artifacts", json={"plaintext_b64url": b64url_encode(text)})
         assert put.status_code == 201, put.text
@@ -182,8 +110,8 @@ def _forget_one(server: Server, text: bytes) -> str:
         return artifact_id
 
 
-def _latest(server: Server) -> dict[str, Any]:
-    response = httpx.get(server.base + "/v1/checkpoint", timeout=30)
+def _latest(server: Served) -> dict[str, Any]:
+    response = httpx.get(server.url + "/v1/checkpoint", timeout=30)
     assert response.status_code == 200, response.text
     value: dict[str, Any] = response.json()
     return value
@@ -193,7 +121,7 @@ def _signers(note: str, *wkeys: str) -> tuple[str, ...]:
     return check_cosignatures(note.encode(), [parse_witness_key(k) for k in wkeys]).signers
 
 
-def _prove(server: Server, artifact_id: str, path: Path) -> dict[str, Any]:
+def _prove(server: Served, artifact_id: str, path: Path) -> dict[str, Any]:
     with server.client() as client:
         response = client.get(f"/v1/artifacts/{artifact_id}/proof")
     assert response.status_code == 200, response.text
@@ -289,12 +217,12 @@ def test_a_fork_from_an_older_copy_is_refused_with_409_and_kept_as_evidence(
     assert forked["tree_size"] == f.facts["forked_size"]
     for witness in (f.b, f.c):
 
-        def kept(witness: Server = witness) -> bool:
-            response = httpx.get(witness.base + "/v1/witness/equivocations", timeout=30)
+        def kept(witness: Served = witness) -> bool:
+            response = httpx.get(witness.url + "/v1/witness/equivocations", timeout=30)
             return bool(response.json()["equivocations"])
 
         _poll(f"{witness.name} keeping the fork as evidence", kept)
-        listing = httpx.get(witness.base + "/v1/witness/equivocations", timeout=30).json()
+        listing = httpx.get(witness.url + "/v1/witness/equivocations", timeout=30).json()
         [evidence] = listing["equivocations"]
         assert (evidence["origin"], evidence["size"]) == (f.a.name, forked["tree_size"])
         assert evidence["second"].split("\n\n")[0] == forked["checkpoint"].split("\n\n")[0]
@@ -305,28 +233,28 @@ def test_a_fork_from_an_older_copy_is_refused_with_409_and_kept_as_evidence(
         assert "equivocation proven" in checked.stdout
         # Presented again directly, the fork is refused with 409 and the size the witness
         # cosigned last; its state stays the honest log's.
-        state = httpx.get(witness.base + "/v1/witness", timeout=30).json()
+        state = httpx.get(witness.url + "/v1/witness", timeout=30).json()
         [log] = state["logs"]
         request = AddCheckpointRequest(
             forked["tree_size"], (), forked["checkpoint"].encode()
         ).to_bytes()
-        refused = httpx.post(witness.base + "/v1/witness/add-checkpoint", content=request)
+        refused = httpx.post(witness.url + "/v1/witness/add-checkpoint", content=request)
         assert refused.status_code == 409
         assert refused.headers["content-type"] == SIZE_CONTENT_TYPE
         assert refused.text == f"{log['size']}\n"
-        assert httpx.get(witness.base + "/v1/witness", timeout=30).json() == state
+        assert httpx.get(witness.url + "/v1/witness", timeout=30).json() == state
         audit = oblivio("audit", "--home", str(witness.home), "--json")
         assert audit.returncode == 0, audit.stderr
         assert "witness_equivocation" in audit.stdout
     for witness in (f.b, f.c):
-        [log] = httpx.get(witness.base + "/v1/witness", timeout=30).json()["logs"]
+        [log] = httpx.get(witness.url + "/v1/witness", timeout=30).json()["logs"]
         assert log["size"] == f.facts["a_size"]
 
 
 def test_bad_input_over_http_gets_4xx_and_no_state_change(federation: Federation) -> None:
     f = federation
-    before = httpx.get(f.b.base + "/v1/witness", timeout=30).json()
-    url = f.b.base + "/v1/witness/add-checkpoint"
+    before = httpx.get(f.b.url + "/v1/witness", timeout=30).json()
+    url = f.b.url + "/v1/witness/add-checkpoint"
     cases = {
         b"": 400,
         b"old 0\n\n" + b"\xff" * 100: 400,
@@ -337,4 +265,4 @@ def test_bad_input_over_http_gets_4xx_and_no_state_change(federation: Federation
         response = httpx.post(url, content=body, timeout=30)
         assert response.status_code == status, (body[:20], response.text)
     assert httpx.get(url, timeout=30).status_code == 405
-    assert httpx.get(f.b.base + "/v1/witness", timeout=30).json() == before
+    assert httpx.get(f.b.url + "/v1/witness", timeout=30).json() == before
