@@ -308,6 +308,10 @@ NOT_UTF8 = b"\xff\xfe"
         (["api-key", "revoke", "--name", NOT_UTF8], "name: expected UTF-8 text"),
         (["forget", "ab" * 32, "--level", "2", "--reason", NOT_UTF8], "reason: expected UTF-8"),
         (["put", "-", "--meta", NOT_UTF8], "meta: expected UTF-8 text"),
+        (["hold", "place", "ab" * 32, "--authority", "a" * 201], "--authority: at most 200"),
+        (["forget", "ab" * 32, "--level", "2", "--requestor", "r" * 601], "at most 600"),
+        (["forget", "ab" * 32, "--level", "2", "--reason", "r" * 2001], "at most 2000"),
+        (["restore", "ab" * 32, "--authority", "a" * 201], "--authority: at most 200"),
     ],
 )
 def test_arguments_that_printed_a_traceback_are_one_line_exit_2(
@@ -315,6 +319,14 @@ def test_arguments_that_printed_a_traceback_are_one_line_exit_2(
 ) -> None:
     line = _one_line_exit_2(_run_raw(*argv, home=home))
     assert expected in line, line
+
+
+def test_init_refuses_an_overlong_node_name_and_makes_no_home(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    done = oblivio("init", "--name", "n" * 256, home=home)
+    assert done.returncode == 2, done.stderr
+    assert "node name: at most 255 characters, got 256" in one_error_line(done)
+    assert not (home / "config.json").exists()
 
 
 def test_get_to_an_unusable_file_name_is_one_line_exit_2(home: Path, tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ def _survives_key_backend_error(served: Served, client: httpx.Client) -> None:
     home = served.home
     key_file = home / "keys" / "software-root-keys"
     forgotten = [_put(client, b"forget me %d" % i) for i in range(2)]
+    deferred = _put(client, b"forget me while the backend is out")
     kept = _put(client, b"keep me")
     epoch_before = client.get("/v1/checkpoint").json()["epoch"]
 
@@ -110,6 +111,13 @@ def _survives_key_backend_error(served: Served, client: httpx.Client) -> None:
             assert response.status_code == 200, response.text
             assert response.json()["state"] == "pending"
             requests.append(response.json()["request_id"])
+
+        # wait: true during the outage: stored and acknowledged as pending (202), not an error.
+        waited = client.post(f"/v1/artifacts/{deferred}/forget", json={"level": 2, "wait": True})
+        assert waited.status_code == 202, waited.text
+        assert waited.json()["state"] == "pending"
+        assert "KeyBackendError" in waited.json()["epoch_deferred"]
+        requests.append(waited.json()["request_id"])
 
         unhealthy: list[httpx.Response] = []
 
@@ -132,12 +140,12 @@ def _survives_key_backend_error(served: Served, client: httpx.Client) -> None:
         for private in [str(home), "damaged", *forgotten, *requests]:
             assert private not in unhealthy[0].text, private
         # Acknowledged and pending; reads stay suppressed.
-        assert [_state(client, r) for r in requests] == ["pending", "pending"]
+        assert [_state(client, r) for r in requests] == ["pending"] * 3
         assert client.get(f"/v1/artifacts/{forgotten[0]}").status_code == 410
 
     _poll(
         "the pending forgets committed",
-        lambda: [_state(client, r) for r in requests] == ["done", "done"],
+        lambda: [_state(client, r) for r in requests] == ["done"] * 3,
     )
     _poll("GET /v1/health answering 200", lambda: client.get("/v1/health").status_code == 200)
     health = client.get("/v1/health").json()
@@ -147,7 +155,7 @@ def _survives_key_backend_error(served: Served, client: httpx.Client) -> None:
     assert client.get("/v1/checkpoint").json()["epoch"] > epoch_before
 
     destroyed = set()
-    for artifact_id in forgotten:
+    for artifact_id in [*forgotten, deferred]:
         proof = client.get(f"/v1/artifacts/{artifact_id}/proof")  # checked by the server
         assert proof.status_code == 200, proof.text
         destroyed.add(proof.json()["destruction_receipt"]["key_ref"]["key_id"])

@@ -26,7 +26,7 @@ from oblivio.core.witness import (
     WitnessConflictError,
     verify_equivocation,
 )
-from oblivio.interfaces.witness_routes import witness_routes
+from oblivio.interfaces.http.witness import witness_routes
 from oblivio.node.audit import AuditLog
 from oblivio.node.checkpoints import CheckpointService
 from oblivio.node.node import Node

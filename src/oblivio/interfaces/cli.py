@@ -113,6 +113,23 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+AUTHORITY_MAX = 200
+REASON_MAX = 2000
+REQUESTOR_MAX = 600
+"""Characters at most in a legal basis, a reason and a requestor: the HTTP API's limits."""
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    """An argparse type: text of at most ``limit`` characters."""
+
+    def parse(text: str) -> str:
+        if len(text) > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit} characters, got {len(text)}")
+        return text
+
+    return parse
+
+
 def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
     if args.json:
         print(json.dumps(machine, sort_keys=True))
@@ -791,13 +808,20 @@ def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
     forget.add_argument("--scope", help="with --entity: '*', a scope, or a JSON array of scopes")
     forget.add_argument("--level", type=int, choices=[0, 1, 2], required=True)
     forget.add_argument("--capabilities", help="comma-separated: decrypt,prove,recover (all)")
-    forget.add_argument("--reason", help="kept private; committed to in the log")
+    forget.add_argument(
+        "--reason", type=_text(REASON_MAX), help="kept private; committed to in the log"
+    )
     forget.add_argument(
         "--authority",
+        type=_text(AUTHORITY_MAX),
         default="unspecified",
         help="legal basis, e.g. GDPR-17 (kept private; committed to in the log)",
     )
-    forget.add_argument("--requestor", help="who asked (kept private; committed to in the log)")
+    forget.add_argument(
+        "--requestor",
+        type=_text(REQUESTOR_MAX),
+        help="who asked (kept private; committed to in the log)",
+    )
     forget.add_argument("--no-wait", action="store_true", help="do not commit the epoch now")
     forget.set_defaults(run=cmd_forget)
 
@@ -826,8 +850,8 @@ def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
 
     restore = commands.add_parser("restore", parents=[common], help="reverse a level-0 forget")
     restore.add_argument("artifact_id", metavar="ID")
-    restore.add_argument("--authority", default="unspecified")
-    restore.add_argument("--reason")
+    restore.add_argument("--authority", type=_text(AUTHORITY_MAX), default="unspecified")
+    restore.add_argument("--reason", type=_text(REASON_MAX))
     restore.set_defaults(run=cmd_restore)
 
     restore_backup = commands.add_parser(
@@ -843,8 +867,8 @@ def _add_forgetting_commands(commands: Any, common: _Parser) -> None:
     hold.add_argument("target", nargs="?", help="artifact ID to hold, or the hold id to release")
     hold.add_argument("--entity", help="hold every artifact about this entity URI")
     hold.add_argument("--scope")
-    hold.add_argument("--authority", required=True)
-    hold.add_argument("--reason")
+    hold.add_argument("--authority", type=_text(AUTHORITY_MAX), required=True)
+    hold.add_argument("--reason", type=_text(REASON_MAX))
     hold.set_defaults(run=cmd_hold)
 
 

@@ -125,8 +125,15 @@ def key_tree_settings(section: Mapping[str, Any]) -> KeyTreeSettings:
     return KeyTreeSettings(fanout)
 
 
+NODE_NAME_MAX = 255
+"""Characters in a node name at most: a host name's length (RFC 1035), with room to spare."""
+
+
 def validate_node_name(name: str) -> str:
-    """A node name is a signed-note key name: non-empty, printable, no spaces and no '+'."""
+    """A node name is a signed-note key name: non-empty, printable, no spaces and no '+', at
+    most NODE_NAME_MAX characters."""
+    if len(name) > NODE_NAME_MAX:
+        raise InvalidInputError(f"node name: at most {NODE_NAME_MAX} characters, got {len(name)}")
     if not name or not name.isprintable() or any(c.isspace() or c == "+" for c in name):
         raise InvalidInputError(
             f"node name: expected printable text without spaces or '+', got {name!r}"

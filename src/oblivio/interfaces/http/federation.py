@@ -25,13 +25,8 @@ from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
 from oblivio.federation.peers import Peer
 from oblivio.federation.propagation import Federation, InvalidCursorError, encode_cursor
 from oblivio.federation.tokens import CapabilityDeniedError
-from oblivio.interfaces.http import (
-    Admin,
-    DeletionRequest,
-    OpenNode,
-    Services,
-    verify_deletion_request,
-)
+from oblivio.interfaces.http.common import Admin, OpenNode, Services
+from oblivio.interfaces.http.tombstones import DeletionRequest, verify_deletion_request
 from oblivio.node.api_keys import TOKEN_PREFIX
 
 ANNOUNCE_POLL_SECONDS: Final = 0.5

@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from oblivio.core.identifiers import format_time
-from oblivio.interfaces.http import AllServices, ForbiddenError, Reader
+from oblivio.interfaces.http.common import AllServices, ForbiddenError, Reader
 from oblivio.node.recall.model import (
     FactInvalidError,
     RecallInputError,
