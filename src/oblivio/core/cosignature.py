@@ -26,7 +26,7 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from oblivio.core.encoding import b64_std_decode, b64_std_encode
+from oblivio.core.encoding import b64_std_encode
 from oblivio.core.errors import VerificationError
 from oblivio.core.hashing import sha256
 from oblivio.core.note import (
@@ -34,6 +34,7 @@ from oblivio.core.note import (
     is_valid_key_name,
     parse_signature_line,
     split_note,
+    split_verifier_key,
 )
 from oblivio.core.signing import PUBLIC_KEY_SIZE, SEED_SIZE, SIGNATURE_SIZE, SigningKey, VerifyKey
 
@@ -110,19 +111,7 @@ def parse_witness_key(vkey: str) -> WitnessVerifier:
     Raises VerificationError naming what is wrong (a key of another type included: a 0x01 note
     key is a log's key, not a witness's, and taking it for one is a configuration mistake).
     """
-    name, _, rest = vkey.partition("+")
-    hash_hex, _, key_b64 = rest.partition("+")
-    try:
-        key = b64_std_decode(key_b64)
-    except ValueError:
-        key = b""
-    if (
-        len(hash_hex) != 8
-        or any(c not in "0123456789abcdef" for c in hash_hex)
-        or not key
-        or not is_valid_key_name(name)
-    ):
-        raise VerificationError(f"witness key: malformed verifier key {vkey!r}")
+    name, key_hash, key = split_verifier_key(vkey, "witness key")
     if key[0] != COSIGNATURE_ALGORITHM:
         raise VerificationError(
             f"witness key: expected signature type 0x04 (Ed25519 cosignature v1), "
@@ -134,9 +123,9 @@ def parse_witness_key(vkey: str) -> WitnessVerifier:
             f"witness key: expected a 32-byte Ed25519 key, got {len(public_key)} in {vkey!r}"
         )
     expected = cosignature_key_hash(name, public_key)
-    if bytes.fromhex(hash_hex) != expected:
+    if key_hash != expected:
         raise VerificationError(
-            f"witness key: expected key hash {expected.hex()}, got {hash_hex} in {vkey!r}"
+            f"witness key: expected key hash {expected.hex()}, got {key_hash.hex()} in {vkey!r}"
         )
     return WitnessVerifier(name, expected, public_key)
 

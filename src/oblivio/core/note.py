@@ -91,9 +91,11 @@ class NoteVerifier:
         return True
 
 
-def parse_verifier_key(vkey: str) -> NoteVerifier:
-    """Parse ``name+hex8+base64(type || key)`` as Go's ``note.NewVerifier`` does (and ECDSA as
-    transparency-dev/formats does). Raises VerificationError naming what is wrong."""
+def split_verifier_key(vkey: str, what: str) -> tuple[str, bytes, bytes]:
+    """Split ``name+hex8+base64(type || key)`` into the key name, the 4-byte key hash and the
+    typed key bytes (hex as Go's ``strconv.ParseUint`` reads it, either case). Raises
+    VerificationError, prefixed with ``what``, when a part is malformed; the caller checks the
+    type and the hash."""
     name, _, rest = vkey.partition("+")
     hash_hex, _, key_b64 = rest.partition("+")
     try:
@@ -106,8 +108,14 @@ def parse_verifier_key(vkey: str) -> NoteVerifier:
         or not key
         or not is_valid_key_name(name)
     ):
-        raise VerificationError(f"verifier key: malformed verifier id in {vkey!r}")
-    key_hash = bytes.fromhex(hash_hex)
+        raise VerificationError(f"{what}: malformed verifier key {vkey!r}")
+    return name, bytes.fromhex(hash_hex), key
+
+
+def parse_verifier_key(vkey: str) -> NoteVerifier:
+    """Parse ``name+hex8+base64(type || key)`` as Go's ``note.NewVerifier`` does (and ECDSA as
+    transparency-dev/formats does). Raises VerificationError naming what is wrong."""
+    name, key_hash, key = split_verifier_key(vkey, "verifier key")
     algorithm, public_key = key[0], key[1:]
     if algorithm == ED25519_ALGORITHM:
         expected = sha256(name.encode("utf-8") + b"\n" + key)[:4]
