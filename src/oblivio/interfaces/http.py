@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +25,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from oblivio.core.canonical import JsonValue, canonical_json
+from oblivio.core.canonical import JsonValue
+from oblivio.core.deletion import SignedDeletionRequest
+from oblivio.core.deletion import verify_deletion_request as verify_request_signature
 from oblivio.core.encoding import b64url_decode, b64url_encode
 from oblivio.core.errors import (
     AccessDeniedError,
@@ -40,8 +43,8 @@ from oblivio.core.errors import (
     TombstoneVerificationFailedError,
     VerificationError,
 )
-from oblivio.core.identifiers import CAPABILITIES, Capability, parse_time, validate_entity_uri
-from oblivio.core.manifest import org_of_signer, signer_uri
+from oblivio.core.identifiers import CAPABILITIES, Capability, validate_entity_uri
+from oblivio.core.manifest import signer_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
 from oblivio.interfaces.witness_routes import start_witnessing, witness_routes
 from oblivio.node.api_keys import ApiKey
@@ -86,11 +89,24 @@ def _status_of(error: OblivioError) -> int:
     return next((status for kind, status in _STATUSES if isinstance(error, kind)), 500)
 
 
-class BodyLimit:
-    """ASGI middleware: refuse bodies over the limit (413) by Content-Length and by count."""
+BodyRefused = Callable[[Scope, int, int], None]
+"""Told (in a worker thread) of each body refused: the request's scope, its size, the limit."""
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the limit (413) by Content-Length and by count;
+    ``on_refused`` (if given) is told of each refusal after the answer went out."""
+
+    def __init__(self, app: ASGIApp, on_refused: BodyRefused | None = None) -> None:
         self.app = app
+        self.on_refused = on_refused
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, size: int, limit: int
+    ) -> None:
+        await _too_large(limit)(scope, receive, send)
+        if self.on_refused is not None:
+            await anyio.to_thread.run_sync(self.on_refused, scope, size, limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,7 +121,7 @@ class BodyLimit:
                 except ValueError:
                     declared = limit + 1
                 if declared > limit:
-                    await _too_large(limit)(scope, receive, send)
+                    await self._refuse(scope, receive, send, declared, limit)
                     return
         # Read the whole body first (routes parse JSON bodies whole anyway), so an oversize
         # body is refused before any route sees it, whatever the framework does with errors.
@@ -118,7 +134,7 @@ class BodyLimit:
             body = message.get("body", b"")
             seen += len(body)
             if seen > limit:
-                await _too_large(limit)(scope, receive, send)
+                await self._refuse(scope, receive, send, seen, limit)
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -605,7 +621,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
 
     from oblivio.federation.propagation import open_federation
     from oblivio.federation.workers import FederationWorkers
-    from oblivio.interfaces.federation_routes import federation_router
+    from oblivio.interfaces.federation_routes import audit_refused_body, federation_router
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -661,7 +677,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     app.add_exception_handler(OblivioError, on_oblivio_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, on_refused=audit_refused_body)
     return app
 
 
@@ -686,27 +702,18 @@ class ExistingTombstoneError(TombstoneAlreadyExistsError):
 
 
 def verify_deletion_request(services: Compliance, request: dict[str, Any]) -> None:
-    """Verify a seed 001 DeletionRequest against its originator's manifest.
+    """Verify a seed 001 DeletionRequest against its originator's manifest (core/deletion.py).
 
     ``originator_id`` names the org (an org name, or ``agent:ORG/NAME``); the key is the one
     that org's manifest held at ``timestamp``. Raises VerificationError naming the failed link.
     """
-    originator = str(request["originator_id"])
-    org = org_of_signer(originator) if ":" in originator else originator
-    manifest = services.manifests.find(org)
-    if manifest is None:
-        raise VerificationError(f"deletion request: no manifest known for originator {org!r}")
-    moment = parse_time(str(request["timestamp"]))
-    candidates = [
-        k
-        for k in manifest.keys
-        if k.created_at <= moment and (k.retired_at is None or moment < k.retired_at)
-    ]
-    if not candidates:
-        raise VerificationError(f"deletion request: org {org} had no key at {request['timestamp']}")
     try:
-        signature = b64url_decode(str(request["signature"]))
-    except ValueError as e:
-        raise VerificationError(f"deletion request: signature is not base64url: {e}") from e
-    body = canonical_json({k: v for k, v in request.items() if k != "signature"})
-    candidates[0].key.verify(signature, body)
+        parsed = SignedDeletionRequest.from_dict(request)
+    except InvalidInputError as e:
+        raise VerificationError(f"deletion request: {e}") from e
+    manifest = services.manifests.find(parsed.org)
+    if manifest is None:
+        raise VerificationError(
+            f"deletion request: no manifest known for originator {parsed.org!r}"
+        )
+    verify_request_signature(parsed, manifest)
