@@ -197,6 +197,17 @@ def issue_many(node: Node, prefix: str, total: int, clients: int) -> list[str]:
         return [t for ids in pool.map(batch, range(clients)) for t in ids]
 
 
+def all_held(node: Node, ids: list[str], deadline: float) -> bool:
+    """Wait until ``node`` holds every one of ``ids``; False if ``deadline`` passes first."""
+    wanted = set(ids)
+    return wait_until(
+        f"{len(ids)} at {node.name}",
+        lambda: node.held(wanted) == len(wanted),
+        deadline=deadline,
+        every=0.5,
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -235,13 +246,7 @@ def partition(mode: str, nodes: list[Node], args: argparse.Namespace) -> dict[st
     parted = time.monotonic() - cut
     nodes[1].start()
     healed = time.perf_counter()
-    wanted = set(ids)
-    converged = wait_until(
-        "convergence",
-        lambda: last.held(wanted) == len(wanted),
-        deadline=args.converge_timeout,
-        every=0.5,
-    )
+    converged = all_held(last, ids, args.converge_timeout)
     return {
         "mode": mode,
         "figure": "partition_convergence",
@@ -259,13 +264,7 @@ def volume(mode: str, nodes: list[Node], args: argparse.Namespace) -> dict[str, 
     start = time.perf_counter()
     ids = issue_many(nodes[0], "volume", args.volume, args.clients)
     issued = time.perf_counter() - start
-    wanted = set(ids)
-    converged = wait_until(
-        "volume at the last node",
-        lambda: last.held(wanted) == len(wanted),
-        deadline=args.converge_timeout,
-        every=1.0,
-    )
+    converged = all_held(last, ids, args.converge_timeout)
     elapsed = time.perf_counter() - start
     return {
         "mode": mode,

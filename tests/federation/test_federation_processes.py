@@ -190,6 +190,16 @@ def _tombstone(node: Node, entity_uri: str) -> dict[str, Any]:
     return record
 
 
+def _ack_on(node: Node, tombstone_id: str, acker: str) -> dict[str, Any] | None:
+    """The ack of ``acker`` that ``node`` holds for ``tombstone_id``, as received."""
+    with open_node(node.home, recover=False) as opened, opened.db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
+            (tombstone_id, acker),
+        )
+    return None if row is None else dict(json.loads(row[0]))
+
+
 def _holds(node: Node, tombstone_id: str) -> bool:
     return node.count("SELECT COUNT(*) FROM tombstones WHERE id = ?", (tombstone_id,)) == 1
 
@@ -268,13 +278,8 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
 
     # The ack as A holds it: signed by B, a PoF per artifact B held, each verified offline
     # with B's verifier key by the command line.
-    with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-            (tombstone_id, b.name),
-        )
-    assert row is not None
-    ack = json.loads(row[0])
+    ack = _ack_on(a, tombstone_id, b.name)
+    assert ack is not None
     assert ack["type"] == "oblivio.tombstone-ack.v1"
     assert (ack["node"], ack["status"], ack["level"]) == (b.name, "applied", 2)
     assert sorted(ack["artifacts"]) == sorted(on_b)
@@ -310,13 +315,8 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
         b.name: "proved",
         c.name: "proved",
     }
-    with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-            (tombstone_id, c.name),
-        )
-    assert row is not None
-    c_ack = json.loads(row[0])
+    c_ack = _ack_on(a, tombstone_id, c.name)
+    assert c_ack is not None
     assert (c_ack["node"], c_ack["key_id"]) == (c.name, load_signing_key(c.home).key_id)
     assert [p["artifact_id"] for p in c_ack["proofs"]] == [on_c]
 
@@ -717,13 +717,7 @@ def _bad_acks_are_refused_or_judged(line: Line) -> None:
     on_b = _put(b, "user:acked", b"acked on b")
     record = _tombstone(a, "user:acked")
 
-    def genuine() -> dict[str, Any] | None:
-        with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-            row = tx.fetchone(
-                "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-                (record["id"], b.name),
-            )
-        return None if row is None else dict(json.loads(row[0]))
+    genuine = partial(_ack_on, a, record["id"], b.name)
 
     _poll("B's ack on A", lambda: genuine() is not None)
     ack = genuine()
