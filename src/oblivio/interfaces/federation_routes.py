@@ -37,6 +37,13 @@ from oblivio.interfaces.http import (
 from oblivio.node.api_keys import TOKEN_PREFIX
 
 ANNOUNCE_POLL_SECONDS: Final = 0.5
+JSON_OBJECT_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+"""The body of the routes that parse it themselves (so that a refused one is audited)."""
 KEEP_ALIVE_SECONDS: Final = 15.0
 
 
@@ -186,6 +193,7 @@ def federation_delete(
     "/federation/tombstone",
     summary="Receive a peer's tombstone or revocation (seed 001, §23.4.2)",
     responses={202: {"description": "kept as unverified: the signer's manifest is not here yet"}},
+    openapi_extra=JSON_OBJECT_BODY,
 )
 async def federation_tombstone(
     request: Request, federation: FederationDep, peer: TombstoneWriter
@@ -264,7 +272,11 @@ def federation_manifest(
     return federation.manifest_json(org)
 
 
-@federation_router.post("/v1/federation/acks", summary="Receive a signed tombstone ack")
+@federation_router.post(
+    "/v1/federation/acks",
+    summary="Receive a signed tombstone ack",
+    openapi_extra=JSON_OBJECT_BODY,
+)
 async def federation_ack(
     request: Request, federation: FederationDep, peer: AckWriter
 ) -> dict[str, Any]:
