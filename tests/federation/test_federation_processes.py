@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -189,6 +190,16 @@ def _tombstone(node: Node, entity_uri: str) -> dict[str, Any]:
     return record
 
 
+def _ack_on(node: Node, tombstone_id: str, acker: str) -> dict[str, Any] | None:
+    """The ack of ``acker`` that ``node`` holds for ``tombstone_id``, as received."""
+    with open_node(node.home, recover=False) as opened, opened.db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
+            (tombstone_id, acker),
+        )
+    return None if row is None else dict(json.loads(row[0]))
+
+
 def _holds(node: Node, tombstone_id: str) -> bool:
     return node.count("SELECT COUNT(*) FROM tombstones WHERE id = ?", (tombstone_id,)) == 1
 
@@ -254,22 +265,21 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
         body: dict[str, Any] = response.json()
         return body
 
-    _poll("A shows B proved", lambda: propagation()["peers"][0]["status"] == "proved")
+    def status_on_a(peer: str) -> str:
+        return next((str(p["status"]) for p in propagation()["peers"] if p["peer"] == peer), "")
+
+    _poll("A shows B proved", lambda: status_on_a(b.name) == "proved")
     status = propagation()
-    assert [p["peer"] for p in status["peers"]] == [b.name]  # C is B's peer, not A's
-    assert status["peers"][0]["delivered_at"] is not None
+    direct = [p for p in status["peers"] if p["via"] is None]
+    assert [p["peer"] for p in direct] == [b.name]  # C is B's peer, not A's
+    assert direct[0]["delivered_at"] is not None
     cli_status = json.loads(cli(a.home, "propagation", tombstone_id, "--json"))
     assert cli_status["tombstones"][0]["peers"][0]["status"] == "proved"
 
     # The ack as A holds it: signed by B, a PoF per artifact B held, each verified offline
     # with B's verifier key by the command line.
-    with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-            (tombstone_id, b.name),
-        )
-    assert row is not None
-    ack = json.loads(row[0])
+    ack = _ack_on(a, tombstone_id, b.name)
+    assert ack is not None
     assert ack["type"] == "oblivio.tombstone-ack.v1"
     assert (ack["node"], ack["status"], ack["level"]) == (b.name, "applied", 2)
     assert sorted(ack["artifacts"]) == sorted(on_b)
@@ -294,6 +304,21 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
         return any(p["peer"] == c.name and p["status"] == "proved" for p in peers)
 
     _poll("B shows C proved", c_proved_on_b)
+
+    # ... and B relays C's ack, unchanged, to A: A verifies it with C's manifest (pinned from
+    # B) and C's proofs with C's key, and shows C proved, via B (docs/adr/0028).
+    _poll("A shows C proved, via B", lambda: status_on_a(c.name) == "proved")
+    relayed = next(p for p in propagation()["peers"] if p["peer"] == c.name)
+    assert (relayed["via"], relayed["delivered_at"]) == (b.name, None)
+    cli_peers = json.loads(cli(a.home, "propagation", tombstone_id, "--json"))["tombstones"][0]
+    assert {p["peer"]: p["status"] for p in cli_peers["peers"]} == {
+        b.name: "proved",
+        c.name: "proved",
+    }
+    c_ack = _ack_on(a, tombstone_id, c.name)
+    assert c_ack is not None
+    assert (c_ack["node"], c_ack["key_id"]) == (c.name, load_signing_key(c.home).key_id)
+    assert [p["artifact_id"] for p in c_ack["proofs"]] == [on_c]
 
 
 def test_c_applies_by_pull_alone_when_b_cannot_push_to_it(line: Line) -> None:
@@ -475,7 +500,8 @@ def _state(node: Node) -> tuple[int, int, int]:
     return (
         node.count("SELECT COUNT(*) FROM tombstones"),
         node.count("SELECT COUNT(*) FROM tombstone_revocations"),
-        node.count("SELECT COUNT(*) FROM federation_outbox"),
+        # Acks relayed from further away arrive whenever they come: not the input's doing.
+        node.count("SELECT COUNT(*) FROM federation_outbox WHERE kind NOT LIKE 'relay:%'"),
     )
 
 
@@ -554,6 +580,18 @@ def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
             413,
             "request_too_large",
         )
+        _error(
+            client.post(
+                "/federation/tombstone",
+                content=b'{"id": ',
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+            "invalid_input",
+        )
+        _error(
+            client.post("/federation/tombstone", json=["not", "a", "record"]), 400, "invalid_input"
+        )
     record = _signed_as_a(a, entity_uri="user:token-checks")
     for headers, code in (
         ({"Authorization": f"Bearer {expired}"}, "capability_expired"),
@@ -568,7 +606,106 @@ def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
     assert len(b.audit("tombstone_verification_failed")) == failures_before + 4
     _bad_acks_are_refused_or_judged(line)
     assert len(b.audit("capability_denied")) == denied_before + 5
-    assert len(b.audit("federation_request_refused")) >= 2  # the two bad cursors
+    refused = [(e["actor"], e["details"]["code"]) for e in b.audit("federation_request_refused")]
+    assert refused.count((a.name, "invalid_cursor")) >= 2
+    assert (a.name, "request_too_large") in refused
+    assert refused.count((a.name, "invalid_input")) >= 2  # not JSON, not an object
+    replays = [e for e in b.audit("tombstone_replayed") if e["subject"] == accepted["id"]]
+    assert [e["actor"] for e in replays] == [a.name]
+
+
+def _deletion_request_of_a(a: Node, **fields: Any) -> dict[str, Any]:
+    """A seed 001 Tombstone whose DeletionRequest A's key signs (seed 001 "Deletion Flow")."""
+    from oblivio.core.canonical import canonical_json
+
+    belief_id = str(uuid.uuid4())
+    request = {
+        "belief_id": belief_id,
+        "tombstone_id": new_uuid7(),
+        "reason": "user_request",
+        "originator_id": "agent:node-a.example/dpo",
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "propagate": True,
+    } | fields
+    signature = load_signing_key(a.home).sign(canonical_json(request))
+    request["signature"] = b64url_encode(signature)
+    return {
+        "id": request["tombstone_id"],
+        "belief_id": request["belief_id"],
+        "deletion_request": request,
+        "key_revocation": {
+            "revoked_key_hash": "00" * 32,
+            "revocation_timestamp": request["timestamp"],
+        },
+        "created_at": request["timestamp"],
+    }
+
+
+def test_a_seed001_tombstone_is_verified_applied_forwarded_and_proved(line: Line) -> None:
+    """Seed 001's six duties for a ``Tombstone`` pushed to B by A: its signed DeletionRequest
+    verified against A's manifest, stored once, applied (B and C forget the belief), forwarded
+    unchanged to C (``propagate``), acked with proofs, audited; one with ``propagate: false``
+    goes no further; forged or malformed ones change nothing (400, audited)."""
+    a, b, c = line.a, line.b, line.c
+    as_a = {"Authorization": f"Bearer {line.tokens[('b', 'a')]}"}
+    tombstone = _deletion_request_of_a(a)
+    entity = f"belief:{tombstone['belief_id']}"
+    on_b, on_c = _put(b, entity, b"belief on b"), _put(c, entity, b"belief on c")
+    record_id = "tomb_" + tombstone["id"]
+    with b.client(as_a) as client:
+        first = client.post("/federation/tombstone", json=tombstone)
+        assert first.status_code == 200, first.text
+        assert first.json() == {"accepted": True, "tombstone_id": record_id, "new": True}
+        again = client.post("/federation/tombstone", json=tombstone)
+        assert again.json()["new"] is False
+    _poll("C holds the seed 001 tombstone", lambda: _holds(c, record_id))
+    _poll("B and C forgot the belief", lambda: _forgotten(b, on_b) and _forgotten(c, on_c))
+    with c.client() as client:
+        held = client.get("/v1/tombstones/" + quote(entity, safe="")).json()["tombstones"]
+    assert held[0]["seed001"] == tombstone  # relayed exactly as A signed it
+    assert held[0]["signature"] == tombstone["deletion_request"]["signature"]
+    received = [e for e in c.audit("tombstone_received") if e["subject"] == record_id]
+    assert [(e["actor"], e["details"]["form"]) for e in received] == [(b.name, "seed001")]
+
+    def c_on_b() -> str:
+        with b.client() as client:
+            peers = client.get(f"/v1/federation/propagation/{record_id}").json()["peers"]
+        return next((str(p["status"]) for p in peers if p["peer"] == c.name), "")
+
+    _poll("B shows C proved", lambda: c_on_b() == "proved")
+
+    local = _deletion_request_of_a(a, propagate=False)
+    before = _state(b)
+    failures = len(b.audit("tombstone_verification_failed"))
+    with b.client(as_a) as client:
+        assert client.post("/federation/tombstone", json=local).status_code == 200
+        forged = {**tombstone, "deletion_request": {**tombstone["deletion_request"]}}
+        forged["deletion_request"]["propagate"] = False
+        forged_other = _deletion_request_of_a(a)
+        forged_other["deletion_request"]["belief_id"] = forged_other["belief_id"] = str(
+            uuid.uuid4()
+        )
+        for bad in (forged, forged_other):
+            _error(
+                client.post("/federation/tombstone", json=bad), 400, "tombstone_verification_failed"
+            )
+        malformed = {**_deletion_request_of_a(a), "key_revocation": None}
+        _error(client.post("/federation/tombstone", json=malformed), 400, "invalid_input")
+    tombstones, revocations, outbox = _state(b)
+    assert (tombstones, revocations) == (before[0] + 1, before[1])  # the local one only
+    assert outbox == before[2] + 1  # its ack to A; nothing for C
+    assert len(b.audit("tombstone_verification_failed")) == failures + 2
+    offered: list[str] = []
+    since = "1970-01-01T00:00:00.000Z"
+    with b.client({"Authorization": f"Bearer {line.tokens[('b', 'c')]}"}) as client:
+        while True:
+            page = client.get("/v1/federation/tombstones", params={"since": since}).json()
+            offered += [t["id"] for t in page["tombstones"]]
+            if page["cursor"] == since:
+                break
+            since = page["cursor"]
+    assert tombstone["id"] in offered  # seed 001 tombstones are pulled as they came
+    assert local["id"] not in offered
 
 
 def _bad_acks_are_refused_or_judged(line: Line) -> None:
@@ -580,13 +717,7 @@ def _bad_acks_are_refused_or_judged(line: Line) -> None:
     on_b = _put(b, "user:acked", b"acked on b")
     record = _tombstone(a, "user:acked")
 
-    def genuine() -> dict[str, Any] | None:
-        with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-            row = tx.fetchone(
-                "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-                (record["id"], b.name),
-            )
-        return None if row is None else dict(json.loads(row[0]))
+    genuine = partial(_ack_on, a, record["id"], b.name)
 
     _poll("B's ack on A", lambda: genuine() is not None)
     ack = genuine()
@@ -598,6 +729,9 @@ def _bad_acks_are_refused_or_judged(line: Line) -> None:
     with a.client(as_b) as client:
         forged = sign_ack(load_signing_key(line.c.home), node=b.name, **fields)
         _error(client.post("/v1/federation/acks", json=forged), 400, "verification_failed")
+        # B "relaying" an ack of C that B signed itself: checked against C's manifest.
+        relayed = sign_ack(load_signing_key(b.home), node=line.c.name, **fields)
+        _error(client.post("/v1/federation/acks", json=relayed), 400, "verification_failed")
         proof = dict(ack["proofs"][0])
         proof["artifact_id"] = "00" * 32
         tampered = sign_ack(load_signing_key(b.home), node=b.name, **(fields | {"proofs": [proof]}))
@@ -606,10 +740,10 @@ def _bad_acks_are_refused_or_judged(line: Line) -> None:
         assert judged.json()["status"] == "non_compliant"
         with a.client() as admin:
             peers = admin.get(f"/v1/federation/propagation/{record['id']}").json()["peers"]
-        assert [p["status"] for p in peers] == ["non_compliant"]
+        assert {p["peer"]: p["status"] for p in peers}[b.name] == "non_compliant"
         again = client.post("/v1/federation/acks", json=ack)
         assert again.json()["status"] == "proved"
-    assert len(a.audit("ack_verification_failed")) == failures + 1
+    assert len(a.audit("ack_verification_failed")) == failures + 2
 
 
 # -- a misbehaving peer: a real HTTP server that takes tombstones and never acknowledges -------

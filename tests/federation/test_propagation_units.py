@@ -17,6 +17,7 @@ from oblivio.federation.propagation import (
     decode_cursor,
     encode_cursor,
     kind_of,
+    retry_delay,
 )
 from oblivio.federation.settings import FederationSettings, federation_settings
 
@@ -89,3 +90,64 @@ def test_settings_are_read_and_checked() -> None:
     ):
         with pytest.raises(InvalidInputError):
             federation_settings(bad)
+
+
+def test_a_seed001_tombstone_leaves_as_it_came() -> None:
+    import json
+    from pathlib import Path
+
+    vectors = json.loads(
+        (Path(__file__).parents[1] / "vectors" / "seed001_tombstones.json").read_text()
+    )
+    view = vectors["valid"][0]["view"]
+    assert as_sent(view) == vectors["valid"][0]["tombstone"]  # its reason is signed: kept
+
+
+def test_the_default_schedule_is_the_backoff_without_a_limit() -> None:
+    settings = federation_settings({})
+    assert settings.push_schedule == "backoff"
+    rng = random.Random(7)  # noqa: S311 - a seeded schedule
+    assert all(retry_delay(n, settings, rng) is not None for n in range(1, 500))
+
+
+def test_the_fixed_schedule_is_mastodons_and_gives_up_after_16_retries() -> None:
+    settings = federation_settings({"push_schedule": "fixed"})
+    rng = random.Random(7)  # noqa: S311 - unused by a fixed schedule
+    delays = [retry_delay(n, settings, rng) for n in range(1, 18)]
+    assert [d.total_seconds() for d in delays[:5] if d is not None] == [15, 16, 31, 96, 271]
+    assert delays[15] == timedelta(seconds=15**4 + 15)  # the 16th retry
+    assert delays[16] is None  # the 16th retry failed too: given up
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=3600), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=20),
+    st.integers(min_value=1, max_value=40),
+)
+def test_a_configured_fixed_schedule_takes_its_delays_in_turn(
+    delays: list[int], limit: int, failures: int
+) -> None:
+    settings = federation_settings(
+        {"push_schedule": "fixed", "push_delays_seconds": delays, "push_retry_limit": limit}
+    )
+    delay = retry_delay(failures, settings, random.Random(0))  # noqa: S311 - unused
+    if failures - 1 >= limit:
+        assert delay is None
+    else:
+        assert delay == timedelta(seconds=delays[min(failures - 1, len(delays) - 1)])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"push_schedule": "mastodon"},
+        {"push_delays_seconds": []},
+        {"push_delays_seconds": [1, -1]},
+        {"push_delays_seconds": "15"},
+        {"push_retry_limit": -1},
+        {"push_retry_limit": True},
+    ],
+)
+def test_bad_push_schedules_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        federation_settings(bad)

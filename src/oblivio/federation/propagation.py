@@ -23,6 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from oblivio.core.canonical import JsonValue, canonical_json, parse_json
+from oblivio.core.deletion import (
+    SEED001_FIELD,
+    Seed001Tombstone,
+    is_seed001,
+    key_at,
+    propagates,
+    seed001_of,
+)
 from oblivio.core.encoding import b64url_decode, b64url_encode
 from oblivio.core.errors import (
     ConflictError,
@@ -33,7 +41,7 @@ from oblivio.core.errors import (
     VerificationError,
 )
 from oblivio.core.identifiers import format_time, parse_time
-from oblivio.core.manifest import org_of_signer, verify_manifest
+from oblivio.core.manifest import OrgManifest, org_of_signer, verify_manifest
 from oblivio.core.tombstones import (
     REDACTED,
     REVOCATION_PREFIX,
@@ -56,6 +64,10 @@ MAX_SEQ: Final = 2**53
 _PG_FEED_LOCK: Final = 0x0B11_F33D
 _NOT_YET: Final = "9999-12-31T23:59:59.999Z"
 """``next_attempt_at`` of an ack row whose tombstone is not applied yet."""
+RELAY_PREFIX: Final = "relay:"
+"""Outbox kind ``relay:<node>``: ``node``'s ack, relayed to the peer the tombstone came from."""
+_GIVEN_UP: Final = "9999-12-31T23:59:59.998Z"
+"""``next_attempt_at`` of a row the fixed push schedule gave up on."""
 
 
 class InvalidCursorError(InvalidInputError):
@@ -101,8 +113,12 @@ def decode_cursor(since: str) -> tuple[int, str | None]:
 
 
 def as_sent(record: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
-    """A record as it leaves this node: a tombstone's unsigned ``reason`` redacted
-    (§23.4.1 item 3), everything else exactly as stored."""
+    """A record as it leaves this node: a seed 001 tombstone as received (its view stays
+    here), a §23 tombstone with its unsigned ``reason`` redacted (§23.4.1 item 3), everything
+    else exactly as stored."""
+    original = seed001_of(record)
+    if original is not None:
+        return dict(original)
     sent = dict(record)
     if kind_of(sent.get("id")) == "tombstone" and sent.get("reason") is not None:
         sent["reason"] = REDACTED
@@ -116,6 +132,20 @@ def backoff_delay(attempts: int, settings: FederationSettings, rng: random.Rando
         settings.backoff_base.total_seconds() * (2 ** min(attempts, 20)),
     )
     return timedelta(seconds=rng.uniform(0, ceiling))
+
+
+def retry_delay(
+    failures: int, settings: FederationSettings, rng: random.Random
+) -> timedelta | None:
+    """When to retry a delivery that has failed ``failures`` times (1 or more): the backoff
+    (never gives up), or under the fixed schedule its next delay, None once
+    ``push_retry_limit`` retries have failed (give up)."""
+    if settings.push_schedule == "backoff":
+        return backoff_delay(failures - 1, settings, rng)
+    retries = failures - 1
+    if retries >= settings.push_retry_limit:
+        return None
+    return settings.push_delays[min(retries, len(settings.push_delays) - 1)]
 
 
 @dataclass(frozen=True)
@@ -172,10 +202,11 @@ class Federation:
             "INSERT INTO federation_feed (seq, record_id, kind) VALUES (?, ?, ?)",
             (seq, record.id, kind),
         )
+        forwarded = sender is None or propagates(record.raw)
         for (peer,) in tx.fetchall(
             "SELECT name FROM federation_peers WHERE state = 'active' ORDER BY name"
         ):
-            if peer != sender:
+            if peer != sender and forwarded:
                 tx.execute(
                     "INSERT INTO federation_outbox (record_id, peer, kind, created_at, "
                     "next_attempt_at) VALUES (?, ?, ?, ?, ?)",
@@ -219,6 +250,8 @@ class Federation:
             assert isinstance(record, dict)  # noqa: S101 - stored by this node as an object
             if created_after is not None and str(record.get("created_at")) < created_after:
                 continue
+            if not propagates(record):
+                continue  # a seed 001 tombstone whose originator asked not to forward it
             (tombstones if kind == "tombstone" else revocations).append(as_sent(record))
         return {"tombstones": tombstones, "revocations": revocations, "cursor": encode_cursor(last)}
 
@@ -276,27 +309,54 @@ class Federation:
                 "manifest_pinned", actor=via.name, subject=org, details={"anchor": anchor}
             )
 
-    def _ensure_manifest(self, record: StoredRecord, via: Peer) -> None:
-        org = org_of_signer(record.signed_by)
-        manifest = self.compliance.manifests.find(org)
+    def _have_manifest(
+        self, org: str, holds_key: Callable[[OrgManifest], bool], via: Peer, subject: str
+    ) -> str | None:
+        """Make sure the manifest of ``org`` is here, fetched when unknown or when it lacks the
+        key a record needs. Returns why not when no manifest of ``org`` can be had at all (the
+        record is then kept as unverified); a known manifest that could not be refreshed is
+        still the one to verify with, so a record it refutes is refused. Raises
+        TombstoneVerificationFailedError (audited) for a conflicting manifest."""
         if org == self.org:
-            return
-        if manifest is not None and record.key_id in [k.key_id for k in manifest.keys]:
-            return
-        self._fetch_manifest(org, via)
+            return None
+        manifest = self.compliance.manifests.find(org)
+        if manifest is not None and holds_key(manifest):
+            return None
+        try:
+            self._fetch_manifest(org, via)
+        except (PeerUnreachableError, PeerRefusedError) as e:
+            if self.compliance.manifests.find(org) is None:
+                return str(e)
+        except TombstoneVerificationFailedError:
+            raise
+        except VerificationError as e:
+            self.compliance.audit.append(
+                "tombstone_verification_failed",
+                actor=via.name,
+                subject=subject,
+                details={"org": org, "why": str(e)},
+            )
+            raise TombstoneVerificationFailedError(f"record {subject} does not verify: {e}") from e
+        return None
 
     def accept(
         self, data: object, sender: Peer, channel: str = "push"
     ) -> tuple[int, dict[str, Any]]:
         """Receive a tombstone or revocation from ``sender``: (HTTP status, answer).
 
-        200 ``{"accepted": true, "tombstone_id", "new"}`` once stored (idempotent on id);
-        202 ``{"accepted": false, "status": "unverified"}`` when the signer's manifest cannot be
-        had yet (kept and retried). Raises InvalidInputError for a malformed record and
+        A §23 record, or a seed 001 Tombstone (core/deletion.py). 200 ``{"accepted": true,
+        "tombstone_id", "new"}`` once stored (idempotent on id; a record already held that
+        comes again by push is audited ``tombstone_replayed``); 202 ``{"accepted": false,
+        "status": "unverified"}`` when the signer's manifest cannot be had yet (kept and
+        retried). Raises InvalidInputError for a malformed record and
         TombstoneVerificationFailedError (audited) when it does not verify: nothing stored.
         """
         if not isinstance(data, dict):
             raise InvalidInputError("expected a tombstone or revocation record object")
+        if is_seed001(data):
+            return self._accept_seed001(data, sender, channel)
+        if SEED001_FIELD in data:
+            raise InvalidInputError(f"{SEED001_FIELD}: reserved for seed 001 tombstones' views")
         kind = kind_of(data.get("id"))
         record: StoredRecord = (
             TombstoneRevocationRecord.from_dict(data)
@@ -305,36 +365,82 @@ class Federation:
         )
         tombstones = self.compliance.tombstones
         try:
-            self._ensure_manifest(record, via=sender)
-        except (PeerUnreachableError, PeerRefusedError) as e:
-            # No manifest at all: kept and retried. A known manifest that could not be
-            # refreshed is still the one to verify with: a record it refutes is refused.
-            if self.compliance.manifests.find(org_of_signer(record.signed_by)) is None:
-                return 202, self._keep_unverified(record, kind, sender, str(e))
+            org = org_of_signer(record.signed_by)
         except VerificationError as e:
-            if not isinstance(e, TombstoneVerificationFailedError):
-                self.compliance.audit.append(
-                    "tombstone_verification_failed",
-                    actor=sender.name,
-                    subject=record.id,
-                    details={"signed_by": record.signed_by, "why": str(e)},
-                )
-                raise TombstoneVerificationFailedError(
-                    f"record {record.id} does not verify: {e}"
-                ) from e
-            raise
+            tombstones.audit.append(
+                "tombstone_verification_failed",
+                actor=sender.name,
+                subject=record.id,
+                details={"signed_by": record.signed_by, "why": str(e)},
+            )
+            raise TombstoneVerificationFailedError(
+                f"record {record.id} does not verify: {e}"
+            ) from e
+
+        def holds_key(manifest: OrgManifest) -> bool:
+            return record.key_id in [k.key_id for k in manifest.keys]
+
+        why = self._have_manifest(org, holds_key, sender, record.id)
+        if why is not None:
+            return 202, self._keep_unverified(
+                record.id, kind, data, signed_by=record.signed_by, sender=sender, why=why
+            )
         if isinstance(record, TombstoneRevocationRecord):
             try:
                 _, created = tombstones.receive_revocation(data, peer=sender.name)
             except TombstoneNotFoundError as e:
-                return 202, self._keep_unverified(record, kind, sender, str(e))
+                return 202, self._keep_unverified(
+                    record.id, kind, data, signed_by=record.signed_by, sender=sender, why=str(e)
+                )
             except ConflictError:
                 created = False  # its tombstone was revoked by another record already
+            self._replayed(record.id, created, sender, channel)
             return 200, {"accepted": True, "tombstone_id": record.tombstone_id, "new": created}
         stored, created = tombstones.receive(data, peer=sender.name, channel=channel)
+        return self._received(stored.id, created, sender, channel)
+
+    def _accept_seed001(
+        self, data: dict[str, Any], sender: Peer, channel: str
+    ) -> tuple[int, dict[str, Any]]:
+        tombstone = Seed001Tombstone.from_dict(data)
+        request = tombstone.request
+
+        def valid_then(manifest: OrgManifest) -> bool:
+            try:
+                key_at(manifest, request.timestamp)
+            except VerificationError:
+                return False
+            return True
+
+        why = self._have_manifest(request.org, valid_then, sender, tombstone.record_id)
+        if why is not None:
+            kept = self._keep_unverified(
+                tombstone.record_id,
+                "tombstone",
+                data,
+                signed_by=request.signed_by,
+                sender=sender,
+                why=why,
+            )
+            return 202, kept
+        tombstones = self.compliance.tombstones
+        stored, created = tombstones.receive_seed001(data, peer=sender.name, channel=channel)
+        return self._received(stored.id, created, sender, channel)
+
+    def _received(
+        self, tombstone_id: str, created: bool, sender: Peer, channel: str
+    ) -> tuple[int, dict[str, Any]]:
         if created:
-            self._ack_due(stored.id, sender.name)  # wakes the pusher, after the commit
-        return 200, {"accepted": True, "tombstone_id": stored.id, "new": created}
+            self._ack_due(tombstone_id, sender.name)  # wakes the pusher, after the commit
+        self._replayed(tombstone_id, created, sender, channel)
+        return 200, {"accepted": True, "tombstone_id": tombstone_id, "new": created}
+
+    def _replayed(self, record_id: str, created: bool, sender: Peer, channel: str) -> None:
+        """Audit a record pushed again once held (a retry, or a replay): nothing changes."""
+        if not created and channel == "push":
+            self.compliance.audit.append(
+                "tombstone_replayed", actor=sender.name, subject=record_id, details={}
+            )
 
     def _ack_due(self, tombstone_id: str, peer: str) -> None:
         with self.db.transaction() as tx:
@@ -346,12 +452,19 @@ class Federation:
         self.wake.set()
 
     def _keep_unverified(
-        self, record: StoredRecord, kind: str, sender: Peer, why: str
+        self,
+        record_id: str,
+        kind: str,
+        data: Mapping[str, Any],
+        *,
+        signed_by: str,
+        sender: Peer,
+        why: str,
     ) -> dict[str, Any]:
         now = format_time(self._clock())
         with self.db.transaction() as tx:
             exists = tx.fetchone(
-                "SELECT 1 FROM federation_unverified WHERE record_id = ?", (record.id,)
+                "SELECT 1 FROM federation_unverified WHERE record_id = ?", (record_id,)
             )
             if exists is None:
                 tx.execute(
@@ -359,9 +472,9 @@ class Federation:
                     "received_from, state, attempts, last_error, first_seen) "
                     "VALUES (?, ?, ?, ?, 'unverified', 0, ?, ?)",
                     (
-                        record.id,
+                        record_id,
                         kind,
-                        canonical_json(record.to_dict()).decode("utf-8"),
+                        canonical_json(data).decode("utf-8"),
                         sender.name,
                         why[:1000],
                         now,
@@ -371,21 +484,27 @@ class Federation:
                     tx,
                     "tombstone_unverified",
                     actor=sender.name,
-                    subject=record.id,
-                    details={"signed_by": record.signed_by, "why": why[:1000]},
+                    subject=record_id,
+                    details={"signed_by": signed_by, "why": why[:1000]},
                 )
-        return {"accepted": False, "status": "unverified", "record_id": record.id, "reason": why}
+        return {"accepted": False, "status": "unverified", "record_id": record_id, "reason": why}
 
     def _keep_unverified_data(self, data: object, sender: Peer, why: str) -> None:
         if not isinstance(data, dict):
             return
-        kind = kind_of(data.get("id"))
-        record: StoredRecord = (
-            TombstoneRevocationRecord.from_dict(data)
-            if kind == "revocation"
-            else TombstoneRecord.from_dict(data)
+        if is_seed001(data):
+            tombstone = Seed001Tombstone.from_dict(data)
+            record_id, signed_by = tombstone.record_id, tombstone.request.signed_by
+        else:
+            record: StoredRecord = (
+                TombstoneRevocationRecord.from_dict(data)
+                if kind_of(data.get("id")) == "revocation"
+                else TombstoneRecord.from_dict(data)
+            )
+            record_id, signed_by = record.id, record.signed_by
+        self._keep_unverified(
+            record_id, kind_of(record_id), data, signed_by=signed_by, sender=sender, why=why
         )
-        self._keep_unverified(record, kind, sender, why)
 
     def retry_unverified(self) -> int:
         """Try every kept record again; return how many were accepted now."""
@@ -472,7 +591,11 @@ class Federation:
         )
 
     def record_ack(self, ack: object, sender: Peer) -> dict[str, Any]:
-        """Verify and keep a peer's ack of one of the tombstones this node holds.
+        """Verify and keep an ack of one of the tombstones this node holds: the sender's own,
+        or one signed by a node further away that the sender relays unchanged (its manifest
+        fetched from the sender and pinned on first use, as for relayed records). A new or
+        changed ack is relayed in turn to the peer this node got the tombstone from, so the
+        originator learns how every node applied it (docs/adr/0028).
 
         Raises InvalidInputError, NotFoundError (unknown tombstone) or VerificationError
         (audited as ``ack_verification_failed``)."""
@@ -480,43 +603,88 @@ class Federation:
             raise InvalidInputError("expected an oblivio.tombstone-ack.v1 object")
         tombstone_id = ack["tombstone_id"]
         self.compliance.tombstones.store.get(tombstone_id)
-        manifest = self.compliance.manifests.require(sender.name)
+        node = ack.get("node")
+        if (
+            not isinstance(node, str)
+            or node == self.org
+            or not 0 < len(node) <= 200
+            or not node.isprintable()
+            or any(c.isspace() or c in "/?#%" for c in node)
+        ):
+            raise InvalidInputError(f"ack: expected the name of another node, got {node!r}")
+        via = None if node == sender.name else sender.name
         try:
+            if via is not None:
+                why = self._have_manifest(
+                    node,
+                    lambda m: ack.get("key_id") in [k.key_id for k in m.keys],
+                    sender,
+                    tombstone_id,
+                )
+                if why is not None:
+                    raise VerificationError(f"no manifest of {node} can be had: {why}")
+            manifest = self.compliance.manifests.require(node)
             verdict = judge_ack(ack, manifest, tombstone_id)
-        except (VerificationError, InvalidInputError) as e:
+        except (VerificationError, InvalidInputError, NotFoundError) as e:
             self.compliance.audit.append(
                 "ack_verification_failed",
                 actor=sender.name,
                 subject=tombstone_id,
-                details={"why": str(e)},
+                details={"node": node[:200], "why": str(e)},
             )
-            raise VerificationError(f"ack of {tombstone_id} by {sender.name}: {e}") from e
+            raise VerificationError(f"ack of {tombstone_id} by {node}: {e}") from e
         now = format_time(self._clock())
+        text = canonical_json(ack).decode("utf-8")
         with self.db.transaction() as tx:
+            held = tx.fetchone(
+                "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
+                (tombstone_id, node),
+            )
             tx.execute(
                 "DELETE FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-                (tombstone_id, sender.name),
+                (tombstone_id, node),
             )
             tx.execute(
                 "INSERT INTO federation_acks (tombstone_id, peer, ack_json, status, detail, "
-                "received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    tombstone_id,
-                    sender.name,
-                    canonical_json(ack).decode("utf-8"),
-                    verdict.verdict,
-                    verdict.detail,
-                    now,
-                ),
+                "received_at, via) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (tombstone_id, node, text, verdict.verdict, verdict.detail, now, via),
             )
             self.compliance.audit.append_in(
                 tx,
                 "tombstone_ack_received",
                 actor=sender.name,
                 subject=tombstone_id,
-                details={"status": verdict.verdict},
+                details={"status": verdict.verdict, "node": node, "via": via},
             )
-        return {"tombstone_id": tombstone_id, "status": verdict.verdict, "detail": verdict.detail}
+            if held is None or held[0] != text:
+                self._relay_ack(tx, tombstone_id, node, now)
+        return {
+            "tombstone_id": tombstone_id,
+            "node": node,
+            "status": verdict.verdict,
+            "detail": verdict.detail,
+        }
+
+    def _relay_ack(self, tx: Transaction, tombstone_id: str, node: str, now: str) -> None:
+        """Queue ``node``'s ack for the peer this node received the tombstone from (none for
+        a tombstone it issued), as an outbox row of kind ``relay:<node>``."""
+        row = tx.fetchone("SELECT received_from FROM tombstones WHERE id = ?", (tombstone_id,))
+        towards = None if row is None else row[0]
+        if towards is None or towards == node:
+            return
+        kind = RELAY_PREFIX + node
+        changed = tx.execute(
+            "UPDATE federation_outbox SET delivered_at = NULL, next_attempt_at = ?, "
+            "attempts = 0 WHERE record_id = ? AND peer = ? AND kind = ?",
+            (now, tombstone_id, towards, kind),
+        )
+        if changed == 0:
+            tx.execute(
+                "INSERT INTO federation_outbox (record_id, peer, kind, created_at, "
+                "next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+                (tombstone_id, towards, kind, now, now),
+            )
+        self.wake.set()
 
     def ack_of(self, tombstone_id: str, peer: str) -> dict[str, JsonValue] | None:
         """The ack ``peer`` sent for ``tombstone_id``, as received."""
@@ -532,7 +700,9 @@ class Federation:
 
     def propagation(self, tombstone_id: str) -> dict[str, Any]:
         """Per peer: ``proved``, ``acknowledged``, ``held``, ``non_compliant`` (from its ack),
-        else ``silent`` past the ack deadline, else ``pending``; with delivery details."""
+        else ``silent`` past the ack deadline, else ``pending``; with delivery details. Nodes
+        further away appear once their ack is relayed back, ``via`` naming the peer that
+        relayed it (None for this node's own peers)."""
         record = self.compliance.tombstones.store.get(tombstone_id)
         deadline = parse_time(record.created_at) + self.settings.ack_deadline
         with self.db.transaction(write=False) as tx:
@@ -542,7 +712,7 @@ class Federation:
                 (tombstone_id,),
             )
             acks = tx.fetchall(
-                "SELECT peer, status, detail, received_at FROM federation_acks "
+                "SELECT peer, status, detail, received_at, via FROM federation_acks "
                 "WHERE tombstone_id = ?",
                 (tombstone_id,),
             )
@@ -557,13 +727,14 @@ class Federation:
                 "delivered_at": delivered_at,
                 "last_error": last_error,
                 "acked_at": None,
+                "via": None,
             }
-        for peer, status, detail, received_at in acks:
+        for peer, status, detail, received_at, via in acks:
             entry = peers.setdefault(
                 peer,
                 {"peer": peer, "attempts": 0, "delivered_at": None, "last_error": None},
             )
-            entry.update({"status": status, "detail": detail, "acked_at": received_at})
+            entry.update({"status": status, "detail": detail, "acked_at": received_at, "via": via})
         return {
             "tombstone_id": tombstone_id,
             "ack_deadline": format_time(deadline),
@@ -618,12 +789,19 @@ class Federation:
                     self._reschedule(delivery, timedelta(seconds=1), None, count=False)
                     return None
                 self.client.send_ack(peer.url, peer.token, ack)
+            elif delivery.kind.startswith(RELAY_PREFIX):
+                relayed = self.ack_of(delivery.record_id, delivery.kind.removeprefix(RELAY_PREFIX))
+                if relayed is not None:
+                    self.client.send_ack(peer.url, peer.token, relayed)
             else:
                 self.client.push(
                     peer.url, peer.token, as_sent(self.record_json(delivery.record_id))
                 )
         except (PeerUnreachableError, PeerRefusedError) as e:
-            delay = backoff_delay(delivery.attempts, self.settings, self._rng)
+            delay = retry_delay(delivery.attempts + 1, self.settings, self._rng)
+            if delay is None:
+                self._give_up(delivery, str(e))
+                return None
             self._reschedule(delivery, delay, str(e), count=True)
             return delay
         with self.db.transaction() as tx:
@@ -650,6 +828,23 @@ class Federation:
                     delivery.peer,
                     delivery.kind,
                 ),
+            )
+
+    def _give_up(self, delivery: Delivery, error: str) -> None:
+        """The fixed schedule's last retry failed: the row stays undelivered, never due again."""
+        why = f"given up after {delivery.attempts + 1} attempts (fixed schedule): {error}"
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE federation_outbox SET next_attempt_at = ?, attempts = attempts + 1, "
+                "last_error = ? WHERE record_id = ? AND peer = ? AND kind = ?",
+                (_GIVEN_UP, why[:1000], delivery.record_id, delivery.peer, delivery.kind),
+            )
+            self.compliance.audit.append_in(
+                tx,
+                "federation_delivery_given_up",
+                actor=delivery.peer,
+                subject=delivery.record_id,
+                details={"kind": delivery.kind, "attempts": delivery.attempts + 1},
             )
 
     def resume(self) -> None:

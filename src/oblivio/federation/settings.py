@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final, Literal
 
 from oblivio.core.errors import InvalidInputError
+
+PushSchedule = Literal["backoff", "fixed"]
+MASTODON_DELAYS: Final = tuple(timedelta(seconds=count**4 + 15) for count in range(16))
+"""A Mastodon-like fixed schedule: Sidekiq's default retry delay ``count**4 + 15`` s for
+retries 0-15 (Mastodon's ActivityPub::DeliveryWorker: ``retry: 16, dead: false``, its own
+jitter left out), about 1.7 days in all, then the delivery is dropped."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,14 @@ class FederationSettings:
     """A peer with no ack this long after a tombstone was issued is ``silent``."""
     token_lifetime: timedelta = timedelta(days=365)
     pull_page: int = 500
+    push_schedule: PushSchedule = "backoff"
+    """``backoff`` (the default, DESIGN.md §12): full jitter, no retry limit while the peer
+    is active. ``fixed``: ``push_delays`` in turn (the last one repeated), and after
+    ``push_retry_limit`` failed retries the delivery is given up (audited) — a fediverse
+    server's behaviour, kept to measure what oblivio's own schedule, pull and announce add;
+    a deletion given up reaches that peer only by pull."""
+    push_delays: tuple[timedelta, ...] = MASTODON_DELAYS
+    push_retry_limit: int = len(MASTODON_DELAYS)
 
 
 def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
@@ -54,4 +68,36 @@ def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
         token_lifetime=seconds(
             "token_lifetime_seconds", defaults.token_lifetime, 60, 10 * 365 * 86400
         ),
+        **_push_schedule(section, defaults),
     )
+
+
+def _push_schedule(section: Mapping[str, Any], defaults: FederationSettings) -> dict[str, Any]:
+    """``push_schedule`` ("backoff" or "fixed"), ``push_delays_seconds`` (a non-empty list of
+    seconds, each 0 to 30 days) and ``push_retry_limit`` (0 to 1000) of config.json."""
+    schedule = section.get("push_schedule", defaults.push_schedule)
+    if schedule not in ("backoff", "fixed"):
+        raise InvalidInputError('federation.push_schedule: expected "backoff" or "fixed"')
+    delays = section.get("push_delays_seconds")
+    if delays is None:
+        parsed = defaults.push_delays
+    elif (
+        not isinstance(delays, list)
+        or not 1 <= len(delays) <= 1000
+        or not all(
+            not isinstance(d, bool) and isinstance(d, int | float) and 0 <= d <= 30 * 86400
+            for d in delays
+        )
+    ):
+        raise InvalidInputError(
+            "federation.push_delays_seconds: expected a list of 1 to 1000 delays in seconds "
+            "(0 to 30 days each)"
+        )
+    else:
+        parsed = tuple(timedelta(seconds=d) for d in delays)
+    limit = section.get("push_retry_limit", len(parsed) if delays is not None else None)
+    if limit is None:
+        limit = defaults.push_retry_limit
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1000:
+        raise InvalidInputError("federation.push_retry_limit: expected an integer from 0 to 1000")
+    return {"push_schedule": schedule, "push_delays": parsed, "push_retry_limit": limit}

@@ -783,7 +783,10 @@ def cmd_propagation(args: argparse.Namespace) -> int:
         finally:
             federation.client.close()
     lines = [
-        f"{r['tombstone_id']}\t{p['peer']}\t{p['status']}" for r in reports for p in r["peers"]
+        f"{r['tombstone_id']}\t{p['peer']}\t{p['status']}"
+        + (f"\tvia {p['via']}" if p.get("via") else "")
+        for r in reports
+        for p in r["peers"]
     ]
     lines += [f"{u['record_id']}\tfrom {u['received_from']}\t{u['state']}" for u in unverified]
     _emit(args, "\n".join(lines), {"tombstones": reports, "unverified": unverified})

@@ -12,6 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from oblivio.core.deletion import (
+    Seed001Tombstone,
+    seed001_of,
+    seed001_view,
+    verify_deletion_request,
+)
 from oblivio.core.errors import TombstoneVerificationFailedError, VerificationError
 from oblivio.core.identifiers import (
     ScopePattern,
@@ -200,6 +206,48 @@ class TombstoneService:
                 f"tombstone {record.id} does not verify: {e}"
             ) from e
 
+        return self._store_received(record, peer, channel)
+
+    def receive_seed001(
+        self, data: object, peer: str, channel: str = "push"
+    ) -> tuple[TombstoneRecord, bool]:
+        """Verify and store an inbound seed 001 Tombstone as its §23 view (core/deletion.py),
+        idempotently on its id; apply it when new. Its ``deletion_request`` is verified with
+        the key the originator's manifest held at its ``timestamp``; the retention horizon
+        applies to that ``timestamp``.
+
+        Raises InvalidInputError for a malformed tombstone, TombstoneVerificationFailedError
+        (audited) when it does not verify. Nothing is stored in either case.
+        """
+        tombstone = Seed001Tombstone.from_dict(data)
+        request = tombstone.request
+        try:
+            manifest = self.registry.find(request.org)
+            if manifest is None:
+                raise VerificationError(f"no manifest known for org {request.org!r} (originator)")
+            key = verify_deletion_request(request, manifest)
+            if parse_time(request.timestamp) < self._clock() - self.retention_horizon:
+                raise VerificationError(
+                    f"timestamp {request.timestamp} is older than the retention horizon"
+                )
+        except VerificationError as e:
+            self.audit.append(
+                "tombstone_verification_failed",
+                actor=peer,
+                subject=tombstone.record_id,
+                details={"originator_id": request.originator_id, "form": "seed001", "why": str(e)},
+            )
+            raise TombstoneVerificationFailedError(
+                f"seed 001 tombstone {tombstone.id} does not verify: {e}"
+            ) from e
+        record = TombstoneRecord.from_dict(seed001_view(tombstone, key.key_id))
+        return self._store_received(record, peer, channel)
+
+    def _store_received(
+        self, record: TombstoneRecord, peer: str, channel: str
+    ) -> tuple[TombstoneRecord, bool]:
+        """Store a verified inbound record (audited ``tombstone_received``); apply it when new."""
+
         def on_insert(tx: Transaction) -> None:
             self.audit.append_in(
                 tx,
@@ -210,6 +258,7 @@ class TombstoneService:
                     "signed_by": record.signed_by,
                     "entity_uri": record.entity_uri,
                     "channel": channel,
+                    "form": "seed001" if seed001_of(record.raw) is not None else "seed002",
                 },
             )
             self._observe(tx, record, peer)

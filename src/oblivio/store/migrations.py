@@ -712,6 +712,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        23,
+        "federation_relayed_acks",
+        (
+            # An ack signed by a node further away, relayed unchanged by the peer named here
+            # (docs/adr/0028); NULL for an ack the acking peer sent itself.
+            "ALTER TABLE federation_acks ADD COLUMN via TEXT",
+        ),
+    ),
 )
 
 

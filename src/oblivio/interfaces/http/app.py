@@ -84,7 +84,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
 
     from oblivio.federation.propagation import open_federation
     from oblivio.federation.workers import FederationWorkers
-    from oblivio.interfaces.http.federation import federation_router
+    from oblivio.interfaces.http.federation import audit_refused_body, federation_router
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,5 +138,5 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     app.add_exception_handler(OblivioError, on_oblivio_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, on_refused=audit_refused_body)
     return app

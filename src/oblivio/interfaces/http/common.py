@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
@@ -65,11 +66,24 @@ def status_of(error: OblivioError) -> int:
     return next((status for kind, status in _STATUSES if isinstance(error, kind)), 500)
 
 
-class BodyLimit:
-    """ASGI middleware: refuse bodies over the limit (413) by Content-Length and by count."""
+BodyRefused = Callable[[Scope, int, int], None]
+"""Told (in a worker thread) of each body refused: the request's scope, its size, the limit."""
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the limit (413) by Content-Length and by count;
+    ``on_refused`` (if given) is told of each refusal after the answer went out."""
+
+    def __init__(self, app: ASGIApp, on_refused: BodyRefused | None = None) -> None:
         self.app = app
+        self.on_refused = on_refused
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, size: int, limit: int
+    ) -> None:
+        await _too_large(limit)(scope, receive, send)
+        if self.on_refused is not None:
+            await anyio.to_thread.run_sync(self.on_refused, scope, size, limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,7 +98,7 @@ class BodyLimit:
                 except ValueError:
                     declared = limit + 1
                 if declared > limit:
-                    await _too_large(limit)(scope, receive, send)
+                    await self._refuse(scope, receive, send, declared, limit)
                     return
         # Read the whole body first (routes parse JSON bodies whole anyway), so an oversize
         # body is refused before any route sees it, whatever the framework does with errors.
@@ -97,7 +111,7 @@ class BodyLimit:
             body = message.get("body", b"")
             seen += len(body)
             if seen > limit:
-                await _too_large(limit)(scope, receive, send)
+                await self._refuse(scope, receive, send, seen, limit)
                 return
             chunks.append(body)
             if not message.get("more_body", False):

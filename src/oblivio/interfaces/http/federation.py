@@ -9,6 +9,7 @@ propagation status) take admin API keys, as the other operator routes do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -18,18 +19,25 @@ import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from oblivio.core.canonical import JsonValue
-from oblivio.core.errors import AccessDeniedError
+from oblivio.core.canonical import parse_json
+from oblivio.core.errors import AccessDeniedError, InvalidInputError, OblivioError
 from oblivio.core.identifiers import validate_entity_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
 from oblivio.federation.peers import Peer
 from oblivio.federation.propagation import Federation, InvalidCursorError, encode_cursor
-from oblivio.federation.tokens import CapabilityDeniedError
-from oblivio.interfaces.http.common import Admin, OpenNode, Services
+from oblivio.federation.tokens import VERBS, CapabilityDeniedError
+from oblivio.interfaces.http.common import Admin, OpenNode, Scope, Services
 from oblivio.interfaces.http.tombstones import DeletionRequest, verify_deletion_request
 from oblivio.node.api_keys import TOKEN_PREFIX
 
 ANNOUNCE_POLL_SECONDS: Final = 0.5
+JSON_OBJECT_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+"""The body of the routes that parse it themselves (so that a refused one is audited)."""
 KEEP_ALIVE_SECONDS: Final = 15.0
 
 
@@ -88,6 +96,56 @@ def capability(verb: str | tuple[str, ...]) -> Callable[..., Peer]:
     return authorised
 
 
+def audit_refusal(
+    federation: Federation, actor: str | None, path: str, error: OblivioError
+) -> None:
+    """Audit a federation request refused for its input (``federation_request_refused``)."""
+    federation.compliance.audit.append(
+        "federation_request_refused",
+        actor=actor,
+        subject=path[:200],
+        details={"code": error.code, "why": " ".join(str(error).split())[:500]},
+    )
+
+
+class RequestTooLargeError(InvalidInputError):
+    """A body over the size limit (413, answered by the BodyLimit middleware)."""
+
+    code = "request_too_large"
+
+
+def audit_refused_body(scope: Scope, size: int, limit: int) -> None:
+    """BodyLimit's hook: an oversize body on a federation route is audited like any refused
+    federation input, naming the peer when its token says who it is (it is not checked for a
+    verb: the body never reached a route). Nothing else is changed."""
+    path = str(scope.get("path", ""))
+    if not path.startswith(("/federation/", "/v1/federation/")):
+        return
+    federation: Federation | None = getattr(scope["app"].state, "federation", None)
+    if federation is None:
+        return
+    headers = dict(scope.get("headers", []))
+    authorization = headers.get(b"authorization", b"").decode("latin-1")
+    actor: str | None = None
+    if authorization.startswith("Bearer v4.public."):
+        try:
+            actor = federation.peers.authorize(authorization.removeprefix("Bearer "), VERBS).name
+        except OblivioError:
+            actor = None
+    error = RequestTooLargeError(f"request body of {size} bytes exceeds {limit} bytes")
+    with contextlib.suppress(OblivioError):  # the 413 went out already
+        audit_refusal(federation, actor, path, error)
+
+
+async def json_body(request: Request, federation: Federation, peer: Peer) -> object:
+    """The request's JSON body; InvalidInputError (audited) when it is not JSON."""
+    try:
+        return parse_json(await request.body())
+    except InvalidInputError as e:
+        await anyio.to_thread.run_sync(audit_refusal, federation, peer.name, request.url.path, e)
+        raise
+
+
 TombstoneWriter = Annotated[Peer, Depends(capability("tombstone:write"))]
 TombstoneReader = Annotated[Peer, Depends(capability("tombstone:read"))]
 AckWriter = Annotated[Peer, Depends(capability("ack:write"))]
@@ -129,12 +187,21 @@ def federation_delete(
     "/federation/tombstone",
     summary="Receive a peer's tombstone or revocation (seed 001, §23.4.2)",
     responses={202: {"description": "kept as unverified: the signer's manifest is not here yet"}},
+    openapi_extra=JSON_OBJECT_BODY,
 )
-def federation_tombstone(
-    record: dict[str, JsonValue], federation: FederationDep, peer: TombstoneWriter
+async def federation_tombstone(
+    request: Request, federation: FederationDep, peer: TombstoneWriter
 ) -> JSONResponse:
-    """Verify against the manifest of ``signed_by`` and store idempotently; apply, forward."""
-    status, answer = federation.accept(record, peer)
+    """A §23 record (verified against the manifest of ``signed_by``) or a seed 001 Tombstone
+    (its ``deletion_request`` verified against the originator's manifest); stored idempotently,
+    applied, forwarded. Malformed input is 400 and audited (``federation_request_refused``), a
+    record that does not verify 400 ``tombstone_verification_failed`` (audited)."""
+    data = await json_body(request, federation, peer)
+    try:
+        status, answer = await anyio.to_thread.run_sync(federation.accept, data, peer)
+    except InvalidInputError as e:
+        await anyio.to_thread.run_sync(audit_refusal, federation, peer.name, request.url.path, e)
+        raise
     return JSONResponse(answer, status_code=status)
 
 
@@ -152,12 +219,7 @@ def federation_pull(
     try:
         return federation.page(since, limit)
     except InvalidCursorError as e:
-        federation.compliance.audit.append(
-            "federation_request_refused",
-            actor=peer.name,
-            subject="/v1/federation/tombstones",
-            details={"code": e.code, "why": str(e)[:500]},
-        )
+        audit_refusal(federation, peer.name, "/v1/federation/tombstones", e)
         raise
 
 
@@ -204,12 +266,23 @@ def federation_manifest(
     return federation.manifest_json(org)
 
 
-@federation_router.post("/v1/federation/acks", summary="Receive a signed tombstone ack")
-def federation_ack(
-    ack: dict[str, JsonValue], federation: FederationDep, peer: AckWriter
+@federation_router.post(
+    "/v1/federation/acks",
+    summary="Receive a signed tombstone ack",
+    openapi_extra=JSON_OBJECT_BODY,
+)
+async def federation_ack(
+    request: Request, federation: FederationDep, peer: AckWriter
 ) -> dict[str, Any]:
-    """Verify an ``oblivio.tombstone-ack.v1`` (and its proofs) with the peer's keys."""
-    return federation.record_ack(ack, peer)
+    """Verify an ``oblivio.tombstone-ack.v1`` (and its proofs) with the acking node's keys: the
+    sender's, or for an ack it relays, the manifest of the node that signed it."""
+    ack = await json_body(request, federation, peer)
+    try:
+        answer: dict[str, Any] = await anyio.to_thread.run_sync(federation.record_ack, ack, peer)
+    except InvalidInputError as e:
+        await anyio.to_thread.run_sync(audit_refusal, federation, peer.name, request.url.path, e)
+        raise
+    return answer
 
 
 @federation_router.get(

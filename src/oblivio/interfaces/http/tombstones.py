@@ -11,11 +11,10 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import Field, StrictBool, StrictStr
 
-from oblivio.core.canonical import canonical_json
-from oblivio.core.encoding import b64url_decode
-from oblivio.core.errors import VerificationError
-from oblivio.core.identifiers import parse_time, validate_entity_uri
-from oblivio.core.manifest import org_of_signer
+from oblivio.core.deletion import SignedDeletionRequest
+from oblivio.core.deletion import verify_deletion_request as verify_request_signature
+from oblivio.core.errors import InvalidInputError, VerificationError
+from oblivio.core.identifiers import validate_entity_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
 from oblivio.interfaces.http.common import Admin, ExistingTombstoneError, Services, Strict
 from oblivio.node.compliance import Compliance
@@ -108,27 +107,18 @@ def post_revoke(tombstone_id: str, body: RevokeRequest, services: Services, key:
 
 
 def verify_deletion_request(services: Compliance, request: dict[str, Any]) -> None:
-    """Verify a seed 001 DeletionRequest against its originator's manifest.
+    """Verify a seed 001 DeletionRequest against its originator's manifest (core/deletion.py).
 
     ``originator_id`` names the org (an org name, or ``agent:ORG/NAME``); the key is the one
     that org's manifest held at ``timestamp``. Raises VerificationError naming the failed link.
     """
-    originator = str(request["originator_id"])
-    org = org_of_signer(originator) if ":" in originator else originator
-    manifest = services.manifests.find(org)
-    if manifest is None:
-        raise VerificationError(f"deletion request: no manifest known for originator {org!r}")
-    moment = parse_time(str(request["timestamp"]))
-    candidates = [
-        k
-        for k in manifest.keys
-        if k.created_at <= moment and (k.retired_at is None or moment < k.retired_at)
-    ]
-    if not candidates:
-        raise VerificationError(f"deletion request: org {org} had no key at {request['timestamp']}")
     try:
-        signature = b64url_decode(str(request["signature"]))
-    except ValueError as e:
-        raise VerificationError(f"deletion request: signature is not base64url: {e}") from e
-    body = canonical_json({k: v for k, v in request.items() if k != "signature"})
-    candidates[0].key.verify(signature, body)
+        parsed = SignedDeletionRequest.from_dict(request)
+    except InvalidInputError as e:
+        raise VerificationError(f"deletion request: {e}") from e
+    manifest = services.manifests.find(parsed.org)
+    if manifest is None:
+        raise VerificationError(
+            f"deletion request: no manifest known for originator {parsed.org!r}"
+        )
+    verify_request_signature(parsed, manifest)
