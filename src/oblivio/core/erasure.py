@@ -64,7 +64,7 @@ class ExtensionRefusedError(ConflictError):
     code = "erasure_request_extension_refused"
 
 
-def check_transition(current: str, wanted: Status) -> None:
+def check_transition(current: str, wanted: str) -> None:
     """Raise InvalidTransitionError unless ``current`` -> ``wanted`` is in TRANSITIONS."""
     allowed = TRANSITIONS.get(current, frozenset())
     if wanted not in allowed:

@@ -295,14 +295,15 @@ class ErasureRequestService:
                 f"status: expected one of {', '.join(STATUSES)}, got {status!r}"
             )
         with self.db.transaction(write=False) as tx:
-            ids = [
-                r[0]
-                for r in tx.fetchall(
-                    "SELECT id FROM erasure_requests WHERE ? IS NULL OR status = ? "
-                    "ORDER BY received_at, id",
-                    (status, status),
+            rows = (
+                tx.fetchall("SELECT id FROM erasure_requests ORDER BY received_at, id")
+                if status is None
+                else tx.fetchall(
+                    "SELECT id FROM erasure_requests WHERE status = ? ORDER BY received_at, id",
+                    (status,),
                 )
-            ]
+            )
+            ids = [r[0] for r in rows]
             return [self._get_in(tx, i) for i in ids]
 
     def bundle(self, request_id: str) -> dict[str, JsonValue]:
