@@ -638,6 +638,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
             app.state.federation.client.close()
             node.close()
 
+    from oblivio.interfaces.console.routes import mount_console
     from oblivio.interfaces.recall_routes import recall_routes
 
     app = FastAPI(
@@ -661,6 +662,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     app.add_exception_handler(OblivioError, on_oblivio_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    mount_console(app)  # the operator console at /console (DESIGN.md §18)
     app.add_middleware(BodyLimit)
     return app
 
