@@ -12,6 +12,8 @@ Errors are one line on stderr and a non-zero exit status:
        backup older than the key store, a key store lacking roots, another node's store or
        keys, a missing database file): the node refuses to open and destroys nothing
     10 init: a node already exists at --home
+    11 request: the change is refused (an invalid status transition, an extension past the
+       regime's limit); nothing was changed
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, BinaryIO, NoReturn
 from oblivio.core.canonical import parse_json
 from oblivio.core.cosignature import WitnessVerifier, parse_witness_key
 from oblivio.core.encoding import b64url_encode
+from oblivio.core.erasure import ExtensionRefusedError, InvalidTransitionError
 from oblivio.core.errors import (
     ArtifactForgottenError,
     ConflictError,
@@ -44,6 +47,7 @@ from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
 from oblivio.core.witness import EquivocationEvidence, verify_equivocation
+from oblivio.interfaces.cli_requests import add_request_commands
 from oblivio.keys.custody import RestorePlan
 from oblivio.node.api_keys import ApiKey
 from oblivio.node.checkpoints import CheckpointService
@@ -64,6 +68,7 @@ EXIT_FORGOTTEN = 7
 EXIT_PROOF_INVALID = 8
 EXIT_NODE_STATE = 9
 EXIT_NODE_EXISTS = 10
+EXIT_REFUSED = 11
 
 PORT_RANGE = (1, 65535)
 COUNT_MAX = 2**62
@@ -950,6 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_witness_commands(commands, common)
 
     _add_federation_commands(commands, common)
+    add_request_commands(commands, common)
     return parser
 
 
@@ -960,6 +966,8 @@ _EXIT_CODES: tuple[tuple[type[OblivioError], int], ...] = (
     (VerificationError, EXIT_PROOF_INVALID),
     (NodeHomeError, EXIT_NO_NODE),
     (NotFoundError, EXIT_NOT_FOUND),
+    (InvalidTransitionError, EXIT_REFUSED),
+    (ExtensionRefusedError, EXIT_REFUSED),
     (InvalidInputError, EXIT_USAGE),
     (IntegrityError, EXIT_INTEGRITY),
     (InfrastructureError, EXIT_INFRASTRUCTURE),

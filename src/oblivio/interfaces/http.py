@@ -606,6 +606,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     from oblivio.federation.propagation import open_federation
     from oblivio.federation.workers import FederationWorkers
     from oblivio.interfaces.federation_routes import federation_router
+    from oblivio.interfaces.request_routes import request_routes, start_erasure_requests
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -626,13 +627,18 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
             epochs.start()
             workers.start()
         witnesses = start_witnessing(app, services, stop)
+        # Erasure requests (DESIGN.md §18): a worker processes verified requests by itself.
+        erasures = start_erasure_requests(
+            app, services, app.state.federation.propagation, stop, run=run_epochs
+        )
         try:
             yield
         finally:
             stop.set()
             services.checkpoints.committed.set()  # wakes the witness thread to see the stop
             workers.stop()
-            for thread in (epochs, witnesses):
+            app.state.erasure_requests.wake.set()
+            for thread in (epochs, witnesses, erasures):
                 if thread.is_alive():
                     thread.join(timeout=30)
             app.state.federation.client.close()
@@ -657,6 +663,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         log_routes,
         health_routes,
         witness_routes,
+        request_routes,
     ):
         app.include_router(router)
     app.add_exception_handler(OblivioError, on_oblivio_error)

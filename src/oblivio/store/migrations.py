@@ -713,6 +713,59 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        25,
+        "erasure_requests",
+        (
+            # DESIGN.md §18 (docs/adr/0032): an erasure request from receipt to report. It
+            # holds the entity URI (the request itself is personal data, admin keys only);
+            # the audit log gets its commitment, whose opening is kept here.
+            """CREATE TABLE erasure_requests (
+                id TEXT PRIMARY KEY,
+                entity_uri TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                regime TEXT NOT NULL,
+                requestor TEXT NOT NULL,
+                commitment TEXT NOT NULL,
+                opening TEXT NOT NULL,
+                status TEXT NOT NULL,
+                step TEXT,
+                received_at TEXT NOT NULL,
+                verified_at TEXT,
+                completed_at TEXT,
+                updated_at TEXT NOT NULL,
+                tombstone_id TEXT,
+                pause_reason TEXT,
+                last_error TEXT,
+                attempts {bigint} NOT NULL DEFAULT 0,
+                next_attempt_at TEXT,
+                checkpoint_epoch {bigint},
+                pof_bundle TEXT
+            )""",
+            "CREATE INDEX idx_erasure_requests_status ON erasure_requests(status)",
+            # Every extension of the due date, with its recorded reason (GDPR Art. 12(3)).
+            """CREATE TABLE erasure_request_extensions (
+                request_id TEXT NOT NULL REFERENCES erasure_requests(id),
+                seq {bigint} NOT NULL,
+                days {bigint} NOT NULL,
+                reason TEXT NOT NULL,
+                extended_at TEXT NOT NULL,
+                actor TEXT,
+                PRIMARY KEY (request_id, seq)
+            )""",
+            # Every status change, for the report's timeline (the audit log has them too).
+            """CREATE TABLE erasure_request_transitions (
+                request_id TEXT NOT NULL REFERENCES erasure_requests(id),
+                seq {bigint} NOT NULL,
+                from_status TEXT,
+                to_status TEXT NOT NULL,
+                step TEXT,
+                at TEXT NOT NULL,
+                actor TEXT,
+                PRIMARY KEY (request_id, seq)
+            )""",
+        ),
+    ),
+    Migration(
         26,
         "console_sessions",
         (
