@@ -13,12 +13,21 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from oblivio.interfaces.console.routes import SESSION_COOKIE, console_routes
+from oblivio.interfaces.console.routes import SESSION_COOKIE, console_routers
 from oblivio.node.compliance import open_compliance
 from oblivio.node.node import open_node
 from tests.interfaces.conftest import Api
 
-PAGES = ("", "/tombstones", "/holds", "/federation", "/checkpoints", "/audit", "/verify")
+PAGES = (
+    "",
+    "/requests",
+    "/tombstones",
+    "/holds",
+    "/federation",
+    "/checkpoints",
+    "/audit",
+    "/verify",
+)
 HOSTILE = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>"
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
 
@@ -57,7 +66,8 @@ def console_post_routes(api: Api) -> list[str]:
     """Every form route of the console (so that a form added later is covered too)."""
     paths = sorted(
         route.path
-        for route in console_routes.routes
+        for router in console_routers()
+        for route in router.routes
         if isinstance(route, APIRoute) and "POST" in route.methods
     )
     assert {"/console/login", "/console/logout", "/console/tombstones", "/console/holds"} <= set(
@@ -194,14 +204,20 @@ def test_hostile_strings_are_escaped_on_every_page(api: Api, console: TestClient
         data={"csrf_token": token, "entity_uri": entity, "authority": HOSTILE, "reason": HOSTILE},
     )
     assert placed.status_code == 200
+    created = console.post(
+        "/console/requests",
+        data={"csrf_token": token, "entity_uri": entity, "regime": "gdpr", "requestor": HOSTILE},
+        follow_redirects=False,
+    )
+    assert created.status_code == 303
     shown = 0
-    for page in PAGES:
+    for page in (*PAGES, created.headers["location"].removeprefix("/console")):
         text = console.get("/console" + page).text
         for hostile in (HOSTILE, entity):
             assert hostile not in text, page
         shown += text.count(html.escape("<script>alert("))
-    # The tombstones, holds and audit pages show them, escaped.
-    assert shown >= 3
+    # The requests, request, tombstones, holds and audit pages show them, escaped.
+    assert shown >= 5
     audit = console.get("/console/audit", params={"subject": HOSTILE})
     assert HOSTILE not in audit.text
     # Bad input gets the error on the page, the hostile input escaped in it, and no record.

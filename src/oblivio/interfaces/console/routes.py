@@ -544,9 +544,17 @@ def _csrf_refused(request: Request, _: Exception) -> Response:
     )
 
 
+def console_routers() -> tuple[APIRouter, ...]:
+    """Every router of the console (the request pages build on this module)."""
+    from oblivio.interfaces.console.request_pages import request_pages
+
+    return console_routes, request_pages
+
+
 def mount_console(app: FastAPI) -> None:
     """Serve the console on ``app``: its routes, static files, headers and error pages."""
-    app.include_router(console_routes)
+    for router in console_routers():
+        app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=_HERE / "static"), name="console-static")
     app.add_exception_handler(SignInRequiredError, _sign_in_required)
     app.add_exception_handler(CsrfRefusedError, _csrf_refused)
