@@ -212,7 +212,9 @@ def test_hostile_strings_are_escaped_on_every_page(api: Api, console: TestClient
     assert created.status_code == 303
     shown = 0
     for page in (*PAGES, created.headers["location"].removeprefix("/console")):
-        text = console.get("/console" + page).text
+        response = console.get("/console" + page)
+        assert response.status_code == 200, page
+        text = response.text
         for hostile in (HOSTILE, entity):
             assert hostile not in text, page
         shown += text.count(html.escape("<script>alert("))
