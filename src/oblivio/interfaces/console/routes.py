@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -288,25 +288,29 @@ def progress(request: Request, _: Session) -> dict[str, Any]:
 # -- tombstones and revocations -----------------------------------------------------------------
 
 
-def _tombstones_page(
-    request: Request, session: ConsoleSession, status: int = 200, error: str | None = None
+def _listing_page(
+    request: Request,
+    session: ConsoleSession,
+    what: Literal["tombstones", "holds"],
+    status: int = 200,
+    error: str | None = None,
 ) -> Response:
+    """The tombstones or the legal holds page, with an error from a form when there is one."""
     overview = Overview(_services(request).node.db)
+    items: list[Any]
+    if what == "tombstones":
+        template, title, items = "tombstones.html", "Tombstones", overview.tombstones()
+    else:
+        template, title, items = "holds.html", "Legal holds", overview.legal_holds()
     return _page(
-        request,
-        session,
-        "tombstones.html",
-        status=status,
-        title="Tombstones",
-        tombstones=overview.tombstones(),
-        error=error,
+        request, session, template, status=status, title=title, error=error, **{what: items}
     )
 
 
 @console_routes.get("/tombstones")
 def tombstones_page(request: Request, session: Session) -> Response:
     """Tombstones issued and received, with their revocations."""
-    return _tombstones_page(request, session)
+    return _listing_page(request, session, "tombstones")
 
 
 @console_routes.post("/tombstones")
@@ -325,7 +329,7 @@ def issue_tombstone(
             session.key.name, entity_uri.strip(), _scope_pattern(scope), reason or None, legal_hold
         )
     except OblivioError as e:
-        return _tombstones_page(request, session, error_status(e), str(e))
+        return _listing_page(request, session, "tombstones", error_status(e), str(e))
     return _see_other("/tombstones")
 
 
@@ -342,32 +346,17 @@ def revoke_tombstone(
             raise RevocationReasonMissingError("a revocation needs a reason")
         _services(request).compliance.tombstones.revoke(session.key.name, tombstone_id, reason)
     except OblivioError as e:
-        return _tombstones_page(request, session, error_status(e), str(e))
+        return _listing_page(request, session, "tombstones", error_status(e), str(e))
     return _see_other("/tombstones")
 
 
 # -- legal holds ------------------------------------------------------------------------------
 
 
-def _holds_page(
-    request: Request, session: ConsoleSession, status: int = 200, error: str | None = None
-) -> Response:
-    overview = Overview(_services(request).node.db)
-    return _page(
-        request,
-        session,
-        "holds.html",
-        status=status,
-        title="Legal holds",
-        holds=overview.legal_holds(),
-        error=error,
-    )
-
-
 @console_routes.get("/holds")
 def holds_page(request: Request, session: Session) -> Response:
     """Legal holds in force and released."""
-    return _holds_page(request, session)
+    return _listing_page(request, session, "holds")
 
 
 @console_routes.post("/holds")
@@ -395,7 +384,7 @@ def place_hold(
             actor=signer_uri(services.compliance.org, session.key.name),
         )
     except OblivioError as e:
-        return _holds_page(request, session, error_status(e), str(e))
+        return _listing_page(request, session, "holds", error_status(e), str(e))
     return _see_other("/holds")
 
 
@@ -417,7 +406,7 @@ def release_hold(
             actor=signer_uri(services.compliance.org, session.key.name),
         )
     except OblivioError as e:
-        return _holds_page(request, session, error_status(e), str(e))
+        return _listing_page(request, session, "holds", error_status(e), str(e))
     return _see_other("/holds")
 
 
