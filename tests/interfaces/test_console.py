@@ -30,6 +30,8 @@ PAGES = (
 )
 HOSTILE = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>"
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+SQLITE_ONLY = pytest.mark.parametrize("store_uri", ["sqlite"], indirect=True)
+"""For what does not depend on the store (sessions themselves run on both)."""
 
 
 def form_token(page: str) -> str:
@@ -76,6 +78,7 @@ def console_post_routes(api: Api) -> list[str]:
     return paths
 
 
+@SQLITE_ONLY
 def test_no_page_works_without_signing_in(api: Api) -> None:
     for page in PAGES:
         response = api.client.get("/console" + page, follow_redirects=False)
@@ -113,6 +116,7 @@ def test_an_unknown_key_is_refused_and_audited(api: Api) -> None:
     assert "console_sign_in_refused" in events
 
 
+@SQLITE_ONLY
 def test_the_key_never_goes_in_a_url(api: Api) -> None:
     page = api.client.get("/console/login").text
     assert 'method="post"' in page
@@ -167,6 +171,7 @@ def test_every_form_checks_the_csrf_token(api: Api, console: TestClient) -> None
     assert console.get("/console", follow_redirects=False).status_code == 200
 
 
+@SQLITE_ONLY
 def test_the_policy_allows_no_inline_script_and_the_verify_page_no_connection(
     console: TestClient,
 ) -> None:
@@ -191,6 +196,7 @@ def test_the_policy_allows_no_inline_script_and_the_verify_page_no_connection(
             assert "connect-src 'self'" in policy
 
 
+@SQLITE_ONLY
 def test_hostile_strings_are_escaped_on_every_page(api: Api, console: TestClient) -> None:
     token = form_token(console.get("/console/tombstones").text)
     entity = "user:" + HOSTILE.replace(" ", "")
@@ -254,6 +260,7 @@ def test_revoking_the_key_ends_its_sessions(api: Api, console: TestClient) -> No
     assert console.get("/console", follow_redirects=False).status_code == 303
 
 
+@SQLITE_ONLY
 def test_forms_act_and_show_what_they_did(api: Api, console: TestClient) -> None:
     token = form_token(console.get("/console/tombstones").text)
     console.post(
@@ -276,3 +283,34 @@ def test_forms_act_and_show_what_they_did(api: Api, console: TestClient) -> None
     assert 'class="error"' in unknown.text
     audit = console.get("/console/audit", params={"event": "tombstone_revoked"}).text
     assert tombstone_id.group(1) in audit
+
+
+@SQLITE_ONLY
+def test_request_forms_refuse_bad_input_and_change_nothing(api: Api, console: TestClient) -> None:
+    token = form_token(console.get("/console/requests").text)
+    assert console.get("/console/requests/no-such-request").status_code == 404
+    missing = console.post("/console/requests/no-such-request/cancel", data={"csrf_token": token})
+    assert missing.status_code == 404
+    unknown_regime = console.post(
+        "/console/requests",
+        data={"csrf_token": token, "entity_uri": "user:frank", "regime": "lgpd"},
+    )
+    assert unknown_regime.status_code == 400
+    assert api.count("erasure_requests") == 0
+    created = console.post(
+        "/console/requests",
+        data={"csrf_token": token, "entity_uri": "user:frank", "regime": "ccpa"},
+        follow_redirects=False,
+    )
+    page = created.headers["location"]
+    # CCPA allows 45 more days: 46 is refused with the reason on the page, nothing recorded.
+    too_long = console.post(
+        page + "/extend", data={"csrf_token": token, "days": "46", "reason": "complex"}
+    )
+    assert too_long.status_code == 409
+    assert 'class="error"' in too_long.text
+    assert api.count("erasure_request_extensions") == 0
+    assert console.post(page + "/cancel", data={"csrf_token": token}).status_code == 200
+    again = console.post(page + "/cancel", data={"csrf_token": token})
+    assert again.status_code == 409
+    assert "canceled" in again.text
