@@ -36,6 +36,11 @@ if [[ ",$extra," == *",dev,"* ]] && ! command -v softhsm2-util >/dev/null 2>&1; 
     apt_install softhsm2 || echo "oblivio setup: SoftHSM2 not installed; its tests will skip" >&2
 fi
 
+if [ "$(id -u)" = 0 ]; then
+    # Pango and a font: PDF reports (WeasyPrint). Without them only PDF reports fail, saying so.
+    bash scripts/ensure-pango.sh || echo "oblivio setup: pango not installed; PDF reports will not render" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +22,7 @@ from oblivio.federation.tokens import VERBS
 from oblivio.interfaces.http import create_app
 from oblivio.node.api_keys import TOKEN_PREFIX
 from oblivio.node.compliance import open_compliance
+from oblivio.node.home import load_config, save_config
 from oblivio.node.ids import new_uuid7
 from oblivio.node.node import init_node, open_node
 
@@ -98,8 +100,17 @@ def peer_token(
 
 @pytest.fixture
 def api(tmp_path: Path, store_uri: str) -> Iterator[Api]:
+    yield from served_api(tmp_path, store_uri)
+
+
+def served_api(
+    tmp_path: Path, store_uri: str, federation: dict[str, Any] | None = None
+) -> Iterator[Api]:
+    """The ``api`` fixture's node, with ``federation`` settings in its config.json if given."""
     home = tmp_path / "node-a"
     init_node(home, name="node-a.example", store_uri=store_uri).close()
+    if federation is not None:
+        save_config(home, replace(load_config(home), federation=federation))
     keys = make_keys(home)
     peer_home = tmp_path / "node-b"
     init_node(peer_home, name=PEER_NAME).close()

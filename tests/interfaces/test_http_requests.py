@@ -9,21 +9,16 @@ import base64
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from oblivio.core.encoding import b64url_encode
 from oblivio.core.identifiers import parse_time
 from oblivio.core.pof import parse_proof_document, verify_document
-from oblivio.interfaces.http import create_app
-from oblivio.node.home import load_config, save_config
-from oblivio.node.node import init_node
-from tests.interfaces.conftest import PEER_NAME, Api, make_keys, peer_token
+from tests.interfaces.conftest import PEER_NAME, Api, served_api
 from tests.interfaces.report_checks import HOSTILE, pdf_attachments, pdf_text, require_weasyprint
 from tests.processes import poll
 
@@ -34,16 +29,7 @@ ACK_DEADLINE_SECONDS = 2
 def api(tmp_path: Path, store_uri: str) -> Iterator[Api]:
     """The node of tests/interfaces/conftest.py (a peer pinned at an unreachable URL), with an
     ack deadline of 2 s so that a request waiting on that silent peer completes in the test."""
-    home = tmp_path / "node-a"
-    init_node(home, name="node-a.example", store_uri=store_uri).close()
-    config = load_config(home)
-    save_config(home, replace(config, federation={"ack_deadline_seconds": ACK_DEADLINE_SECONDS}))
-    keys = make_keys(home)
-    peer_home = tmp_path / "node-b"
-    init_node(peer_home, name=PEER_NAME).close()
-    token = peer_token(home, peer_home)
-    with TestClient(create_app(home), raise_server_exceptions=False) as client:
-        yield Api(client, home, keys["admin"], keys["agent"], keys["peer"], token)
+    yield from served_api(tmp_path, store_uri, {"ack_deadline_seconds": ACK_DEADLINE_SECONDS})
 
 
 def _put(api: Api, entity: str, count: int = 2) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from oblivio.core.errors import ArtifactForgottenError
@@ -18,3 +20,13 @@ def assert_suppressed(node: Node, artifact_id: str) -> None:
             "SELECT status FROM artifact_states WHERE artifact_id = ?", (artifact_id,)
         )
     assert row == ("suppressed",)
+
+
+class Clock:
+    """A clock the test moves (``now``), starting at the real time."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now

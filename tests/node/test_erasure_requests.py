@@ -6,7 +6,7 @@ an audit log that never holds the entity URI in clear (DESIGN.md §13)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -26,19 +26,10 @@ from oblivio.node.erasure_requests import (
 from oblivio.node.node import Node
 from oblivio.node.services import NodeServices, open_services
 from tests.keys.key_file_outage import key_file_outage
+from tests.node.helpers import Clock
 
 ENTITY = "user:alice"
 DAY = timedelta(days=1)
-
-
-class Clock:
-    """The requests' clock, moved by the tests."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -353,3 +344,22 @@ def test_the_worker_round_processes_every_verified_request(
     assert requests.advance_open() == 2
     assert [r.status for r in requests.every()] == ["complete", "complete", "received"]
     assert [r.id for r in requests.every("received")] == [waiting.id]
+
+
+def test_a_revoked_tombstone_sends_the_request_to_error_and_cancel_ends_it(
+    node: Node, services: NodeServices, requests: ErasureRequestService
+) -> None:
+    _put_entity(node)
+    hold_id, _ = services.place_hold(entity_uri=ENTITY, authority="court", reason="")
+    request = requests.create(ENTITY, "*", "gdpr")
+    requests.verify_identity(request.id)
+    paused = requests.advance(request.id)
+    assert paused.status == "paused"
+    assert paused.tombstone_id is not None
+    services.compliance.tombstones.revoke("admin-1", paused.tombstone_id, "issued by mistake")
+    failed = requests.advance(request.id)
+    assert (failed.status, failed.step) == ("error", "forget")
+    assert failed.last_error is not None
+    assert "was revoked" in failed.last_error
+    assert requests.cancel(request.id).status == "canceled"
+    services.release_hold(hold_id, authority="court")

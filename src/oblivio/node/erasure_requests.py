@@ -47,7 +47,13 @@ from oblivio.core.erasure import (
     deadline,
     validate_regime,
 )
-from oblivio.core.errors import InvalidInputError, NotFoundError, OblivioError, StorageError
+from oblivio.core.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    OblivioError,
+    StorageError,
+)
 from oblivio.core.forgetting import requestor_commitment
 from oblivio.core.identifiers import (
     format_time,
@@ -634,6 +640,17 @@ class ErasureRequestService:
             return self._issue_tombstone(request)
         if request.tombstone_id is None:
             raise StorageError(f"store: erasure request {request.id} lost its tombstone")
+        with self.db.transaction(write=False) as tx:
+            revoked = tx.fetchone(
+                "SELECT id FROM tombstone_revocations WHERE tombstone_id = ?",
+                (request.tombstone_id,),
+            )
+        if revoked is not None:
+            # An operator revoked what the request stands on: nothing here can decide for them.
+            raise ConflictError(
+                f"tombstone {request.tombstone_id} was revoked ({revoked[0]}): the request "
+                "cannot complete; cancel it, or create a new one"
+            )
         if step == "forget":
             return self._forget(request, request.tombstone_id)
         if step == "propagation":
