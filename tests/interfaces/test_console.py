@@ -64,14 +64,19 @@ def console(api: Api) -> Iterator[TestClient]:
     api.client.cookies.clear()
 
 
-def console_post_routes(api: Api) -> list[str]:
-    """Every form route of the console (so that a form added later is covered too)."""
-    paths = sorted(
+def console_route_paths(method: str) -> list[str]:
+    """Every console route of ``method`` (so that a page or form added later is covered too)."""
+    return sorted(
         route.path
         for router in console_routers()
         for route in router.routes
-        if isinstance(route, APIRoute) and "POST" in route.methods
+        if isinstance(route, APIRoute) and method in route.methods
     )
+
+
+def console_post_routes(api: Api) -> list[str]:
+    """Every form route of the console."""
+    paths = console_route_paths("POST")
     assert {"/console/login", "/console/logout", "/console/tombstones", "/console/holds"} <= set(
         paths
     )
@@ -80,14 +85,18 @@ def console_post_routes(api: Api) -> list[str]:
 
 @SQLITE_ONLY
 def test_no_page_works_without_signing_in(api: Api) -> None:
-    for page in PAGES:
-        response = api.client.get("/console" + page, follow_redirects=False)
-        assert response.status_code == 303, page
-        assert response.headers["location"] == "/console/login"
-    # The API's own bearer key is not a console session.
-    response = api.client.get("/console/tombstones", headers=api.admin, follow_redirects=False)
-    assert response.status_code == 303
-    assert api.client.get("/console/progress.json").status_code == 401
+    pages = [p for p in console_route_paths("GET") if p != "/console/login"]
+    assert {f"/console{p}" for p in PAGES} <= set(pages)
+    for path in pages:
+        concrete = re.sub(r"\{[a-z_]+\}", "x", path)
+        # The API's own bearer key is not a console session either.
+        for headers in ({}, api.admin):
+            response = api.client.get(concrete, headers=headers, follow_redirects=False)
+            if path.endswith(".json"):
+                assert response.status_code == 401, path
+            else:
+                assert response.status_code == 303, path
+                assert response.headers["location"] == "/console/login"
     for path in console_post_routes(api):
         if path == "/console/login":
             continue
@@ -314,3 +323,27 @@ def test_request_forms_refuse_bad_input_and_change_nothing(api: Api, console: Te
     again = console.post(page + "/cancel", data={"csrf_token": token})
     assert again.status_code == 409
     assert "canceled" in again.text
+
+
+@SQLITE_ONLY
+def test_the_matrix_and_the_progress_show_what_is_under_way(api: Api, console: TestClient) -> None:
+    token = form_token(console.get("/console/holds").text)
+    with open_node(api.home) as node:
+        node.vault.put(b"grace's record", {}, "user:grace", "team")
+    # A hold keeps the tombstone's forget pending: the overview's progress lists it.
+    console.post(
+        "/console/holds",
+        data={"csrf_token": token, "entity_uri": "user:grace", "authority": "court"},
+    )
+    console.post(
+        "/console/tombstones",
+        data={"csrf_token": token, "entity_uri": "user:grace", "scope": "*"},
+    )
+    progress = console.get("/console/progress.json").json()
+    assert progress["pending_forgets"] == 1
+    assert progress["pending"][0]["artifacts"] == 1
+    assert progress["pending"][0]["executed"] == 0
+    # The peer the fixture pinned (unreachable) is sent the tombstone: pending in the matrix.
+    matrix = console.get("/console/federation").text
+    assert "node-b.example" in matrix
+    assert re.search(r'class="status pending"[^>]*>pending<', matrix)
