@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -267,10 +268,14 @@ def dashboard(request: Request, session: Session) -> Response:
     """The node at a glance: epochs, pending forgets (polled), tombstones, holds, peers."""
     services = _services(request)
     overview = Overview(services.node.db)
+    now = datetime.now(UTC)
+    erasures = [r.to_dict(now) for r in request.app.state.erasure_requests.every()]
     return _page(
         request,
         session,
         "dashboard.html",
+        open_requests=sum(1 for r in erasures if r["status"] not in ("complete", "canceled")),
+        overdue_requests=sum(1 for r in erasures if r["overdue"]),
         title="Overview",
         progress=_progress(services),
         tombstones=len(overview.tombstones()),
