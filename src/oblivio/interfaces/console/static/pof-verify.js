@@ -795,7 +795,7 @@ export async function verifyDocument(data, verifierKey) {
     }
     const document = parseJson(text);
     if (!isObject(document)) throw new ProofInputError("input: expected a JSON object");
-    return { valid: true, proven: await verifyParsedDocument(document, verifierKey.trim()) };
+    return { valid: true, proven: await verifyParsedDocument(document, verifierKey) };
   } catch (e) {
     if (e instanceof ProofLinkError || e instanceof ProofInputError) {
       return { valid: false, link: e.link, error: e.message };

@@ -14,7 +14,7 @@ const failure = document.getElementById("verify-failure");
 async function check(file) {
   const bytes = new Uint8Array(await file.arrayBuffer());
   result.dataset.state = "checking";
-  const outcome = await verifyDocument(bytes, keyInput.value);
+  const outcome = await verifyDocument(bytes, keyInput.value.trim()); // a pasted key may carry a newline
   result.hidden = false;
   result.className = outcome.valid ? "valid" : "invalid";
   fileLine.textContent = `${file.name} (${bytes.length} bytes)`;
