@@ -562,7 +562,8 @@ class ErasureRequestService:
         a ``paused`` one resumes once its hold is gone, an ``error`` one is retried from the
         step that failed when its retry is due (or ``retry_now``). Stops at a step that must
         wait (an epoch, a peer), pauses under a legal hold, goes to ``error`` on a failure.
-        Returns the request as it then is; raises ErasureRequestNotFoundError only."""
+        Returns the request as it then is. Raises ErasureRequestNotFoundError, and
+        InvalidTransitionError when another process moved the request meanwhile."""
         with self._lock:
             request = self.get(request_id)
             if request.status == "identity_verified":
@@ -620,7 +621,10 @@ class ErasureRequestService:
         moved = 0
         for request_id in ids:
             before = self.get(request_id)
-            after = self.advance(request_id)
+            try:
+                after = self.advance(request_id)
+            except InvalidTransitionError:
+                continue  # another process (the command line, an operator) moved it first
             moved += (after.status, after.step) != (before.status, before.step)
         return moved
 
