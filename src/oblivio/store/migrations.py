@@ -774,6 +774,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        26,
+        "console_sessions",
+        (
+            # Operator console sessions (DESIGN.md §18, docs/adr/0033): the cookie holds a
+            # random token, the table only its hash, with the admin key that signed in and the
+            # session's CSRF token. Rows are deleted at sign-out and when they expire.
+            """CREATE TABLE console_sessions (
+                token_hash TEXT PRIMARY KEY,
+                api_key_id TEXT NOT NULL,
+                csrf_token TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX idx_console_sessions_expiry ON console_sessions(expires_at)",
+        ),
+    ),
 )
 
 

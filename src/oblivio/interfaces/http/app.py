@@ -84,6 +84,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
 
     from oblivio.federation.propagation import open_federation
     from oblivio.federation.workers import FederationWorkers
+    from oblivio.interfaces.console.routes import mount_console
     from oblivio.interfaces.http.federation import audit_refused_body, federation_router
     from oblivio.interfaces.http.requests import request_routes, start_erasure_requests
 
@@ -145,5 +146,6 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     app.add_exception_handler(OblivioError, on_oblivio_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    mount_console(app)  # the operator console at /console (DESIGN.md §18)
     app.add_middleware(BodyLimit, on_refused=audit_refused_body)
     return app
