@@ -157,6 +157,9 @@ class Federation:
         )
         self.wake = threading.Event()
         """Set when a record enters the outbox, so the push worker need not wait."""
+        self.deliverers: dict[str, Callable[[Delivery, Peer], bool]] = {}
+        """Outbox kinds delivered elsewhere (``belief``: federation/beliefs.py): each returns
+        False when it cancelled its row instead of sending it."""
         self.compliance.tombstones.observers.append(self._observe)
 
     # -- writing the feed and the outbox (in the record's own transaction) -------------------
@@ -618,6 +621,9 @@ class Federation:
                     self._reschedule(delivery, timedelta(seconds=1), None, count=False)
                     return None
                 self.client.send_ack(peer.url, peer.token, ack)
+            elif delivery.kind in self.deliverers:
+                if not self.deliverers[delivery.kind](delivery, peer):
+                    return None
             else:
                 self.client.push(
                     peer.url, peer.token, as_sent(self.record_json(delivery.record_id))

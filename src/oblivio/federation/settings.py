@@ -24,6 +24,9 @@ class FederationSettings:
     """A peer with no ack this long after a tombstone was issued is ``silent``."""
     token_lifetime: timedelta = timedelta(days=365)
     pull_page: int = 500
+    propagation_delay: timedelta = timedelta(minutes=5)
+    """A shared belief waits this long as ``pending_federation`` before any delivery; deleting
+    it meanwhile needs no tombstone (seed 001 grace period)."""
 
 
 def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
@@ -53,5 +56,8 @@ def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
         ack_deadline=seconds("ack_deadline_seconds", defaults.ack_deadline, 1, 30 * 86400),
         token_lifetime=seconds(
             "token_lifetime_seconds", defaults.token_lifetime, 60, 10 * 365 * 86400
+        ),
+        propagation_delay=seconds(
+            "propagation_delay_seconds", defaults.propagation_delay, 0, 7 * 86400
         ),
     )

@@ -108,14 +108,21 @@ federation_router = APIRouter()
     "/federation/delete", summary="Request deletion of an own belief (seed 001)"
 )
 def federation_delete(
-    body: DeletionRequest, services: Services, federation: FederationDep, key: Admin
+    body: DeletionRequest,
+    request: Request,
+    services: Services,
+    federation: FederationDep,
+    key: Admin,
 ) -> dict[str, Any]:
-    """Verify the originator's signed request, then issue a tombstone for ``belief:<id>``,
+    """Verify the originator's signed request; a belief still in its grace period is withdrawn
+    (nothing was sent: no tombstone, seed 001); else issue a tombstone for ``belief:<id>``,
     enqueued for every active peer in the same transaction."""
-    request = body.model_dump()
+    deletion = body.model_dump()
     if body.legal_reference is None:
-        request.pop("legal_reference")
-    verify_deletion_request(services, request)
+        deletion.pop("legal_reference")
+    verify_deletion_request(services, deletion)
+    if request.app.state.beliefs.withdraw(body.belief_id, actor=key.name):
+        return {"tombstone_id": None, "propagation_status": "withdrawn_in_grace_period"}
     validate_record_id(TOMBSTONE_PREFIX + body.tombstone_id, TOMBSTONE_PREFIX)
     reason = body.reason + (f" ({body.legal_reference})" if body.legal_reference else "")
     entity_uri = validate_entity_uri(f"belief:{body.belief_id}")

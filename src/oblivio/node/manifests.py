@@ -103,7 +103,9 @@ class ManifestRegistry:
             return existing  # a rotation in progress: published once it completes
         return self._publish_federation_key(existing, signing_key)
 
-    def _publish_federation_key(self, manifest: OrgManifest, signing_key: SigningKey) -> OrgManifest:
+    def _publish_federation_key(
+        self, manifest: OrgManifest, signing_key: SigningKey
+    ) -> OrgManifest:
         statement = sign_federation_key(
             signing_key,
             manifest.org,
