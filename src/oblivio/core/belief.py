@@ -67,6 +67,11 @@ _SUITES: Final = {
 }
 
 
+def suite(kem: Kem) -> hpke.Suite:
+    """The HPKE suite of a KEM name: that KEM, HKDF-SHA256, AES-256-GCM."""
+    return _SUITES[kem]
+
+
 # -- federation keys ----------------------------------------------------------------------------
 
 
