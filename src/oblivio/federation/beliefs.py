@@ -103,7 +103,7 @@ class Beliefs:
         self.org = federation.org
         self.audit = federation.compliance.audit
         self._random = random_bytes
-        self._clock = federation.compliance.clock
+        self._clock = federation.clock
         federation.deliverers["belief"] = self._deliver
 
     # -- sharing ------------------------------------------------------------------------------

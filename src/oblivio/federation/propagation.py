@@ -145,6 +145,7 @@ class Federation:
         self.org = self.compliance.org
         self.settings = settings
         self.client = client
+        self.clock = clock
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self.peers = Peers(
