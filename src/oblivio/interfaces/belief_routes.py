@@ -46,13 +46,13 @@ class BeliefShare(_Strict):
 
 
 def share_payload(body: BeliefShare, node: OpenNode) -> tuple[bytes, dict[str, JsonValue]]:
-    """The plaintext and metadata a share names: its own payload, or an artifact's."""
+    """The plaintext and metadata a share names: its own payload, or an artifact's plaintext
+    (never the artifact's metadata, which the signed envelope would keep in clear)."""
     if (body.plaintext_b64url is None) == (body.artifact_id is None):
         raise InvalidInputError("expected exactly one of plaintext_b64url and artifact_id")
     if body.artifact_id is not None:
-        info = node.vault.describe(body.artifact_id)
-        metadata = {**info.metadata, **body.metadata}
-        return node.vault.get(body.artifact_id), metadata
+        # Only the metadata given: the envelope's stays readable after the belief is forgotten.
+        return node.vault.get(body.artifact_id), dict(body.metadata)
     try:
         return b64url_decode(str(body.plaintext_b64url)), dict(body.metadata)
     except ValueError as e:

@@ -35,13 +35,11 @@ def cmd_share(args: argparse.Namespace) -> int:
         raise InvalidInputError("share needs an artifact ID or --text, not both")
 
     def share(beliefs: Beliefs) -> dict[str, Any]:
-        vault = beliefs.services.node.vault
         if args.artifact_id is not None:
-            plaintext = vault.get(args.artifact_id)
-            metadata = dict(vault.describe(args.artifact_id).metadata)
+            plaintext = beliefs.services.node.vault.get(args.artifact_id)
         else:
-            plaintext, metadata = args.text.encode("utf-8"), {}
-        return beliefs.share(plaintext, metadata, list(args.to), actor=CLI_AGENT)
+            plaintext = args.text.encode("utf-8")
+        return beliefs.share(plaintext, {}, list(args.to), actor=CLI_AGENT)
 
     shared = _with_beliefs(args.home, share)
     _emit(args, f"{shared['id']}\t{shared['status']} until {shared['deliver_after']}", shared)
