@@ -645,15 +645,7 @@ def test_bad_beliefs_are_refused_audited_and_change_nothing(line: Line) -> None:
             (tampered, 400, "belief_verification_failed"),
         ):
             _error(client.post("/v1/federation/beliefs", json=body), status, code)
-        _error(
-            client.post(
-                "/v1/federation/beliefs",
-                content=b'{"envelope": "' + b"x" * 200_000 + b'"}',
-                headers={"Content-Type": "application/json"},
-            ),
-            413,
-            "request_too_large",
-        )
+        _refuses_oversize(client, "/v1/federation/beliefs")
     read_only = cli(b.home, "peer", "token", a.name, "--verbs", "belief:read")
     for headers, code in (
         ({}, "capability_denied"),
@@ -744,6 +736,12 @@ def _error(response: httpx.Response, status: int, code: str) -> None:
     assert response.json()["error"]["code"] == code, response.text
 
 
+def _refuses_oversize(client: httpx.Client, path: str) -> None:
+    oversize = b'{"id": "' + b"x" * 200_000 + b'"}'
+    response = client.post(path, content=oversize, headers={"Content-Type": "application/json"})
+    _error(response, 413, "request_too_large")
+
+
 def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
     a, b = line.a, line.b
     as_a = {"Authorization": f"Bearer {line.tokens[('b', 'a')]}"}
@@ -804,15 +802,7 @@ def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
             400,
             "invalid_cursor",
         )
-        _error(
-            client.post(
-                "/federation/tombstone",
-                content=b'{"id": "' + b"x" * 200_000 + b'"}',
-                headers={"Content-Type": "application/json"},
-            ),
-            413,
-            "request_too_large",
-        )
+        _refuses_oversize(client, "/federation/tombstone")
     record = _signed_as_a(a, entity_uri="user:token-checks")
     for headers, code in (
         ({"Authorization": f"Bearer {expired}"}, "capability_expired"),
