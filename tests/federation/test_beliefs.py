@@ -130,6 +130,7 @@ def test_a_belief_waits_its_grace_period_then_is_delivered_and_read(pair: Pair) 
     assert (on_b["status"], _content(on_b)) == ("received", b"alice prefers tea")
     assert on_b["content"]["metadata"] == {"topic": "tea"}
     assert pair.origin.read(belief_id)["status"] == "federated"
+    assert pair.recipient.status(belief_id) == {"exists": True, "deleted": False}
     assert pair.origin.withdraw(belief_id) is False  # it has left the node
     assert pair.recipient.receive(sent, pair.recipient.federation.peers.require(ORIGIN)) == {
         "accepted": True,
@@ -177,6 +178,7 @@ def test_deleting_in_the_grace_period_sends_nothing_and_issues_no_tombstone(pair
     assert pair.peers.sent == []
     answer = pair.origin.read(belief_id)
     assert answer == {"id": belief_id, "status": "deleted", "content": None, "tombstone": None}
+    assert pair.origin.status(belief_id) == {"exists": True, "deleted": True}
     services = pair.origin.services
     assert services.compliance.tombstones.store.active_for_entity(f"belief:{belief_id}") == []
     with services.node.db.transaction(write=False) as tx:

@@ -557,6 +557,9 @@ def test_a_belief_deleted_in_its_grace_period_sends_nothing_and_leaves_no_tombst
     )
     answer = _belief_on(a, belief_id).json()
     assert (answer["status"], answer["tombstone"], answer["content"]) == ("deleted", None, None)
+    with a.client({"Authorization": f"Bearer {line.tokens[('a', 'b')]}"}) as client:
+        status = client.get(f"/federation/belief/{belief_id}/status").json()
+    assert status == {"exists": True, "deleted": True}  # withdrawn: deleted, no tombstone
     # The key was forgotten like any artifact: its forget committed by an epoch.
     _poll(
         "A's key of the belief forgotten",

@@ -452,6 +452,24 @@ class Beliefs:
             },
         }
 
+    def status(self, belief_id: str) -> dict[str, Any]:
+        """Seed 001 ``GET /federation/belief/{id}/status``: ``{exists, deleted, tombstone?}``;
+        a belief withdrawn in its grace period is deleted without a tombstone."""
+        entity = entity_of(belief_id)
+        store = self.services.compliance.tombstones.store
+        tombstones, _ = store.for_entity(entity)
+        active = store.active_for_entity(entity)
+        found = self._row(belief_id)
+        with self.db.transaction(write=False) as tx:
+            held = tx.fetchone("SELECT 1 FROM artifacts WHERE entity_uri = ? LIMIT 1", (entity,))
+        answer: dict[str, Any] = {
+            "exists": found is not None or held is not None or bool(tombstones),
+            "deleted": bool(active) or (found is not None and found["state"] == "withdrawn"),
+        }
+        if active:
+            answer["tombstone"] = active[-1].to_dict()
+        return answer
+
     # -- deleting -----------------------------------------------------------------------------
 
     def withdraw(self, belief_id: str, actor: str | None = None) -> bool:

@@ -28,7 +28,6 @@ from oblivio.federation.tokens import CapabilityDeniedError
 from oblivio.interfaces.http import (
     Admin,
     DeletionRequest,
-    OpenNode,
     Services,
     verify_deletion_request,
 )
@@ -238,19 +237,8 @@ def federation_propagation(
 @federation_router.get(
     "/federation/belief/{belief_id}/status", summary="Belief deletion status (seed 001)"
 )
-def federation_belief_status(
-    belief_id: str, services: Services, node: OpenNode, _: BeliefReader
-) -> dict[str, Any]:
-    """``{exists, deleted, tombstone?}`` for ``belief:<id>``."""
-    entity_uri = validate_entity_uri(f"belief:{belief_id}")
-    tombstones, _revocations = services.tombstones.store.for_entity(entity_uri)
-    active = services.tombstones.store.active_for_entity(entity_uri)
-    with node.db.transaction(write=False) as tx:
-        held = tx.fetchone("SELECT 1 FROM artifacts WHERE entity_uri = ? LIMIT 1", (entity_uri,))
-    answer: dict[str, Any] = {
-        "exists": held is not None or bool(tombstones),
-        "deleted": bool(active),
-    }
-    if active:
-        answer["tombstone"] = active[-1].to_dict()
+def federation_belief_status(belief_id: str, request: Request, _: BeliefReader) -> dict[str, Any]:
+    """``{exists, deleted, tombstone?}`` for ``belief:<id>`` (federation/beliefs.py)."""
+    validate_entity_uri(f"belief:{belief_id}")
+    answer: dict[str, Any] = request.app.state.beliefs.status(belief_id)
     return answer
