@@ -233,4 +233,8 @@ def test_refusals_change_nothing(pair: Pair) -> None:
         pair.origin.share(b"x", {}, ["node-z.example"])
     with pytest.raises(InvalidInputError):
         pair.origin.share(b"x", {}, [])
+    with pytest.raises(InvalidInputError):
+        pair.origin.share(b"x" * (32 * 1024 + 1), {}, [RECIPIENT])
+    with pytest.raises(InvalidInputError):
+        pair.origin.share(b"x", {"note": "y" * 5000}, [RECIPIENT])
     assert shared["id"]

@@ -469,7 +469,10 @@ def test_a_belief_shared_a_to_b_is_read_on_b_and_its_deletion_comes_back_proved(
     line: Line,
 ) -> None:
     a, b, c = line.a, line.b, line.c
-    shared = _share(a, [b.name], b"alice prefers tea")
+    shared = json.loads(
+        cli(a.home, "share", "--text", "alice prefers tea", "--to", b.name, "--json")
+    )
+    assert shared["status"] == "pending_federation"
     belief_id = shared["id"]
     assert shared["envelope"]["recipients"][0]["kem"] == "mlkem768-x25519"  # both publish it
     assert _belief_on(a, belief_id).json()["status"] == "pending_federation"
@@ -479,7 +482,7 @@ def test_a_belief_shared_a_to_b_is_read_on_b_and_its_deletion_comes_back_proved(
     assert (on_b["status"], on_b["origin"]) == ("received", a.name)
     assert on_b["content"] == {
         "plaintext_b64url": b64url_encode(b"alice prefers tea"),
-        "metadata": {"topic": "tea"},
+        "metadata": {},
     }
     assert _belief_on(a, belief_id).json()["status"] == "federated"
     as_a = {"Authorization": f"Bearer {line.tokens[('b', 'a')]}"}
@@ -511,6 +514,8 @@ def test_a_belief_shared_a_to_b_is_read_on_b_and_its_deletion_comes_back_proved(
     probe = _belief_on(b, belief_id, as_a).json()
     assert (probe["status"], probe["content"]) == ("deleted", None)
     assert _belief_on(a, belief_id).json()["content"] is None
+    shown = json.loads(cli(b.home, "belief", "show", belief_id, "--json"))
+    assert (shown["status"], shown["content"]) == ("deleted", None)
     with b.client(as_a) as client:
         status = client.get(f"/federation/belief/{belief_id}/status").json()
     assert (status["exists"], status["deleted"]) == (True, True)

@@ -62,6 +62,11 @@ from oblivio.store.database import Transaction
 BELIEF_PREFIX: Final = "belief:"
 KEY_ARTIFACT_TYPE: Final = "oblivio.belief-key.v1"
 MAX_RECIPIENTS: Final = 64
+MAX_PLAINTEXT: Final = 32 * 1024
+"""Bytes of a belief: its delivery (base64url ciphertext, envelope, key blob) must fit the
+64 KiB JSON body a peer accepts."""
+MAX_METADATA: Final = 4 * 1024
+"""Bytes of a belief's metadata (canonical JSON), kept in clear in its envelope."""
 _COLUMNS: Final = (
     "id, origin, envelope_json, ciphertext, key_artifact_id, state, received_from, created_at"
 )
@@ -136,7 +141,14 @@ class Beliefs:
         actor: str | None = None,
     ) -> dict[str, Any]:
         """Encrypt ``plaintext`` as a new belief for ``recipients`` (active peers), pending for
-        the propagation delay. Raises BeliefRecipientUnknownError (nothing stored)."""
+        the propagation delay. Raises BeliefRecipientUnknownError, InvalidInputError (too large,
+        no recipients, bad metadata): nothing stored then."""
+        if len(plaintext) > MAX_PLAINTEXT:
+            raise InvalidInputError(
+                f"belief: expected at most {MAX_PLAINTEXT} bytes, got {len(plaintext)}"
+            )
+        if len(canonical_json(dict(metadata))) > MAX_METADATA:
+            raise InvalidInputError(f"belief metadata: expected at most {MAX_METADATA} bytes")
         names = sorted(set(recipients))
         if not names or len(names) > MAX_RECIPIENTS:
             raise InvalidInputError(f"recipients: expected 1 to {MAX_RECIPIENTS} peer names")

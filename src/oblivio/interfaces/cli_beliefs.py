@@ -20,8 +20,11 @@ CLI_AGENT = "cli"
 """The agent named in the tombstones the command line issues (``agent:ORG/cli``)."""
 
 
-def _with_beliefs(home: Path, work: Callable[[Beliefs], dict[str, Any]]) -> dict[str, Any]:
-    with open_node(home) as node:
+def _with_beliefs(
+    home: Path, work: Callable[[Beliefs], dict[str, Any]], *, recover: bool = True
+) -> dict[str, Any]:
+    """``work`` on the node's beliefs; a read (``recover=False``) never runs key recovery."""
+    with open_node(home, recover=recover) as node:
         federation = open_federation(open_services(node))
         try:
             return work(Beliefs(federation))
@@ -49,7 +52,7 @@ def cmd_share(args: argparse.Namespace) -> int:
 def cmd_belief(args: argparse.Namespace) -> int:
     """Show or delete a belief."""
     if args.action == "show":
-        answer = _with_beliefs(args.home, lambda b: b.read(args.belief_id))
+        answer = _with_beliefs(args.home, lambda b: b.read(args.belief_id), recover=False)
     else:
         answer = _with_beliefs(args.home, lambda b: b.delete(args.belief_id, CLI_AGENT))
     _emit(args, f"{answer['id']}\t{answer['status']}", answer)
