@@ -231,6 +231,15 @@ def test_refusals_change_nothing(pair: Pair) -> None:
     assert rows() == before
     with pytest.raises(BeliefRecipientUnknownError):
         pair.origin.share(b"x", {}, ["node-z.example"])
+    # A recipient whose manifest (held here, and fetched again) publishes no federation key.
+    services, _ = pair.peers.nodes["http://b.test"]
+    without = {
+        k: v for k, v in services.compliance.own_manifest().raw.items() if k != "federation_key"
+    }
+    pair.origin.federation.compliance.manifests.trust(without, without["keys"][0]["key_id"])
+    pair.peers.manifest_override["http://b.test"] = without
+    with pytest.raises(BeliefRecipientUnknownError, match="publishes no federation key"):
+        pair.origin.share(b"x", {}, [RECIPIENT])
     with pytest.raises(InvalidInputError):
         pair.origin.share(b"x", {}, [])
     with pytest.raises(InvalidInputError):

@@ -500,13 +500,16 @@ def test_a_belief_shared_a_to_b_is_read_on_b_and_its_deletion_comes_back_proved(
     ]
     assert len(key_artifact) == 1
 
+    deleting = time.monotonic()
     with a.client() as client:
         response = client.post("/federation/delete", json=_deletion_request(a, belief_id))
     assert response.status_code == 200, response.text
     assert response.json()["propagation_status"] == "enqueued for 1 peers"
     tombstone_id = response.json()["tombstone_id"]
-    _poll("B holds A's tombstone", lambda: _holds(b, tombstone_id))
+    _poll("B forgot its key of the belief", lambda: _forgotten(b, key_artifact[0]))
     _poll("C holds it through B", lambda: _holds(c, tombstone_id))
+    # Issue 12 asks for 60 s; measured, not gated (the machine is shared).
+    print(f"belief deletion applied on B and C in {time.monotonic() - deleting:.2f} s")
     deleted = _belief_on(b, belief_id).json()
     assert (deleted["status"], deleted["content"]) == ("deleted", None)
     assert deleted["tombstone"]["id"] == tombstone_id

@@ -270,8 +270,11 @@ class Beliefs:
 
     def _deliver(self, delivery: Delivery, peer: Peer) -> bool:
         """Send one belief to one recipient (the outbox's ``belief`` rows). False when the
-        belief was withdrawn or deleted meanwhile (the row is cancelled, nothing sent)."""
+        belief was withdrawn or deleted meanwhile (the row is cancelled, nothing sent). A
+        failure to make the key blob here raises PeerRefusedError, so the row backs off."""
         belief_id = delivery.record_id
+        if self.services.compliance.tombstones.store.active_for_entity(entity_of(belief_id)):
+            return self._cancel(delivery, "deleted by a tombstone")
         with self.db.transaction() as tx:
             claimed = tx.execute(
                 "UPDATE beliefs SET state = 'federated', updated_at = ? WHERE id = ? "
@@ -284,16 +287,17 @@ class Beliefs:
             )
         if claimed == 0 or row is None or row[1] is None:
             return self._cancel(delivery, "withdrawn")
-        if self.services.compliance.tombstones.store.active_for_entity(entity_of(belief_id)):
-            return self._cancel(delivery, "deleted by a tombstone")
         try:
             belief_key = self.services.node.vault.get(str(row[2]))
         except ArtifactForgottenError:
             return self._cancel(delivery, "its key was forgotten")
-        envelope = parse_envelope(parse_json(row[0]))
-        entry = envelope.recipient(peer.name)
-        key = self.peer_federation_key(peer).public_key(entry.kem)
-        blob = wrap_belief_key(entry.kem, key, belief_key, belief_id)
+        try:
+            envelope = parse_envelope(parse_json(row[0]))
+            entry = envelope.recipient(peer.name)
+            key = self.peer_federation_key(peer).public_key(entry.kem)
+            blob = wrap_belief_key(entry.kem, key, belief_key, belief_id)
+        except (InvalidInputError, VerificationError) as e:
+            raise PeerRefusedError(f"belief {belief_id} for {peer.name}: {e}", 0, e.code) from e
         body: dict[str, JsonValue] = {
             "envelope": dict(envelope.raw),
             "ciphertext_b64": b64url_encode(bytes(row[1])),
