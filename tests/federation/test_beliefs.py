@@ -247,3 +247,14 @@ def test_refusals_change_nothing(pair: Pair) -> None:
     with pytest.raises(InvalidInputError):
         pair.origin.share(b"x", {"note": "y" * 5000}, [RECIPIENT])
     assert shared["id"]
+
+
+def test_a_belief_signed_after_the_origin_rotated_its_key_is_accepted(pair: Pair) -> None:
+    """The recipient holds the origin's manifest from before the rotation: it fetches the
+    origin's manifest again (it extends the pinned chain) and verifies with the new key."""
+    pair.origin.services.rotate_signing_key()
+    pair.clock.now = datetime.now(UTC)  # the rotation is dated by the real clock
+    shared = pair.origin.share(b"after a rotation", {}, [RECIPIENT])
+    pair.clock.now += DELAY
+    assert pair.deliver_due() == 1
+    assert _content(pair.recipient.read(shared["id"])) == b"after a rotation"

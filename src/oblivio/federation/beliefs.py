@@ -52,6 +52,7 @@ from oblivio.core.errors import (
     VerificationError,
 )
 from oblivio.core.identifiers import format_time
+from oblivio.core.manifest import OrgManifest
 from oblivio.federation.peers import Peer
 from oblivio.federation.propagation import Delivery, Federation
 from oblivio.federation.transport import PeerRefusedError, PeerUnreachableError
@@ -116,15 +117,20 @@ class Beliefs:
     def _federation_keys(self) -> FederationKeys:
         return FederationKeys(self.services.node.signing_key.seed)
 
+    def _refresh_manifest(self, peer: Peer) -> OrgManifest:
+        """``peer``'s manifest fetched from it again and trusted if it extends the pinned chain
+        (a rotation, a newly published federation key). Raises PeerUnreachableError,
+        PeerRefusedError, VerificationError."""
+        data = self.federation.client.manifest(peer.url)
+        return self.federation.compliance.manifests.trust(data, peer.anchor_key_id)
+
     def peer_federation_key(self, peer: Peer) -> FederationKey:
         """The federation key ``peer`` publishes in its manifest, fetched again from the peer
         when the manifest held here has none. Raises BeliefRecipientUnknownError."""
-        registry = self.federation.compliance.manifests
-        manifest = registry.find(peer.name)
+        manifest = self.federation.compliance.manifests.find(peer.name)
         if manifest is None or manifest.federation_key is None:
             try:
-                data = self.federation.client.manifest(peer.url)
-                manifest = registry.trust(data, peer.anchor_key_id)
+                manifest = self._refresh_manifest(peer)
             except (PeerUnreachableError, PeerRefusedError, VerificationError) as e:
                 raise BeliefRecipientUnknownError(
                     f"peer {peer.name}: no federation key known and its manifest: {e}"
@@ -341,6 +347,14 @@ class Beliefs:
                 f"{sender.name!r}"
             )
         manifest = self.federation.compliance.manifests.require(sender.name)
+        if envelope.key_id not in [k.key_id for k in manifest.keys]:
+            try:  # the origin may have rotated its key since it was pinned
+                manifest = self._refresh_manifest(sender)
+            except (PeerUnreachableError, PeerRefusedError, VerificationError) as e:
+                raise BeliefVerificationFailedError(
+                    f"belief {envelope.id}: key {envelope.key_id} is not in the manifest of "
+                    f"{sender.name} and a fresh one cannot be had: {e}"
+                ) from e
         try:
             signer = manifest.key_for(envelope.key_id, envelope.created_at)
             verify_envelope(body["envelope"], signer)
