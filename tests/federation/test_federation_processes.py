@@ -207,6 +207,18 @@ def _has_revocation(node: Node, revocation_id: str) -> bool:
     return node.count(query, (revocation_id,)) == 1
 
 
+def _ack_held(node: Node, tombstone_id: str, peer: str) -> dict[str, Any]:
+    """The ack ``peer`` sent ``node`` for a tombstone, as ``node`` holds it."""
+    with open_node(node.home, recover=False) as opened, opened.db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
+            (tombstone_id, peer),
+        )
+    assert row is not None
+    ack: dict[str, Any] = json.loads(row[0])
+    return ack
+
+
 def _forgotten(node: Node, artifact_id: str) -> bool:
     with node.client() as client:
         return client.get(f"/v1/artifacts/{artifact_id}").status_code == 410
@@ -272,13 +284,7 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
 
     # The ack as A holds it: signed by B, a PoF per artifact B held, each verified offline
     # with B's verifier key by the command line.
-    with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-            (tombstone_id, b.name),
-        )
-    assert row is not None
-    ack = json.loads(row[0])
+    ack = _ack_held(a, tombstone_id, b.name)
     assert ack["type"] == "oblivio.tombstone-ack.v1"
     assert (ack["node"], ack["status"], ack["level"]) == (b.name, "applied", 2)
     assert sorted(ack["artifacts"]) == sorted(on_b)
@@ -529,13 +535,7 @@ def test_a_belief_shared_a_to_b_is_read_on_b_and_its_deletion_comes_back_proved(
         return str(peers[0]["status"])
 
     _poll("A shows B proved", lambda: b_status() == "proved")
-    with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-            (tombstone_id, b.name),
-        )
-    assert row is not None
-    ack = json.loads(row[0])
+    ack = _ack_held(a, tombstone_id, b.name)
     assert (ack["status"], ack["level"], ack["artifacts"]) == ("applied", 2, key_artifact)
     [proof] = ack["proofs"]
     path = a.home.parent / f"belief-pof-{belief_id}.json"
