@@ -175,6 +175,7 @@ class Federation:
         self.org = self.compliance.org
         self.settings = settings
         self.client = client
+        self.clock = clock
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self.peers = Peers(
@@ -187,6 +188,9 @@ class Federation:
         )
         self.wake = threading.Event()
         """Set when a record enters the outbox, so the push worker need not wait."""
+        self.deliverers: dict[str, Callable[[Delivery, Peer], bool]] = {}
+        """Outbox kinds delivered elsewhere (``belief``: federation/beliefs.py): each returns
+        False when it cancelled its row instead of sending it."""
         self.compliance.tombstones.observers.append(self._observe)
 
     # -- writing the feed and the outbox (in the record's own transaction) -------------------
@@ -793,6 +797,9 @@ class Federation:
                 relayed = self.ack_of(delivery.record_id, delivery.kind.removeprefix(RELAY_PREFIX))
                 if relayed is not None:
                     self.client.send_ack(peer.url, peer.token, relayed)
+            elif delivery.kind in self.deliverers:
+                if not self.deliverers[delivery.kind](delivery, peer):
+                    return None
             else:
                 self.client.push(
                     peer.url, peer.token, as_sent(self.record_json(delivery.record_id))

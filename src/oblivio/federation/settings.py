@@ -38,6 +38,9 @@ class FederationSettings:
     a deletion given up reaches that peer only by pull."""
     push_delays: tuple[timedelta, ...] = MASTODON_DELAYS
     push_retry_limit: int = len(MASTODON_DELAYS)
+    propagation_delay: timedelta = timedelta(minutes=5)
+    """A shared belief waits this long as ``pending_federation`` before any delivery; deleting
+    it meanwhile needs no tombstone (seed 001 grace period)."""
 
 
 def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
@@ -69,6 +72,9 @@ def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
             "token_lifetime_seconds", defaults.token_lifetime, 60, 10 * 365 * 86400
         ),
         **_push_schedule(section, defaults),
+        propagation_delay=seconds(
+            "propagation_delay_seconds", defaults.propagation_delay, 0, 7 * 86400
+        ),
     )
 
 

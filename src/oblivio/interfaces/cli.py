@@ -977,12 +977,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--after", type=_bounded(0, COUNT_MAX), default=0)
     audit.add_argument("--limit", type=_bounded(1, COUNT_MAX), default=100)
     audit.set_defaults(run=cmd_audit)
-    _add_memory_commands(commands, common)
+    from oblivio.interfaces.cli_beliefs import add_belief_commands
 
-    _add_witness_commands(commands, common)
-
-    _add_federation_commands(commands, common)
-    add_request_commands(commands, common)
+    for add_commands in (
+        _add_memory_commands,
+        _add_witness_commands,
+        _add_federation_commands,
+        add_request_commands,
+        add_belief_commands,
+    ):
+        add_commands(commands, common)
     return parser
 
 

@@ -21,6 +21,7 @@ from oblivio.core.errors import (
     TombstoneVerificationFailedError,
 )
 from oblivio.interfaces.http.artifacts import artifact_routes, forgetting_routes
+from oblivio.interfaces.http.beliefs import belief_federation_routes, belief_routes
 from oblivio.interfaces.http.common import (
     BodyLimit,
     ExistingTombstoneError,
@@ -82,6 +83,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     heartbeat epoch when idle (the node's configuration sets both); GET /v1/health reports it.
     """
 
+    from oblivio.federation.beliefs import Beliefs
     from oblivio.federation.propagation import open_federation
     from oblivio.federation.workers import FederationWorkers
     from oblivio.interfaces.console.routes import mount_console
@@ -101,6 +103,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         app.state.epoch_thread = epochs if run_epochs else None
         # Federation (DESIGN.md §12): outbox, pull and announce workers beside the epoch loop.
         app.state.federation = open_federation(services)
+        app.state.beliefs = Beliefs(app.state.federation)
         app.state.federation_stop = stop
         workers = FederationWorkers(app.state.federation, services.compliance.clock)
         if run_epochs:
@@ -135,6 +138,8 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         node_routes,
         tombstone_routes,
         federation_router,
+        belief_routes,
+        belief_federation_routes,
         artifact_routes,
         forgetting_routes,
         log_routes,
