@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +58,9 @@ ALIAS_KEY_FILE: Final = "recall-alias.key"
 """HOME file holding the node's secret for alias-token hashes (32 random bytes, mode 0600)."""
 FACT_METADATA: Final[dict[str, JsonValue]] = {"type": "oblivio.fact.v1"}
 CARD_METADATA: Final[dict[str, JsonValue]] = {"type": "oblivio.card.v1"}
+
+_DECRYPT_WINDOW: Final = 50
+"""The instruction reads values this many at a time, in rank order, while it packs them."""
 
 _UNREADABLE = (
     "EXISTS (SELECT 1 FROM artifact_states s WHERE s.artifact_id = {column} "
@@ -418,8 +421,14 @@ class RecallService:
         may not read, CursorInvalidError for a cursor of another query."""
         offset = cursor_offset(query)
         ranked, view, moment = self._ranked(key, query)
+
+        def rendered(at: int) -> str:
+            # The page's values are read together: a window of ``limit`` items at a time.
+            self._decrypt_many(ranked[at : at + query.limit])
+            return self._line(ranked[at])
+
         page = pack_page(
-            lambda i: self._line(ranked[i]),
+            rendered,
             len(ranked),
             offset=offset,
             limit=query.limit,
@@ -427,6 +436,7 @@ class RecallService:
             count=self.count_tokens,
         )
         chosen = [ranked[i] for i in page.taken]
+        self._decrypt_many(chosen)
         for item in chosen:
             self._decrypt(item)
         exists = self._existing_hashes(key, query, chosen, view, moment)
@@ -440,9 +450,13 @@ class RecallService:
         """One packed text block for a prompt within ``query.token_budget`` (steps 1-4)."""
         ranked, _, _ = self._ranked(key, query)
         budget = query.token_budget or 0
-        text, included = pack_instruction(
-            (self._line(item) for item in ranked), budget, self.count_tokens
-        )
+
+        def lines() -> Iterator[str]:
+            for at, item in enumerate(ranked):
+                self._decrypt_many(ranked[at : at + _DECRYPT_WINDOW])
+                yield self._line(item)
+
+        text, included = pack_instruction(lines(), budget, self.count_tokens)
         return {
             "text": text,
             "tokens": self.count_tokens(text) if text else 0,
@@ -510,6 +524,7 @@ class RecallService:
                 continue
             found.append(item)
         events: list[dict[str, JsonValue]] = []
+        self._decrypt_many(found)
         for item in found:
             try:
                 self._decrypt(item)
@@ -797,6 +812,25 @@ class RecallService:
             f.fact_hash for f in facts if not view.fact_suppressed(f.entity_uri, f.ref, f.scope)
         }
         return {h: h in seen for h in wanted}
+
+    def _decrypt_many(self, items: Sequence[_Item]) -> None:
+        """Decrypt the values and texts of ``items`` not decrypted yet in one vault read
+        (``ArtifactVault.get_many``); one forgotten meanwhile stays undecrypted, so that
+        ``_decrypt`` reports it."""
+        pending: dict[str, list[_Item]] = {}
+        for item in items:
+            if isinstance(item, _Fact) and item.value is None and item.ref is not None:
+                item.value = {"ref": item.ref}
+            elif (item.value if isinstance(item, _Fact) else item.text) is None:
+                pending.setdefault(item.artifact_id, []).append(item)
+        if not pending:
+            return
+        for artifact_id, plaintext in self.vault.get_many(list(pending)).items():
+            for item in pending[artifact_id]:
+                if isinstance(item, _Fact):
+                    item.value = parse_json(plaintext)
+                else:
+                    item.text = plaintext.decode("utf-8")
 
     def _decrypt(self, item: _Item) -> None:
         if isinstance(item, _Fact):
