@@ -233,3 +233,25 @@ def test_subscription_batches_never_skip_a_record(services: NodeServices, agent:
         events, mark = r.events_after(agent, None, None, mark, batch=2)
         delivered += [str(e["id"]) for e in events]
     assert delivered == written
+
+
+def test_subscription_events_are_filtered_again_at_send_time(
+    services: NodeServices, agent: ApiKey
+) -> None:
+    r = services.recall
+    start = "2000-01-01T00:00:00.000Z"
+    add_fact(r, agent, "user:alice", "motto", "carpe diem")
+    add_fact(r, agent, "user:bob", "knows", ref="user:alice")
+    add_card(r, agent, "user:bob", "Bob met a friend", related=["user:alice", "user:carol"])
+    add_fact(r, agent, "user:bob", "city", "Graz")
+    events, _ = r.events_after(agent, None, None, start)
+    assert len(events) == 4
+    # The tombstone arrives after the batch was read and before its events are sent.
+    services.compliance.tombstones.issue("admin", "user:alice", "*", "test", False)
+    sent = [e for e in map(r.deliverable, events) if e is not None]
+    assert [(e["kind"], e.get("value")) for e in sent] == [
+        ("card", None),
+        ("fact", {"literal": "Graz"}),
+    ]
+    assert sent[0]["related_entities"] == ["user:carol"]
+    assert "carpe" not in str(sent)

@@ -245,10 +245,19 @@ class RecallService:
                     }
                 )
 
+        late_aliases = False
+
+        def rows_and_aliases(tx: Transaction, artifact_ids: list[ArtifactId]) -> None:
+            nonlocal late_aliases
+            rows(tx, artifact_ids)
+            late_aliases = self._hash_late_aliases(tx, facts)
+
         self.vault.put_many(
             [ArtifactInput(f.value_bytes(), FACT_METADATA, f.entity_uri, f.scope) for f in facts],
-            within=rows,
+            within=rows_and_aliases,
         )
+        if late_aliases:
+            self.tombstones.invalidate()
         self._notify()
         return out
 
@@ -356,21 +365,31 @@ class RecallService:
                 groups.append(hashes)
         if groups:
             with self.db.transaction() as tx:
-                if (
-                    tx.fetchone(
-                        "SELECT 1 FROM tombstone_alias_tokens WHERE tombstone_id = ?", (record.id,)
-                    )
-                    is None
-                ):
-                    tx.executemany(
-                        "INSERT INTO tombstone_alias_tokens (tombstone_id, alias_index, "
-                        "token_hashes) VALUES (?, ?, ?)",
-                        [
-                            (record.id, i, canonical_json(list(g)).decode("utf-8"))
-                            for i, g in enumerate(groups)
-                        ],
-                    )
+                _keep_alias_hashes(tx, record.id, groups)
         self.tombstones.invalidate()
+
+    def _hash_late_aliases(self, tx: Transaction, facts: Sequence[FactInput]) -> bool:
+        """In a write's transaction: an alias (``name`` / ``alias`` fact) written for an entity
+        that already has active tombstones gets its word hashes kept beside each of them, as
+        ``capture_aliases`` keeps the aliases known at tombstone time (§23.3.2 rule 3). Its
+        value itself is forgotten by the placement rule when a tombstone covers its scope.
+        Returns whether any were kept."""
+        kept = False
+        for fact in facts:
+            if fact.attribute not in ALIAS_ATTRIBUTES or fact.ref is not None:
+                continue
+            hashes = sorted(
+                alias_token_hashes(self._alias_key, literal_text(fact.value["literal"]))
+            )
+            if not hashes:
+                continue
+            for (tombstone_id,) in tx.fetchall(
+                "SELECT t.id FROM tombstones t WHERE t.entity_uri = ? AND NOT EXISTS "
+                "(SELECT 1 FROM tombstone_revocations r WHERE r.tombstone_id = t.id)",
+                (fact.entity_uri,),
+            ):
+                kept = _keep_alias_hashes(tx, tombstone_id, [hashes]) or kept
+        return kept
 
     # -- derived data ---------------------------------------------------------------------------
 
@@ -532,6 +551,28 @@ class RecallService:
                 continue
             events.append(_item_json(item, None, {}))
         return events, mark
+
+    def deliverable(self, event: dict[str, JsonValue]) -> dict[str, JsonValue] | None:
+        """An event of ``events_after`` as it may be sent now: None if an active tombstone
+        (own and received ones apply at once) now suppresses it, else with tombstoned
+        ``related_entities`` omitted. The subscription calls it just before each send."""
+        view = self.tombstones.view()
+        scope = str(event["scope"])
+        if event["kind"] == "fact":
+            value = event["value"]
+            ref = value.get("ref") if isinstance(value, dict) else None
+            suppressed = view.fact_suppressed(
+                str(event["entity_uri"]), None if ref is None else str(ref), scope
+            )
+            return None if suppressed else event
+        related = event["related_entities"]
+        kept = view.filter_card(
+            str(event["about_entity"]),
+            [str(u) for u in related] if isinstance(related, list) else [],
+            scope,
+            lambda: alias_token_hashes(self._alias_key, str(event["text"] or "")),
+        )
+        return None if kept is None else {**event, "related_entities": list(kept)}
 
     # -- the pipeline ---------------------------------------------------------------------------
 
@@ -885,6 +926,27 @@ def _index(
         "VALUES (?, ?, ?, ?, ?::tsvector)",
         (record_id, kind, artifact_id, len(tokens), literal),
     )
+
+
+def _keep_alias_hashes(tx: Transaction, tombstone_id: str, groups: Sequence[list[str]]) -> bool:
+    """Keep each alias's sorted token hashes beside a tombstone unless it holds them already,
+    numbered after those it holds. Returns whether any were added."""
+    held = tx.fetchall(
+        "SELECT alias_index, token_hashes FROM tombstone_alias_tokens WHERE tombstone_id = ?",
+        (tombstone_id,),
+    )
+    known = [parse_json(r[1]) for r in held]
+    fresh = [g for g in groups if g not in known]
+    start = 1 + max((int(r[0]) for r in held), default=-1)
+    tx.executemany(
+        "INSERT INTO tombstone_alias_tokens (tombstone_id, alias_index, token_hashes) "
+        "VALUES (?, ?, ?)",
+        [
+            (tombstone_id, start + n, canonical_json(list(g)).decode("utf-8"))
+            for n, g in enumerate(fresh)
+        ],
+    )
+    return bool(fresh)
 
 
 def _ts_quote(token: str) -> str:
