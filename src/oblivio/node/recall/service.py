@@ -393,12 +393,15 @@ class RecallService:
 
     # -- derived data ---------------------------------------------------------------------------
 
-    @staticmethod
-    def erase_derived(tx: Transaction, artifact_ids: Iterable[str]) -> int:
+    def erase_derived(
+        self, tx: Transaction, artifact_ids: Iterable[str]
+    ) -> Callable[[], None] | None:
         """Inside an epoch's transaction: delete the full-text entries of facts and cards whose
         artifact that epoch forgot at level >= 1. On SQLite the FTS5 index is then merged
         (``optimize``) so that no segment keeps the deleted terms, and ``secure_delete``
-        zeroes what was freed. Returns how many entries were deleted."""
+        zeroes what was freed. On PostgreSQL, when entries were deleted (or dead ones remain),
+        returns the plain ``VACUUM`` of their table for after the commit (docs/adr/0029), which
+        prunes the dead rows instead of leaving them until autovacuum's threshold."""
         wanted = sorted(set(artifact_ids))
         deleted = 0
         for at in range(0, len(wanted), 500):
@@ -416,9 +419,18 @@ class RecallService:
                 tx.execute(f"DELETE FROM recall_fts WHERE rowid IN ({_marks(docs)})", docs)  # noqa: S608 - only fixed SQL and placeholders are interpolated
             tx.execute(f"DELETE FROM recall_documents WHERE doc_id IN ({_marks(docs)})", docs)  # noqa: S608 - only fixed SQL and placeholders are interpolated
             deleted += len(docs)
-        if deleted and tx.dialect == "sqlite":
-            tx.execute("INSERT INTO recall_fts (recall_fts) VALUES ('optimize')")
-        return deleted
+        if tx.dialect == "sqlite":
+            if deleted:
+                tx.execute("INSERT INTO recall_fts (recall_fts) VALUES ('optimize')")
+            return None
+        # A VACUUM cannot prune rows that a transaction older than their deletion may still
+        # see; those stay counted as dead, and the next epoch's VACUUM prunes them.
+        dead = tx.fetchone(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'recall_documents'::regclass"
+        )
+        if deleted or (dead is not None and int(dead[0] or 0) > 0):
+            return lambda: self.db.vacuum("recall_documents")
+        return None
 
     # -- recall ---------------------------------------------------------------------------------
 
