@@ -159,3 +159,63 @@ def test_subscribe_streams_new_records_filtered_at_send_time(api: Api) -> None:
         ("user:bob", {"literal": "carpe diem"})
     ]
     assert "secret" not in text
+
+
+def _card(about: str, text: str = "a note", **extra: Any) -> dict[str, Any]:
+    return {"about_entity": about, "text": text, **extra}
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (_card("user:*"), "recall_entity_uri_invalid"),
+        (_card("user:a", related_entities=["team:*"]), "recall_entity_uri_invalid"),
+        (_card("user:a", "y" * 40_000), "fact_too_large"),
+        (_card("user:a", scope="galaxy"), "recall_scope_unknown"),
+        ({"about_entity": "user:a"}, "fact_invalid"),
+    ],
+)
+def test_bad_cards_are_400_and_nothing_is_stored(api: Api, body: Any, code: str) -> None:
+    answer = api.client.post("/v1/cards", json=body, headers=api.agent)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == code
+    assert api.count("memory_cards") == 0
+    assert api.count("artifacts") == 0
+
+
+def test_a_batch_over_the_limit_is_400_and_nothing_is_stored(api: Api) -> None:
+    body = {"facts": [_fact("user:a", "n", i) for i in range(501)]}
+    answer = api.client.post("/v1/facts", json=body, headers=api.agent)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "fact_too_large"
+    assert api.count("facts") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"entity": "user:a", "token_budget": -5}, "recall_token_budget_invalid"),
+        ({"entity": "user:a", "token_budget": 10**9}, "recall_token_budget_invalid"),
+        ({"entity": "user:a", "hops": 9, "token_budget": 100}, "recall_hops_out_of_range"),
+        ({"entity": "user:*", "token_budget": 100}, "recall_entity_uri_invalid"),
+        ({"q": "x", "scopes": ["galaxy"], "token_budget": 100}, "recall_scope_unknown"),
+        ({"entity": "user:a"}, "recall_invalid_input"),
+    ],
+)
+def test_bad_instruction_input_is_400(api: Api, body: Any, code: str) -> None:
+    answer = api.client.post("/v1/recall/instruction", json=body, headers=api.agent)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"entity": "user:*"}, "recall_entity_uri_invalid"),
+        ({"scopes": "galaxy"}, "recall_scope_unknown"),
+    ],
+)
+def test_bad_subscribe_input_is_400(api: Api, params: dict[str, Any], code: str) -> None:
+    answer = api.client.get("/v1/subscribe", params=params, headers=api.agent)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == code
