@@ -100,24 +100,6 @@ def test_bad_recall_input_is_400_with_a_clear_code(
     assert answer.json()["error"]["code"] == code
 
 
-@pytest.mark.parametrize(
-    ("body", "code"),
-    [
-        (_fact("user:*", "x", 1), "recall_entity_uri_invalid"),
-        (_fact("user:a", "x", "y" * 20_000), "fact_too_large"),
-        (_fact("user:a", "x", 1, scope="galaxy"), "recall_scope_unknown"),
-        ({"facts": [_fact("user:a", "x", 1), _fact("user:a", "BAD", 1)]}, "fact_invalid"),
-        ({"facts": []}, "fact_invalid"),
-    ],
-)
-def test_bad_facts_are_400_and_nothing_is_stored(api: Api, body: Any, code: str) -> None:
-    answer = api.client.post("/v1/facts", json=body, headers=api.agent)
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["error"]["code"] == code
-    assert api.count("facts") == 0
-    assert api.count("artifacts") == 0
-
-
 def test_scopes_of_the_key_are_enforced(api: Api) -> None:
     from oblivio.node.compliance import open_compliance
     from oblivio.node.node import open_node
@@ -159,3 +141,66 @@ def test_subscribe_streams_new_records_filtered_at_send_time(api: Api) -> None:
         ("user:bob", {"literal": "carpe diem"})
     ]
     assert "secret" not in text
+
+
+def _card(about: str, text: str = "a note", **extra: Any) -> dict[str, Any]:
+    return {"about_entity": about, "text": text, **extra}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        ("/v1/facts", _fact("user:*", "x", 1), "recall_entity_uri_invalid"),
+        ("/v1/facts", _fact("user:a", "x", "y" * 20_000), "fact_too_large"),
+        ("/v1/facts", _fact("user:a", "x", 1, scope="galaxy"), "recall_scope_unknown"),
+        (
+            "/v1/facts",
+            {"facts": [_fact("user:a", "x", 1), _fact("user:a", "BAD", 1)]},
+            "fact_invalid",
+        ),
+        ("/v1/facts", {"facts": []}, "fact_invalid"),
+        ("/v1/facts", {"facts": [_fact("user:a", "n", i) for i in range(501)]}, "fact_too_large"),
+        ("/v1/cards", _card("user:*"), "recall_entity_uri_invalid"),
+        ("/v1/cards", _card("user:a", related_entities=["team:*"]), "recall_entity_uri_invalid"),
+        ("/v1/cards", _card("user:a", "y" * 40_000), "fact_too_large"),
+        ("/v1/cards", _card("user:a", scope="galaxy"), "recall_scope_unknown"),
+        ("/v1/cards", {"about_entity": "user:a"}, "fact_invalid"),
+    ],
+)
+def test_bad_facts_and_cards_are_400_and_nothing_is_stored(
+    api: Api, path: str, body: Any, code: str
+) -> None:
+    answer = api.client.post(path, json=body, headers=api.agent)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == code
+    assert [api.count(t) for t in ("facts", "memory_cards", "artifacts")] == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"entity": "user:a", "token_budget": -5}, "recall_token_budget_invalid"),
+        ({"entity": "user:a", "token_budget": 10**9}, "recall_token_budget_invalid"),
+        ({"entity": "user:a", "hops": 9, "token_budget": 100}, "recall_hops_out_of_range"),
+        ({"entity": "user:*", "token_budget": 100}, "recall_entity_uri_invalid"),
+        ({"q": "x", "scopes": ["galaxy"], "token_budget": 100}, "recall_scope_unknown"),
+        ({"entity": "user:a"}, "recall_invalid_input"),
+    ],
+)
+def test_bad_instruction_input_is_400(api: Api, body: Any, code: str) -> None:
+    answer = api.client.post("/v1/recall/instruction", json=body, headers=api.agent)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"entity": "user:*"}, "recall_entity_uri_invalid"),
+        ({"scopes": "galaxy"}, "recall_scope_unknown"),
+    ],
+)
+def test_bad_subscribe_input_is_400(api: Api, params: dict[str, Any], code: str) -> None:
+    answer = api.client.get("/v1/subscribe", params=params, headers=api.agent)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == code

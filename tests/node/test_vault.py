@@ -22,6 +22,7 @@ from oblivio.core.errors import (
 )
 from oblivio.core.hashing import sha256
 from oblivio.node.node import Node
+from oblivio.node.services import open_services
 from oblivio.node.vault import CHUNK_SIZE, ArtifactInput
 
 
@@ -202,3 +203,47 @@ def test_altered_stream_writes_no_plaintext(node: Node) -> None:
     with pytest.raises(IntegrityError):
         node.vault.read_into(artifact_id, sink)
     assert sink.getvalue() == b""
+
+
+# -- reading many: one transaction and one pass down the key tree per batch -----------------
+
+
+def test_get_many_reads_what_get_reads(node: Node) -> None:
+    # Enough artifacts to span several level-1 nodes of the key tree and two read batches.
+    items = [ArtifactInput(f"value {i}".encode() * (i % 3 + 1), {"i": i}) for i in range(620)]
+    ids = node.vault.put_many(items)
+    streamed = node.vault.put_stream(io.BytesIO(b"s" * (CHUNK_SIZE + 3)), {})
+    wanted = [*ids[::-1], streamed, ids[0]]
+    read = node.vault.get_many(wanted)
+    assert set(read) == set(wanted)
+    assert all(read[i] == node.vault.get(i) for i in wanted)
+    assert node.vault.get_many([]) == {}
+
+
+def test_get_many_leaves_out_suppressed_and_forgotten_artifacts(node: Node) -> None:
+    services = open_services(node)
+    kept, pending, forgotten = node.vault.put_many(
+        [ArtifactInput(b"kept", {}), ArtifactInput(b"pending", {}), ArtifactInput(b"gone", {})]
+    )
+    services.forgetting.forget(artifact_id=forgotten, level=1)
+    services.forgetting.commit_due()
+    services.forgetting.forget(artifact_id=pending, level=1)  # suppressed until the epoch
+    assert node.vault.get_many([kept, pending, forgotten]) == {kept: b"kept"}
+
+
+def test_get_many_refuses_unknown_ids_and_altered_bytes(node: Node) -> None:
+    first, second = node.vault.put_many([ArtifactInput(b"first", {}), ArtifactInput(b"2", {})])
+    with pytest.raises(ArtifactNotFoundError):
+        node.vault.get_many([first, "0" * 64])
+    with pytest.raises(InvalidInputError):
+        node.vault.get_many(["not-an-id"])
+    for column in sorted(_COLUMNS):
+        original = _read(node, column, second)
+        _write(node, column, second, bytes([original[0] ^ 1]) + original[1:])
+        with pytest.raises(IntegrityError):
+            node.vault.get_many([first, second])
+        _write(node, column, second, original)
+    with node.db.transaction() as tx:
+        tx.execute("UPDATE key_tree_nodes SET children = ? WHERE tree_level = 1", (b"\x00" * 8,))
+    with pytest.raises(IntegrityError):
+        node.vault.get_many([first, second])

@@ -69,6 +69,10 @@ class KeyCustody(Protocol):
         """Return the plain capability key; raise IntegrityError if it cannot be unwrapped
         (altered, forgotten, or its root destroyed)."""
 
+    def unwrap_leaves(self, nodes: KeyTreeNodes, leaves: Sequence[TreeLeaf]) -> list[bytes]:
+        """The plain capability keys of ``leaves`` (read by the caller in its transaction), in
+        their order, one pass per tree; raise IntegrityError if any cannot be unwrapped."""
+
     def forget(
         self, artifact_ids: Sequence[ArtifactId], capabilities: Sequence[Capability] = CAPABILITIES
     ) -> list[DestructionReceipt]:
@@ -320,6 +324,17 @@ class KeyTreeCustody:
             if now is None or now.generation == head.generation:
                 break
         raise IntegrityError()
+
+    def unwrap_leaves(self, nodes: KeyTreeNodes, leaves: Sequence[TreeLeaf]) -> list[bytes]:
+        by_tree: dict[RootKeyPurpose, list[int]] = {}
+        for n, leaf in enumerate(leaves):
+            by_tree.setdefault(tree_of(leaf.capability), []).append(n)
+        keys: list[bytes] = [b""] * len(leaves)
+        for tree, positions in by_tree.items():
+            unwrapped = self.trees[tree].unwrap_leaves(nodes, [leaves[n] for n in positions])
+            for n, key in zip(positions, unwrapped, strict=True):
+                keys[n] = key
+        return keys
 
     def forget(
         self, artifact_ids: Sequence[ArtifactId], capabilities: Sequence[Capability] = CAPABILITIES

@@ -648,19 +648,34 @@ class KeyTree:
     def unwrap_leaf(self, nodes: KeyTreeNodes, leaf: TreeLeaf) -> bytes:
         """The capability key of ``leaf`` in the clear; IntegrityError if any seal on its path
         fails (altered bytes, a forgotten key, a destroyed root)."""
+        [key] = self.unwrap_leaves(nodes, [leaf])
+        return key
+
+    def unwrap_leaves(self, nodes: KeyTreeNodes, leaves: Sequence[TreeLeaf]) -> list[bytes]:
+        """The capability keys of ``leaves`` (of this tree) in the clear, in their order: one
+        pass down the tree for all of them, each node on their paths read and opened once (the
+        root once in the backend). The opened node keys live only for this call. IntegrityError
+        if any seal on any path fails."""
+        if not leaves:
+            return []
         head = nodes.head(self.tree)
-        if head is None or not 0 <= leaf.slot < head.next_slot:
+        if head is None or not all(0 <= leaf.slot < head.next_slot for leaf in leaves):
             raise IntegrityError()
         head = self._adopt(head)
-        path = self._path(nodes, head, [leaf.slot], create=False)
-        leaf_key = path.children[(1, leaf.slot // self.fanout)].get(leaf.slot % self.fanout)
-        if leaf_key is None:
-            raise IntegrityError()
-        return unwrap_key(
-            leaf_key,
-            leaf.wrapped,
-            capability_context(self.tree, leaf.slot, leaf.artifact_id, leaf.capability),
-        )
+        path = self._path(nodes, head, [leaf.slot for leaf in leaves], create=False)
+        keys: list[bytes] = []
+        for leaf in leaves:
+            leaf_key = path.children[(1, leaf.slot // self.fanout)].get(leaf.slot % self.fanout)
+            if leaf_key is None:
+                raise IntegrityError()
+            keys.append(
+                unwrap_key(
+                    leaf_key,
+                    leaf.wrapped,
+                    capability_context(self.tree, leaf.slot, leaf.artifact_id, leaf.capability),
+                )
+            )
+        return keys
 
     # -- forgetting --------------------------------------------------------------------------
 

@@ -277,8 +277,12 @@ class ForgettingService:
         self._lock = threading.RLock()
         # Replaced whole by the epoch loop, read by any thread: a frozen value, no lock needed.
         self._epoch_health = EpochHealth()
-        self.derived_erasers: list[Callable[[Transaction, Sequence[str]], object]] = []
-        """Run inside each epoch's transaction with the artifacts it forgot at level >= 1."""
+        self.derived_erasers: list[
+            Callable[[Transaction, Sequence[str]], Callable[[], None] | None]
+        ] = []
+        """Run inside each epoch's transaction with the artifacts it forgot at level >= 1; what
+        one returns runs once the epoch committed (work no transaction may hold, such as
+        PostgreSQL's ``VACUUM``)."""
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -802,19 +806,32 @@ class ForgettingService:
             entries = [receipt for _, receipt in unlogged]
             tombstoned = frozenset(e.artifact_id for e in due if e.level == 2)
 
+            after_commit: list[Callable[[], None]] = []
+
             def bookkeeping(tx: Transaction, epoch: int, first_index: int) -> None:
                 self.node.vault.custody.record_destructions(SqlKeyTreeNodes(tx), destroyed)
-                self._record_epoch(
+                after_commit[:] = self._record_epoch(
                     tx,
                     epoch,
                     first_index,
                     _Executed(due, changed, pending_json, unlogged, tombstoned),
                 )
 
-            return self.checkpoints.commit_epoch(updates, entries, now=moment, within=bookkeeping)
+            commit = self.checkpoints.commit_epoch(updates, entries, now=moment, within=bookkeeping)
+            for follow_up in after_commit:
+                try:
+                    follow_up()
+                except StorageError as e:
+                    # The epoch is committed and what it forgot no query returns; the space is
+                    # reclaimed by the next epoch that deletes, or by autovacuum.
+                    _log.warning("after epoch %d: %s", commit.epoch, e)
+            return commit
 
-    def _record_epoch(self, tx: Transaction, epoch: int, first_index: int, done: _Executed) -> None:
-        """Inside the epoch's transaction: what it executed, which leaves it committed."""
+    def _record_epoch(
+        self, tx: Transaction, epoch: int, first_index: int, done: _Executed
+    ) -> list[Callable[[], None]]:
+        """Inside the epoch's transaction: what it executed, which leaves it committed. Returns
+        the derived erasers' work for after the commit."""
         due, changed, unlogged = done.due, done.changed, done.unlogged
         pending_json, tombstoned = done.pending_json, done.tombstoned
         # This epoch's own receipts were recorded above in the same transaction.
@@ -849,13 +866,15 @@ class ForgettingService:
         self._mark_decrypt_forgotten(tx, decrypt_destroyed)
         # Derived data (full-text entries of facts and cards) goes in the same epoch as the
         # decrypt key it was derived under.
-        for erase in self.derived_erasers:
-            erase(tx, [e.artifact_id for e in decrypt_destroyed])
+        follow_ups = [
+            erase(tx, [e.artifact_id for e in decrypt_destroyed]) for erase in self.derived_erasers
+        ]
         tx.executemany(
             "UPDATE forget_requests SET state = 'done', committed_epoch = ? WHERE id = ? "
             "AND NOT EXISTS (SELECT 1 FROM forget_events WHERE request_id = ? AND epoch IS NULL)",
             [(epoch, r, r) for r in {e.request_id for e in due}],
         )
+        return [f for f in follow_ups if f is not None]
 
     def _mark_decrypt_forgotten(self, tx: Transaction, erased: Sequence[_DueEvent]) -> None:
         """Inside the epoch's transaction: the ``decrypt`` key of each of ``erased`` is gone, so

@@ -66,6 +66,13 @@ class Database(ABC):
     def close(self) -> None:
         """Release connections; the object is unusable afterwards."""
 
+    @abstractmethod
+    def vacuum(self, table: str) -> None:
+        """Reclaim the space of ``table``'s deleted rows, outside any transaction: PostgreSQL's
+        plain ``VACUUM`` (dead tuples pruned, their space reusable; no exclusive lock). SQLite
+        needs nothing: its connections run with ``secure_delete``, which zeroes deleted rows
+        at once. Raises StorageError."""
+
     def ddl(self, template: str) -> str:
         """Fill the dialect's type names into a portable DDL template."""
         types = {

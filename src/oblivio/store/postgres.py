@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -97,6 +98,17 @@ class PostgresDatabase(Database):
             raise ConstraintViolationError(f"store: constraint violated: {e}") from e
         except (psycopg.Error, PoolTimeout) as e:
             raise StorageError(f"store: PostgreSQL failed: {e}") from e
+
+    def vacuum(self, table: str) -> None:
+        try:
+            with self._pool.connection() as conn:
+                conn.autocommit = True  # VACUUM cannot run inside a transaction block
+                try:
+                    conn.execute(psycopg.sql.SQL("VACUUM {}").format(psycopg.sql.Identifier(table)))
+                finally:
+                    conn.autocommit = False
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StorageError(f"store: VACUUM {table} failed: {e}") from e
 
     def close(self) -> None:
         self._pool.close()

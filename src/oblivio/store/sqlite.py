@@ -336,6 +336,10 @@ class SqliteDatabase(Database):
         if conn.total_changes != changes:
             self._checkpointer.notify()
 
+    def vacuum(self, table: str) -> None:
+        """Nothing to do: ``secure_delete`` zeroed ``table``'s deleted rows when they were
+        deleted (a SQLite ``VACUUM`` would rewrite the whole database file)."""
+
     def close(self) -> None:
         """Stop the checkpoint thread (waiting for a checkpoint in progress), then close every
         connection. Closing again does nothing."""

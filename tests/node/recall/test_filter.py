@@ -108,6 +108,36 @@ def test_rule_23_3_2_3_card_whose_text_names_a_tombstoned_entity_is_dropped(
     assert "ally" not in stored.lower()
 
 
+def test_rule_23_3_2_3_alias_added_after_the_tombstone_is_hashed_too(
+    services: NodeServices, agent: ApiKey
+) -> None:
+    r = services.recall
+    add_fact(r, agent, "user:alice", "name", "Alice Quimby")
+    before = add_card(r, agent, "user:bob", "Bob wrote to Zed Marlowe")
+    kept = add_card(r, agent, "user:bob", "Bob met Zed")
+    _tombstone(services, "user:alice")
+    # The cache holds the tombstone's aliases (only "Alice Quimby") before the late alias.
+    assert _ids(recall_json(r, agent, entity="user:bob", hops=0), "cards") == [
+        before["id"],
+        kept["id"],
+    ]
+    add_fact(r, agent, "user:alice", "alias", "Zed Marlowe")
+    after = add_card(r, agent, "user:bob", "Marlowe, Zed: lunch at noon")
+    page = recall_json(r, agent, entity="user:bob", hops=0)
+    assert _ids(page, "cards") == [kept["id"]]
+    assert after["id"] not in _ids(recall_json(r, agent, q="lunch"), "cards")
+    # The late alias's value is forgotten with the entity; only keyed hashes of it are kept.
+    with services.node.db.transaction(write=False) as tx:
+        stored = str(tx.fetchall("SELECT token_hashes FROM tombstone_alias_tokens"))
+        late = tx.fetchone(
+            "SELECT COUNT(*) FROM facts f JOIN artifact_states s "
+            "ON s.artifact_id = f.value_artifact_id WHERE f.attribute = 'alias'"
+        )
+    assert "marlowe" not in stored.lower()
+    assert late is not None
+    assert late[0] == 1
+
+
 def test_rule_23_3_2_4_derived_from_a_tombstoned_fact_does_not_exist(
     services: NodeServices, agent: ApiKey
 ) -> None:

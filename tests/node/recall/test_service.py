@@ -15,8 +15,10 @@ from oblivio.node.api_keys import ApiKey
 from oblivio.node.recall.model import FactTooLargeError, ScopeNotPermittedError, parse_fact
 from oblivio.node.recall.query import make_query
 from oblivio.node.services import NodeServices
+from oblivio.store.database import Database
 from oblivio.store.sqlite import SqliteDatabase
 from tests.node.recall.conftest import add_card, add_fact, recall_json
+from tests.processes import poll
 
 
 def test_hops_bound_the_traversal(services: NodeServices, agent: ApiKey) -> None:
@@ -233,3 +235,82 @@ def test_subscription_batches_never_skip_a_record(services: NodeServices, agent:
         events, mark = r.events_after(agent, None, None, mark, batch=2)
         delivered += [str(e["id"]) for e in events]
     assert delivered == written
+
+
+def test_subscription_events_are_filtered_again_at_send_time(
+    services: NodeServices, agent: ApiKey
+) -> None:
+    r = services.recall
+    start = "2000-01-01T00:00:00.000Z"
+    add_fact(r, agent, "user:alice", "motto", "carpe diem")
+    add_fact(r, agent, "user:bob", "knows", ref="user:alice")
+    add_card(r, agent, "user:bob", "Bob met a friend", related=["user:alice", "user:carol"])
+    add_fact(r, agent, "user:bob", "city", "Graz")
+    events, _ = r.events_after(agent, None, None, start)
+    assert len(events) == 4
+    # The tombstone arrives after the batch was read and before its events are sent.
+    services.compliance.tombstones.issue("admin", "user:alice", "*", "test", False)
+    sent = [e for e in map(r.deliverable, events) if e is not None]
+    assert [(e["kind"], e.get("value")) for e in sent] == [
+        ("card", None),
+        ("fact", {"literal": "Graz"}),
+    ]
+    assert sent[0]["related_entities"] == ["user:carol"]
+    assert "carpe" not in str(sent)
+
+
+def _tuples(db: Database, table: str) -> list[bytes]:
+    """Every tuple of ``table`` as PostgreSQL's pageinspect reads its pages: live ones and dead
+    ones not yet pruned."""
+    with db.transaction() as tx:
+        tx.execute("CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public")
+        rows = tx.fetchall(
+            "SELECT i.t_data FROM generate_series(0, pg_relation_size(?::regclass) / "
+            "current_setting('block_size')::int - 1) AS b, "
+            "public.heap_page_items(public.get_raw_page(?, b::int)) AS i "
+            "WHERE i.t_data IS NOT NULL",
+            (table, table),
+        )
+    return [bytes(r[0]) for r in rows]
+
+
+def _vacuums(db: Database) -> int:
+    with db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT vacuum_count FROM pg_stat_user_tables "
+            "WHERE relid = 'recall_documents'::regclass"
+        )
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("store_uri", ["postgresql"], indirect=True)  # its pages, by pageinspect
+def test_level_2_tombstone_leaves_no_tuple_of_the_text_in_postgresql(
+    services: NodeServices, agent: ApiKey
+) -> None:
+    """ADR 0029: the epoch that deletes full-text rows runs a plain VACUUM after its commit,
+    so their dead tuples are pruned, not left until autovacuum's threshold."""
+    db = services.node.db
+    r = services.recall
+    secrets = [b"qwyxzzlefact", b"vorpalblade7", b"jabberwockcard"]
+    add_fact(r, agent, "user:victim", "name", "Qwyxzzlefact Smith")
+    add_fact(r, agent, "user:victim", "motto", {"said": "Vorpalblade7"})
+    add_card(r, agent, "user:victim", "The Jabberwockcard lives in the wood")
+    add_fact(r, agent, "user:other", "motto", "ordinary words")
+
+    def seen() -> list[bytes]:
+        return [s for s in secrets if any(s in t for t in _tuples(db, "recall_documents"))]
+
+    assert seen() == secrets
+    services.compliance.tombstones.issue("admin", "user:victim", "*", "erase", False)
+    services.forgetting.commit_due(force=True)
+    assert _vacuums(db) == 1  # the epoch's, after its commit
+
+    def pruned() -> bool:
+        # A transaction of another test, older than the deletion, keeps its dead tuples
+        # visible and unprunable; each later epoch vacuums again while any are counted dead.
+        services.forgetting.commit_due(force=True)
+        return seen() == []
+
+    poll("the deleted tuples pruned by an epoch's VACUUM", pruned, deadline=120, every=0.5)
+    assert recall_json(r, agent, q="ordinary")["total"] == 1

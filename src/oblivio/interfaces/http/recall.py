@@ -2,10 +2,10 @@
 
 ``POST /v1/facts`` (one fact or ``{"facts": [...]}``), ``POST /v1/facts/{id}/retract``,
 ``POST /v1/cards``, ``GET /v1/recall`` (``X-Total-Count``), ``POST /v1/recall/instruction`` and
-``GET /v1/subscribe`` (server-sent events, filtered at send time). Admin and agent keys only;
-each key reads and writes the scopes it was given. Bad input is 400 with the codes of
-``node/recall/model.py`` and stores nothing; a scope the key may not use is 403
-``recall_scope_forbidden``.
+``GET /v1/subscribe`` (server-sent events through ``sse-starlette``, filtered at send time).
+Admin and agent keys only; each key reads and writes the scopes it was given. Bad input is 400
+with the codes of ``node/recall/model.py`` and stores nothing; a scope the key may not use is
+403 ``recall_scope_forbidden``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from oblivio.core.identifiers import format_time
 from oblivio.interfaces.http.common import AllServices, ForbiddenError, Reader
@@ -36,6 +37,7 @@ T = TypeVar("T")
 
 SUBSCRIBE_MAX_SECONDS = 300
 SUBSCRIBE_POLL_SECONDS = 0.5
+SUBSCRIBE_PING_SECONDS = 15
 
 recall_routes = APIRouter()
 
@@ -168,29 +170,34 @@ def get_subscribe(
     after: str | None = None,
     seconds: Annotated[int, Query(ge=1, le=SUBSCRIBE_MAX_SECONDS)] = 30,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
-    """Events ``fact`` and ``card`` (``id`` = the mark to resume from, ``Last-Event-ID``),
-    written after ``after`` (default: now), each passed through the scope and tombstone filter
-    when it is sent. The stream ends after ``seconds``; clients reconnect with the last id."""
+) -> EventSourceResponse:
+    """Server-sent events ``fact`` and ``card`` (``id`` = the mark to resume from, sent back
+    as ``Last-Event-ID``) for records written after ``after`` (default: now). Each event passes
+    the scope and tombstone filter when its batch is read and the tombstone filter again just
+    before it is sent, so a tombstone that arrives in between applies. The stream ends after
+    ``seconds``; clients reconnect with the last id."""
     chosen = scope_list(_scopes_param(scopes))
     if entity is not None:
         make_query(entity=entity)  # validates the URI
     mark = last_event_id or after or format_time(datetime.now(UTC))
     _scoped(lambda: services.recall.readable_scopes(key, chosen))
+    recall = services.recall
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[ServerSentEvent]:
         nonlocal mark
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        yield b": subscribed\n\n"
+        yield ServerSentEvent(comment="subscribed")
         while loop.time() < deadline:
-            events, mark = await run_in_threadpool(
-                services.recall.events_after, key, chosen, entity, mark
-            )
+            events, mark = await run_in_threadpool(recall.events_after, key, chosen, entity, mark)
             for event in events:
-                data = json.dumps(event, sort_keys=True, separators=(",", ":"))
-                yield f"id: {event['created_at']}|{event['id']}\nevent: {event['kind']}\n".encode()
-                yield f"data: {data}\n\n".encode()
+                sent = await run_in_threadpool(recall.deliverable, event)
+                if sent is not None:
+                    yield ServerSentEvent(
+                        data=json.dumps(sent, sort_keys=True, separators=(",", ":")),
+                        event=str(sent["kind"]),
+                        id=f"{sent['created_at']}|{sent['id']}",
+                    )
             await asyncio.sleep(SUBSCRIBE_POLL_SECONDS)
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    return EventSourceResponse(stream(), ping=SUBSCRIBE_PING_SECONDS)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import binascii
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -161,7 +160,11 @@ def bm25_scores(terms: Sequence[str], documents: Mapping[str, Sequence[str]]) ->
         return {}
     lengths = {key: len(tokens) for key, tokens in documents.items()}
     average = sum(lengths.values()) / count or 1.0
-    frequencies = {key: Counter(tokens) for key, tokens in documents.items()}
+    wanted = set(terms)
+    # Only the query's terms are counted (``list.count`` per term: queries hold few terms).
+    frequencies = {
+        key: {t: n for t in wanted if (n := tokens.count(t))} for key, tokens in documents.items()
+    }
     scores: dict[str, float] = {}
     for term in terms:
         having = sum(1 for f in frequencies.values() if term in f)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +58,9 @@ ALIAS_KEY_FILE: Final = "recall-alias.key"
 """HOME file holding the node's secret for alias-token hashes (32 random bytes, mode 0600)."""
 FACT_METADATA: Final[dict[str, JsonValue]] = {"type": "oblivio.fact.v1"}
 CARD_METADATA: Final[dict[str, JsonValue]] = {"type": "oblivio.card.v1"}
+
+_DECRYPT_WINDOW: Final = 50
+"""The instruction reads values this many at a time, in rank order, while it packs them."""
 
 _UNREADABLE = (
     "EXISTS (SELECT 1 FROM artifact_states s WHERE s.artifact_id = {column} "
@@ -242,10 +245,19 @@ class RecallService:
                     }
                 )
 
+        late_aliases = False
+
+        def rows_and_aliases(tx: Transaction, artifact_ids: list[ArtifactId]) -> None:
+            nonlocal late_aliases
+            rows(tx, artifact_ids)
+            late_aliases = self._hash_late_aliases(tx, facts)
+
         self.vault.put_many(
             [ArtifactInput(f.value_bytes(), FACT_METADATA, f.entity_uri, f.scope) for f in facts],
-            within=rows,
+            within=rows_and_aliases,
         )
+        if late_aliases:
+            self.tombstones.invalidate()
         self._notify()
         return out
 
@@ -353,30 +365,43 @@ class RecallService:
                 groups.append(hashes)
         if groups:
             with self.db.transaction() as tx:
-                if (
-                    tx.fetchone(
-                        "SELECT 1 FROM tombstone_alias_tokens WHERE tombstone_id = ?", (record.id,)
-                    )
-                    is None
-                ):
-                    tx.executemany(
-                        "INSERT INTO tombstone_alias_tokens (tombstone_id, alias_index, "
-                        "token_hashes) VALUES (?, ?, ?)",
-                        [
-                            (record.id, i, canonical_json(list(g)).decode("utf-8"))
-                            for i, g in enumerate(groups)
-                        ],
-                    )
+                _keep_alias_hashes(tx, record.id, groups)
         self.tombstones.invalidate()
+
+    def _hash_late_aliases(self, tx: Transaction, facts: Sequence[FactInput]) -> bool:
+        """In a write's transaction: an alias (``name`` / ``alias`` fact) written for an entity
+        that already has active tombstones gets its word hashes kept beside each of them, as
+        ``capture_aliases`` keeps the aliases known at tombstone time (§23.3.2 rule 3). Its
+        value itself is forgotten by the placement rule when a tombstone covers its scope.
+        Returns whether any were kept."""
+        kept = False
+        for fact in facts:
+            if fact.attribute not in ALIAS_ATTRIBUTES or fact.ref is not None:
+                continue
+            hashes = sorted(
+                alias_token_hashes(self._alias_key, literal_text(fact.value["literal"]))
+            )
+            if not hashes:
+                continue
+            for (tombstone_id,) in tx.fetchall(
+                "SELECT t.id FROM tombstones t WHERE t.entity_uri = ? AND NOT EXISTS "
+                "(SELECT 1 FROM tombstone_revocations r WHERE r.tombstone_id = t.id)",
+                (fact.entity_uri,),
+            ):
+                kept = _keep_alias_hashes(tx, tombstone_id, [hashes]) or kept
+        return kept
 
     # -- derived data ---------------------------------------------------------------------------
 
-    @staticmethod
-    def erase_derived(tx: Transaction, artifact_ids: Iterable[str]) -> int:
+    def erase_derived(
+        self, tx: Transaction, artifact_ids: Iterable[str]
+    ) -> Callable[[], None] | None:
         """Inside an epoch's transaction: delete the full-text entries of facts and cards whose
         artifact that epoch forgot at level >= 1. On SQLite the FTS5 index is then merged
         (``optimize``) so that no segment keeps the deleted terms, and ``secure_delete``
-        zeroes what was freed. Returns how many entries were deleted."""
+        zeroes what was freed. On PostgreSQL, when entries were deleted (or dead ones remain),
+        returns the plain ``VACUUM`` of their table for after the commit (docs/adr/0029), which
+        prunes the dead rows instead of leaving them until autovacuum's threshold."""
         wanted = sorted(set(artifact_ids))
         deleted = 0
         for at in range(0, len(wanted), 500):
@@ -394,9 +419,18 @@ class RecallService:
                 tx.execute(f"DELETE FROM recall_fts WHERE rowid IN ({_marks(docs)})", docs)  # noqa: S608 - only fixed SQL and placeholders are interpolated
             tx.execute(f"DELETE FROM recall_documents WHERE doc_id IN ({_marks(docs)})", docs)  # noqa: S608 - only fixed SQL and placeholders are interpolated
             deleted += len(docs)
-        if deleted and tx.dialect == "sqlite":
-            tx.execute("INSERT INTO recall_fts (recall_fts) VALUES ('optimize')")
-        return deleted
+        if tx.dialect == "sqlite":
+            if deleted:
+                tx.execute("INSERT INTO recall_fts (recall_fts) VALUES ('optimize')")
+            return None
+        # A VACUUM cannot prune rows that a transaction older than their deletion may still
+        # see; those stay counted as dead, and the next epoch's VACUUM prunes them.
+        dead = tx.fetchone(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'recall_documents'::regclass"
+        )
+        if deleted or (dead is not None and int(dead[0] or 0) > 0):
+            return lambda: self.db.vacuum("recall_documents")
+        return None
 
     # -- recall ---------------------------------------------------------------------------------
 
@@ -418,8 +452,14 @@ class RecallService:
         may not read, CursorInvalidError for a cursor of another query."""
         offset = cursor_offset(query)
         ranked, view, moment = self._ranked(key, query)
+
+        def rendered(at: int) -> str:
+            # The page's values are read together: a window of ``limit`` items at a time.
+            self._decrypt_many(ranked[at : at + query.limit])
+            return self._line(ranked[at])
+
         page = pack_page(
-            lambda i: self._line(ranked[i]),
+            rendered,
             len(ranked),
             offset=offset,
             limit=query.limit,
@@ -427,6 +467,7 @@ class RecallService:
             count=self.count_tokens,
         )
         chosen = [ranked[i] for i in page.taken]
+        self._decrypt_many(chosen)
         for item in chosen:
             self._decrypt(item)
         exists = self._existing_hashes(key, query, chosen, view, moment)
@@ -440,9 +481,13 @@ class RecallService:
         """One packed text block for a prompt within ``query.token_budget`` (steps 1-4)."""
         ranked, _, _ = self._ranked(key, query)
         budget = query.token_budget or 0
-        text, included = pack_instruction(
-            (self._line(item) for item in ranked), budget, self.count_tokens
-        )
+
+        def lines() -> Iterator[str]:
+            for at, item in enumerate(ranked):
+                self._decrypt_many(ranked[at : at + _DECRYPT_WINDOW])
+                yield self._line(item)
+
+        text, included = pack_instruction(lines(), budget, self.count_tokens)
         return {
             "text": text,
             "tokens": self.count_tokens(text) if text else 0,
@@ -510,6 +555,7 @@ class RecallService:
                 continue
             found.append(item)
         events: list[dict[str, JsonValue]] = []
+        self._decrypt_many(found)
         for item in found:
             try:
                 self._decrypt(item)
@@ -517,6 +563,28 @@ class RecallService:
                 continue
             events.append(_item_json(item, None, {}))
         return events, mark
+
+    def deliverable(self, event: dict[str, JsonValue]) -> dict[str, JsonValue] | None:
+        """An event of ``events_after`` as it may be sent now: None if an active tombstone
+        (own and received ones apply at once) now suppresses it, else with tombstoned
+        ``related_entities`` omitted. The subscription calls it just before each send."""
+        view = self.tombstones.view()
+        scope = str(event["scope"])
+        if event["kind"] == "fact":
+            value = event["value"]
+            ref = value.get("ref") if isinstance(value, dict) else None
+            suppressed = view.fact_suppressed(
+                str(event["entity_uri"]), None if ref is None else str(ref), scope
+            )
+            return None if suppressed else event
+        related = event["related_entities"]
+        kept = view.filter_card(
+            str(event["about_entity"]),
+            [str(u) for u in related] if isinstance(related, list) else [],
+            scope,
+            lambda: alias_token_hashes(self._alias_key, str(event["text"] or "")),
+        )
+        return None if kept is None else {**event, "related_entities": list(kept)}
 
     # -- the pipeline ---------------------------------------------------------------------------
 
@@ -798,6 +866,25 @@ class RecallService:
         }
         return {h: h in seen for h in wanted}
 
+    def _decrypt_many(self, items: Sequence[_Item]) -> None:
+        """Decrypt the values and texts of ``items`` not decrypted yet in one vault read
+        (``ArtifactVault.get_many``); one forgotten meanwhile stays undecrypted, so that
+        ``_decrypt`` reports it."""
+        pending: dict[str, list[_Item]] = {}
+        for item in items:
+            if isinstance(item, _Fact) and item.value is None and item.ref is not None:
+                item.value = {"ref": item.ref}
+            elif (item.value if isinstance(item, _Fact) else item.text) is None:
+                pending.setdefault(item.artifact_id, []).append(item)
+        if not pending:
+            return
+        for artifact_id, plaintext in self.vault.get_many(list(pending)).items():
+            for item in pending[artifact_id]:
+                if isinstance(item, _Fact):
+                    item.value = parse_json(plaintext)
+                else:
+                    item.text = plaintext.decode("utf-8")
+
     def _decrypt(self, item: _Item) -> None:
         if isinstance(item, _Fact):
             if item.value is None:
@@ -851,6 +938,27 @@ def _index(
         "VALUES (?, ?, ?, ?, ?::tsvector)",
         (record_id, kind, artifact_id, len(tokens), literal),
     )
+
+
+def _keep_alias_hashes(tx: Transaction, tombstone_id: str, groups: Sequence[list[str]]) -> bool:
+    """Keep each alias's sorted token hashes beside a tombstone unless it holds them already,
+    numbered after those it holds. Returns whether any were added."""
+    held = tx.fetchall(
+        "SELECT alias_index, token_hashes FROM tombstone_alias_tokens WHERE tombstone_id = ?",
+        (tombstone_id,),
+    )
+    known = [parse_json(r[1]) for r in held]
+    fresh = [g for g in groups if g not in known]
+    start = 1 + max((int(r[0]) for r in held), default=-1)
+    tx.executemany(
+        "INSERT INTO tombstone_alias_tokens (tombstone_id, alias_index, token_hashes) "
+        "VALUES (?, ?, ?)",
+        [
+            (tombstone_id, start + n, canonical_json(list(g)).decode("utf-8"))
+            for n, g in enumerate(fresh)
+        ],
+    )
+    return bool(fresh)
 
 
 def _ts_quote(token: str) -> str:
