@@ -39,6 +39,7 @@ from typing import Any
 from oblivio.core.identifiers import format_time
 from oblivio.core.manifest import signer_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, sign_tombstone
+from oblivio.interfaces.progress import progress_display
 from oblivio.node.api_keys import ApiKey
 from oblivio.node.ids import new_record_id
 from oblivio.node.node import init_node, open_node
@@ -118,21 +119,25 @@ def add_tombstones(services: NodeServices, count: int) -> None:
 
 
 def timed(
-    runs: dict[str, Callable[[str], object]], inputs: list[str]
+    runs: dict[str, Callable[[str], object]], inputs: list[str], stage: str
 ) -> dict[str, dict[str, float]]:
     """p50/p99 of each run over ``inputs``, the runs interleaved query by query (in rotating
-    order) so that the machine's drift (other processes, cache warmth) weighs on all alike."""
+    order) so that the machine's drift (other processes, cache warmth) weighs on all alike.
+    Progress on standard error when it is a terminal (``stage`` names the bar)."""
     for run in runs.values():
         for value in inputs[:10]:
             run(value)  # warm caches
     samples: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs.items())
-    for n, value in enumerate(inputs):
-        # Each query starts with the next run in turn: no run always goes first.
-        for name, run in order[n % len(order) :] + order[: n % len(order)]:
-            start = time.perf_counter()
-            run(value)
-            samples[name].append((time.perf_counter() - start) * 1000)
+    with progress_display() as progress:
+        for n, value in enumerate(inputs):
+            # Each query starts with the next run in turn: no run always goes first.
+            for name, run in order[n % len(order) :] + order[: n % len(order)]:
+                start = time.perf_counter()
+                run(value)
+                samples[name].append((time.perf_counter() - start) * 1000)
+            if progress is not None:
+                progress(stage, n + 1, len(inputs))
     figures = {}
     for name, values in samples.items():
         values.sort()
@@ -253,7 +258,7 @@ def main() -> None:
                 }
                 if dialect == "sqlite":
                     runs[f"peer_plain_sql/{kind}"] = peer(clear)
-                results |= timed(runs, queries)
+                results |= timed(runs, queries, f"{kind} queries")
             for name, figures in results.items():
                 emit({"figure": name, "store": dialect, "queries": args.queries, **figures})
             summary: dict[str, Any] = {"figure": "summary", "store": dialect}

@@ -48,6 +48,7 @@ from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
 from oblivio.core.witness import EquivocationEvidence, verify_equivocation
 from oblivio.interfaces.cli_requests import add_request_commands
+from oblivio.interfaces.progress import progress_display
 from oblivio.keys.custody import RestorePlan
 from oblivio.node.api_keys import ApiKey
 from oblivio.node.checkpoints import CheckpointService
@@ -386,7 +387,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
             reason=args.reason or "",
         )
         if not args.no_wait:
-            services.forgetting.commit_due()
+            with progress_display(machine_output=args.json) as progress:
+                services.forgetting.commit_due(progress=progress)
         status = services.forgetting.status(receipt.request_id)
     machine = receipt.to_dict() | {"state": status["state"], "events": status["events"]}
     events = status["events"] if isinstance(status["events"], list) else []
@@ -406,7 +408,8 @@ def cmd_epoch(args: argparse.Namespace) -> int:
     """Commit an epoch now: execute due forgets, sign a checkpoint."""
     with open_node(args.home) as node:
         services = open_services(node)
-        commit = services.forgetting.commit_due(force=True)
+        with progress_display(machine_output=args.json) as progress:
+            commit = services.forgetting.commit_due(force=True, progress=progress)
         if commit is None:
             raise InfrastructureError("epoch: nothing was committed")
     if args.json:
@@ -421,7 +424,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
     with open_node(args.home, recover=False) as node:
         services = open_services(node)
         if args.request:
-            proof = services.forgetting.prove_request(args.artifact_id)
+            with progress_display(machine_output=args.json) as progress:
+                proof = services.forgetting.prove_request(args.artifact_id, progress)
         else:
             proof = services.forgetting.prove(args.artifact_id)
     text = json.dumps(proof, indent=None if args.json else 1, sort_keys=True) + "\n"

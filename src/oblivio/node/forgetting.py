@@ -76,6 +76,9 @@ _PG_FORGET_LOCK = 0x0B11_7E90  # the epoch lock: forget appends and epoch commit
 _log = logging.getLogger(__name__)
 
 EPOCH_RETRY_CAP = timedelta(seconds=60)
+
+Progress = Callable[[str, int, int], None]
+"""Told of long work as it goes: a stage's description, the steps done, the steps in all."""
 """The longest wait between two failed attempts of the epoch loop."""
 
 
@@ -666,7 +669,9 @@ class ForgettingService:
             for r in rows
         ]
 
-    def _execute_keys(self, due: list[_DueEvent]) -> list[RootDestruction]:
+    def _execute_keys(
+        self, due: list[_DueEvent], progress: Progress | None = None
+    ) -> list[RootDestruction]:
         """Level 1 and 2: forget the capability keys in one key-tree batch per capability set
         and destroy the old roots; the destructions are recorded by the epoch's transaction.
         Batches an interrupted epoch left behind are destroyed and recorded first."""
@@ -677,8 +682,13 @@ class ForgettingService:
             if event.level >= 1:
                 groups.setdefault(event.capabilities, []).append(event.artifact_id)
         destroyed: list[RootDestruction] = []
+        keys_total = sum(len(ids) for ids in groups.values())
+        keys_done = 0
         for caps, ids in groups.items():
+            if progress is not None:
+                progress("destroying keys", keys_done, keys_total)
             batch = custody.destroy_roots(custody.begin_forget(ids, caps))
+            keys_done += len(ids)
             destroyed.extend(batch)
             bound = next((d for d in batch if d.entry.tree == "wrap"), batch[0] if batch else None)
             group = [e for e in due if e.level >= 1 and e.capabilities == caps]
@@ -692,6 +702,8 @@ class ForgettingService:
                     event.receipt_hash = bound_hash
                 else:
                     event.receipt_hash = earlier.get(event.artifact_id)
+        if progress is not None and keys_total:
+            progress("destroying keys", keys_total, keys_total)
         return destroyed
 
     def _earlier_receipts(
@@ -754,16 +766,23 @@ class ForgettingService:
         )
         return [(r[0], bytes(r[1])) for r in rows]
 
-    def commit_due(self, now: datetime | None = None, *, force: bool = False) -> EpochCommit | None:
+    def commit_due(
+        self,
+        now: datetime | None = None,
+        *,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> EpochCommit | None:
         """Execute every due forget event and commit one epoch: SMT batch (new ACTIVE leaves,
         revocations, TOMBSTONEs), destruction receipts and ``map_root`` in the log, a signed
         checkpoint. Returns None when there was nothing to commit (and not ``force``).
+        ``progress`` is told of the keys destroyed, then of the epoch's commit.
         """
         moment = now or self._clock()
         with self._lock:
             with self.db.transaction(write=False) as tx:
                 due = self._due_events(tx, format_time(moment))
-            destroyed = self._execute_keys(due)
+            destroyed = self._execute_keys(due, progress)
             with self.db.transaction(write=False) as tx:
                 # Receipts recorded outside an epoch (a window elapsed, a crash recovered),
                 # then this epoch's, which its own transaction records.
@@ -817,7 +836,13 @@ class ForgettingService:
                     _Executed(due, changed, pending_json, unlogged, tombstoned),
                 )
 
+            if progress is not None:
+                progress("committing the epoch", 0, len(updates) + len(entries))
             commit = self.checkpoints.commit_epoch(updates, entries, now=moment, within=bookkeeping)
+            if progress is not None:
+                progress(
+                    "committing the epoch", len(updates) + len(entries), len(updates) + len(entries)
+                )
             for follow_up in after_commit:
                 try:
                     follow_up()
@@ -1205,8 +1230,11 @@ class ForgettingService:
         map_root, inclusion = self.checkpoints.map_root_inclusion(epoch)
         return _CheckpointContext(epoch, stored.note, stored.size, map_root, inclusion)
 
-    def prove_request(self, request_id: str) -> dict[str, JsonValue]:
-        """One bundle with a proof for every artifact of a request, under one checkpoint."""
+    def prove_request(
+        self, request_id: str, progress: Progress | None = None
+    ) -> dict[str, JsonValue]:
+        """One bundle with a proof for every artifact of a request, under one checkpoint;
+        ``progress`` is told of each proof made."""
         with self.db.transaction(write=False) as tx:
             ids = [
                 ArtifactId(r[0])
@@ -1218,7 +1246,12 @@ class ForgettingService:
         if not ids:
             raise NotFoundError(f"no forget request {request_id}")
         at = self._checkpoint_context(self.checkpoints.latest_or_first_checkpoint().epoch)
-        return bundle([self._prove_at(aid, at) for aid in ids])
+        proofs: list[dict[str, JsonValue]] = []
+        for aid in ids:
+            proofs.append(self._prove_at(aid, at))
+            if progress is not None:
+                progress("proving", len(proofs), len(ids))
+        return bundle(proofs)
 
     def _prove_at(self, aid: ArtifactId, at: _CheckpointContext) -> dict[str, JsonValue]:
         with self.db.transaction(write=False) as tx:
