@@ -24,6 +24,11 @@ class FederationSettings:
     """A peer with no ack this long after a tombstone was issued is ``silent``."""
     token_lifetime: timedelta = timedelta(days=365)
     pull_page: int = 500
+    probe_interval: timedelta = timedelta(days=1)
+    """After a probe found a belief still served, the next probe of that peer comes this much
+    later (docs/adr/0027); a second finding is a repeated violation."""
+    isolation_threshold: float = 0.0
+    """A peer whose reputation falls below this is isolated (seed 001, DESIGN.md §12)."""
 
 
 def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
@@ -54,4 +59,15 @@ def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
         token_lifetime=seconds(
             "token_lifetime_seconds", defaults.token_lifetime, 60, 10 * 365 * 86400
         ),
+        probe_interval=seconds("probe_interval_seconds", defaults.probe_interval, 1, 30 * 86400),
+        isolation_threshold=_threshold(section.get("isolation_threshold")),
     )
+
+
+def _threshold(value: object) -> float:
+    """The isolation threshold: a number from -1 to 1 (reputations stay in that range)."""
+    if value is None:
+        return FederationSettings.isolation_threshold
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
+        raise InvalidInputError("federation.isolation_threshold: expected a number from -1 to 1")
+    return float(value)

@@ -43,6 +43,7 @@ from oblivio.core.errors import (
 from oblivio.core.identifiers import CAPABILITIES, Capability, parse_time, validate_entity_uri
 from oblivio.core.manifest import org_of_signer, signer_uri
 from oblivio.core.tombstones import TOMBSTONE_PREFIX, validate_record_id
+from oblivio.federation.peers import PeerIsolatedError
 from oblivio.interfaces.witness_routes import start_witnessing, witness_routes
 from oblivio.node.api_keys import ApiKey
 from oblivio.node.compliance import Compliance
@@ -75,6 +76,7 @@ _STATUSES: tuple[tuple[type[OblivioError], int], ...] = (
     (ArtifactForgottenError, 410),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (PeerIsolatedError, 403),
     (AccessDeniedError, 401),
     (InvalidInputError, 400),
     (VerificationError, 400),
@@ -606,6 +608,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     from oblivio.federation.propagation import open_federation
     from oblivio.federation.workers import FederationWorkers
     from oblivio.interfaces.federation_routes import federation_router
+    from oblivio.interfaces.signed_responses import SignedFederationResponses
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -662,6 +665,8 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_middleware(BodyLimit)
+    # Outermost: federation answers are signed as sent, a 413 included (docs/adr/0027).
+    app.add_middleware(SignedFederationResponses)
     return app
 
 
