@@ -641,6 +641,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
             app.state.federation.client.close()
             node.close()
 
+    from oblivio.interfaces.compliance_routes import compliance_routes
     from oblivio.interfaces.recall_routes import recall_routes
 
     app = FastAPI(
@@ -654,6 +655,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         node_routes,
         tombstone_routes,
         federation_router,
+        compliance_routes,
         artifact_routes,
         forgetting_routes,
         log_routes,
