@@ -1004,9 +1004,10 @@ def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isola
             e["details"].get("code") == "peer_isolated" for e in a.audit("capability_denied")
         )
 
-        cli(a.home, "peer", "reinstate", double.name)
-        row = _peer_row(a, double.name)
+        row = json.loads(cli(a.home, "peer", "reinstate", double.name, "--json"))
         assert (row["state"], row["reputation"]) == ("active", 1.0)
         assert [e["subject"] for e in a.audit("peer_reinstated")] == [double.name]
+        # Its probe resumes at once; its history stays, so the next finding is a repeated one.
+        _poll("probed again: 1.0 -> 0.0", lambda: _peer_row(a, double.name)["reputation"] == 0.0)
     finally:
         cli(a.home, "peer", "remove", double.name)
