@@ -36,7 +36,7 @@ from oblivio.node.home import load_signing_key
 from oblivio.node.ids import new_record_id, new_uuid7
 from oblivio.node.node import init_node, open_node
 from tests.interfaces.conftest import make_keys
-from tests.processes import OBLIVIO, Served, cli, free_port, poll
+from tests.processes import OBLIVIO, Served, cli, free_port, oblivio, poll
 
 DEADLINE = 180.0
 """Seconds a poll waits at most: generous, the machine is shared."""
@@ -944,24 +944,14 @@ def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isola
         assert {e["tombstone_id"] for e in listed["evidence"]} == {record["id"]}
         path = tmp_path / "evidence.json"
         cli(a.home, "evidence", "show", listed["evidence"][0]["id"], "-o", str(path))
-        checked = subprocess.run(
-            [*OBLIVIO, "verify-evidence", str(path), "--key", double.verifier_key],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        checked = oblivio("verify-evidence", str(path), "--key", double.verifier_key)
         assert checked.returncode == 0, checked.stderr
         assert "non-compliance proven" in checked.stdout
         assert belief in checked.stdout
         evidence = json.loads(path.read_text())
         evidence["their_response"]["statement"]["signed_at"] = record["created_at"]
         path.write_text(json.dumps(evidence))
-        refused = subprocess.run(
-            [*OBLIVIO, "verify-evidence", str(path), "--key", double.verifier_key],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        refused = oblivio("verify-evidence", str(path), "--key", double.verifier_key)
         assert refused.returncode == 8, refused.stderr
         with a.client() as admin:
             served = admin.get(f"/v1/federation/evidence/{listed['evidence'][0]['id']}")

@@ -16,8 +16,9 @@ Implications", docs/adr/0027).
    puller and the announce listener serve active peers only), and it may only deliver
    tombstones, revocations and acks (peers.ISOLATED_VERBS). ``reinstate`` lifts it.
 
-An answer without a valid signature proves nothing: it is audited (``peer_probe_unverifiable``)
-and asked again later, never held against the peer. Every change is in the audit log.
+An answer without a valid signature proves nothing: it is asked again later, never held against
+the peer. Every probe (``peer_probed`` with its result), evidence, reputation change and
+isolation is in the audit log.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class NonCompliance:
             p["peer"]: p["status"] for p in federation.propagation(probe.tombstone_id)["peers"]
         }
         if statuses.get(probe.peer) == "proved":
-            self._finish(probe, "proved", "done", "the peer's ack proves the forgetting")
+            self._finish(probe, "proved", "the peer's ack proves the forgetting")
             return "proved"
         answers: list[Answer] = []
         try:
@@ -160,7 +161,7 @@ class NonCompliance:
             from oblivio.federation.propagation import backoff_delay
 
             delay = backoff_delay(probe.attempts, self.settings, self._rng)
-            self._reschedule(probe, delay, f"unreachable: {e}"[:1000])
+            self._reschedule(probe, delay, "unreachable", str(e))
             return "unreachable"
         for answer in answers:
             if answer.finding is not None and answer.statement is not None:
@@ -168,16 +169,10 @@ class NonCompliance:
                 return "violation"
         unverified = [a for a in answers if not a.verified]
         if unverified:
-            why = "; ".join(f"{a.path}: {a.why}" for a in unverified)[:1000]
-            self._reschedule(probe, self.settings.probe_interval, f"unverifiable: {why}")
-            self.audit.append(
-                "peer_probe_unverifiable",
-                actor=probe.peer,
-                subject=probe.tombstone_id,
-                details={"why": why},
-            )
+            why = "; ".join(f"{a.path}: {a.why}" for a in unverified)
+            self._reschedule(probe, self.settings.probe_interval, "unverifiable", why)
             return "unverifiable"
-        self._finish(probe, "clean", "done", "signed answers show the belief gone")
+        self._finish(probe, "clean", "signed answers show the belief gone")
         return "clean"
 
     def _judge(self, peer: Peer, path: str, raw: RawResponse) -> Answer:
@@ -208,7 +203,8 @@ class NonCompliance:
         finding = served_finding(path, raw.status, raw.body)
         return Answer(path, True, finding, f"answered {raw.status}", statement, raw.body)
 
-    def _reschedule(self, probe: Probe, delay: timedelta, result: str) -> None:
+    def _reschedule(self, probe: Probe, delay: timedelta, result: str, detail: str) -> None:
+        """Ask again after ``delay``; audited."""
         now = self._clock()
         with self.db.transaction() as tx:
             tx.execute(
@@ -217,26 +213,31 @@ class NonCompliance:
                 (
                     format_time(now + delay),
                     format_time(now),
-                    result,
+                    f"{result}: {detail}"[:1000],
                     probe.tombstone_id,
                     probe.peer,
                 ),
             )
+            self._audit_probe(tx, probe, result, detail)
 
-    def _finish(self, probe: Probe, result: str, state: str, detail: str) -> None:
+    def _finish(self, probe: Probe, result: str, detail: str) -> None:
+        """The probe is done (the peer proved or showed the belief gone); audited."""
         with self.db.transaction() as tx:
             tx.execute(
-                "UPDATE federation_probes SET state = ?, attempts = attempts + 1, "
+                "UPDATE federation_probes SET state = 'done', attempts = attempts + 1, "
                 "last_probe_at = ?, last_result = ? WHERE tombstone_id = ? AND peer = ?",
-                (state, format_time(self._clock()), result, probe.tombstone_id, probe.peer),
+                (format_time(self._clock()), result, probe.tombstone_id, probe.peer),
             )
-            self.audit.append_in(
-                tx,
-                "peer_probed",
-                actor=probe.peer,
-                subject=probe.tombstone_id,
-                details={"result": result, "detail": detail},
-            )
+            self._audit_probe(tx, probe, result, detail)
+
+    def _audit_probe(self, tx: Transaction, probe: Probe, result: str, detail: str) -> None:
+        self.audit.append_in(
+            tx,
+            "peer_probed",
+            actor=probe.peer,
+            subject=probe.tombstone_id,
+            details={"result": result, "detail": detail[:1000]},
+        )
 
     def _violation(
         self,
@@ -293,13 +294,7 @@ class NonCompliance:
                     peer.name,
                 ),
             )
-            self.audit.append_in(
-                tx,
-                "peer_probed",
-                actor=peer.name,
-                subject=probe.tombstone_id,
-                details={"result": "violation", "finding": finding, "path": statement["path"]},
-            )
+            self._audit_probe(tx, probe, "violation", f"{finding} at {statement['path']}")
             self.audit.append_in(
                 tx,
                 "noncompliance_evidence",
