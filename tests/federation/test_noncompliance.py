@@ -240,3 +240,41 @@ def test_reputation_recovers_with_time_but_isolation_needs_the_operator(world: W
     assert [e["subject"] for e in world.audit("peer_reinstated")] == [PEER]
     with pytest.raises(Exception, match="not isolated"):
         noncompliance.reinstate(PEER)
+
+
+def _proved(world: World, tombstone_id: str) -> None:
+    """Record that the peer's ack proved the forgetting (as record_ack stores a verified one)."""
+    with world.node.db.transaction() as tx:
+        tx.execute(
+            "INSERT INTO federation_acks (tombstone_id, peer, ack_json, status, detail, "
+            "received_at) VALUES (?, ?, '{}', 'proved', 'test', ?)",
+            (tombstone_id, PEER, format_time(world.peer.clock())),
+        )
+
+
+def test_a_proved_peer_is_not_probed_unless_the_belief_went_to_it(world: World) -> None:
+    noncompliance = world.federation.noncompliance
+    tombstone_id = world.belief_tombstone()
+    _proved(world, tombstone_id)
+    world.later(DEADLINE)
+    (probe,) = noncompliance.due()
+    assert not probe.belief_recipient
+    assert noncompliance.run(probe) == "proved"
+    assert world.peer.asked == []
+
+    belief = str(new_uuid7())
+    with world.node.db.transaction() as tx:  # the belief was delivered to the peer
+        tx.execute(
+            "INSERT INTO federation_outbox (record_id, peer, kind, created_at, next_attempt_at, "
+            "delivered_at) VALUES (?, ?, 'belief', ?, ?, ?)",
+            (belief, PEER, *[format_time(world.peer.clock())] * 3),
+        )
+    record, _ = world.federation.services.compliance.tombstones.issue(
+        "dpo", f"belief:{belief}", "*", None
+    )
+    _proved(world, record.id)
+    world.later(DEADLINE)
+    (probe,) = noncompliance.due()
+    assert (probe.tombstone_id, probe.belief_recipient) == (record.id, True)
+    assert noncompliance.run(probe) == "violation"
+    assert world.row() == ("active", 0.5)

@@ -2,8 +2,10 @@
 Implications", docs/adr/0027).
 
 1. **Probes.** When this node issues a tombstone of an entity ``belief:<id>``, one probe row per
-   peer it goes to is written in the tombstone's own transaction, due at the ack deadline. A due
-   probe of an active peer whose status is not ``proved`` asks the peer
+   peer it goes to, and per peer the belief itself was delivered to (outbox rows of kind
+   ``belief``), is written in the tombstone's own transaction, due at the ack deadline. A due
+   probe of an active peer whose status is not ``proved`` (a belief recipient: whatever its
+   status) asks the peer
    ``GET /federation/belief/{id}/status`` and ``GET /v1/federation/beliefs/{id}`` with the token
    the peer issued us (``belief:read``). A peer that cannot be reached is asked again with the
    outbox's backoff; answers that show the belief gone end the probe (``clean``).
@@ -63,6 +65,8 @@ MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 """A probe answer signed further than this from our clock proves nothing (a backdated answer
 could otherwise pass for one given before the tombstone)."""
 EVIDENCE_PREFIX: Final = "evid_"
+BELIEF_DELIVERY: Final = "belief"
+"""The outbox kind of a belief's delivery to a recipient (federation/beliefs.py)."""
 
 
 def probe_paths(belief_id: str) -> tuple[str, str]:
@@ -78,6 +82,7 @@ class Probe:
     peer: str
     belief_id: str
     attempts: int
+    belief_recipient: bool
 
 
 @dataclass(frozen=True)
@@ -126,18 +131,43 @@ class NonCompliance:
                 "next_probe_at) VALUES (?, ?, ?, 'due', ?)",
                 (record.id, peer, belief_id, due),
             )
+        self._probe_recipients(tx, record.id, belief_id, due, {str(r[0]) for r in rows})
+
+    def _probe_recipients(
+        self, tx: Transaction, tombstone_id: str, belief_id: str, due: str, probed: set[str]
+    ) -> None:
+        """Every peer the belief itself went to is probed, proved or not: a proof covers what
+        a peer says it held; content it still serves is evidence all the same."""
+        recipients = tx.fetchall(
+            "SELECT DISTINCT peer FROM federation_outbox WHERE record_id = ? AND kind = ?",
+            (belief_id, BELIEF_DELIVERY),
+        )
+        for (peer,) in recipients:
+            if str(peer) in probed:
+                tx.execute(
+                    "UPDATE federation_probes SET belief_recipient = 1 "
+                    "WHERE tombstone_id = ? AND peer = ?",
+                    (tombstone_id, peer),
+                )
+            else:
+                tx.execute(
+                    "INSERT INTO federation_probes (tombstone_id, peer, belief_id, "
+                    "belief_recipient, state, next_probe_at) VALUES (?, ?, ?, 1, 'due', ?)",
+                    (tombstone_id, peer, belief_id, due),
+                )
 
     def due(self, limit: int = 50) -> list[Probe]:
         """Probes to run now, of active peers only (an isolated peer is not asked)."""
         with self.db.transaction(write=False) as tx:
             rows = tx.fetchall(
-                "SELECT p.tombstone_id, p.peer, p.belief_id, p.attempts FROM federation_probes p "
+                "SELECT p.tombstone_id, p.peer, p.belief_id, p.attempts, p.belief_recipient "
+                "FROM federation_probes p "
                 "JOIN federation_peers f ON f.name = p.peer "
                 "WHERE p.state = 'due' AND p.next_probe_at <= ? AND f.state = 'active' "
                 "ORDER BY p.next_probe_at, p.tombstone_id LIMIT ?",
                 (format_time(self._clock()), limit),
             )
-        return [Probe(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+        return [Probe(str(r[0]), str(r[1]), str(r[2]), int(r[3]), bool(r[4])) for r in rows]
 
     # -- probing ------------------------------------------------------------------------------
 
@@ -149,7 +179,7 @@ class NonCompliance:
         statuses = {
             p["peer"]: p["status"] for p in federation.propagation(probe.tombstone_id)["peers"]
         }
-        if statuses.get(probe.peer) == "proved":
+        if statuses.get(probe.peer) == "proved" and not probe.belief_recipient:
             self._finish(probe, "proved", "the peer's ack proves the forgetting")
             return "proved"
         answers: list[Answer] = []

@@ -718,11 +718,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             # Probes of the peers a belief tombstone went to, after its ack deadline
             # (DESIGN.md §12, docs/adr/0027): one row per tombstone and peer, so a restarted
-            # node resumes them.
+            # node resumes them. ``belief_recipient``: the belief itself went to that peer, so
+            # it is probed even when its ack proved the forgetting.
             """CREATE TABLE federation_probes (
                 tombstone_id TEXT NOT NULL,
                 peer TEXT NOT NULL,
                 belief_id TEXT NOT NULL,
+                belief_recipient INTEGER NOT NULL DEFAULT 0,
                 state TEXT NOT NULL,
                 attempts {bigint} NOT NULL DEFAULT 0,
                 findings {bigint} NOT NULL DEFAULT 0,
