@@ -52,6 +52,7 @@ class FakePeer(PeerClient):
         self.asked.append(path)
         if self.mode == "down":
             raise PeerUnreachableError(f"GET {base_url}{path}: connection refused")
+        status = 401 if self.mode == "refuse" else 200
         if path.endswith("/status"):
             body = {"exists": True, "deleted": self.mode not in ("serve", "unsigned")}
         else:
@@ -59,17 +60,17 @@ class FakePeer(PeerClient):
             body = {"status": "active", "content": "x"} if served else {"status": "deleted"}
         data = canonical_json(body)
         if self.mode == "unsigned":
-            return RawResponse(200, data, None)
+            return RawResponse(status, data, None)
         statement = sign_response(
             self.key,
             node=PEER,
             method="GET",
             path=path,
-            status=200,
+            status=status,
             body=data,
             signed_at=format_time(self.clock()),
         )
-        return RawResponse(200, data, encode_statement(statement))
+        return RawResponse(status, data, encode_statement(statement))
 
 
 @dataclass
@@ -207,19 +208,23 @@ def test_unsigned_answers_prove_nothing_and_unreachable_peers_are_asked_again(
     results = [e["details"]["result"] for e in world.audit("peer_probed")]  # type: ignore[index]
     assert results == ["unverifiable"]
     world.later(AGAIN)
+    world.peer.mode = "refuse"  # signed 401s: it would not say, which proves nothing either way
+    (probe,) = noncompliance.due()
+    assert noncompliance.run(probe) == "refused"
+    world.later(AGAIN)
     world.peer.mode = "down"
     (probe,) = noncompliance.due()
     assert noncompliance.run(probe) == "unreachable"
     world.later(timedelta(minutes=6))  # past any backoff (5 min cap)
     world.peer.mode = "forgot"
     (probe,) = noncompliance.due()
-    assert probe.attempts == 2
+    assert probe.attempts == 3
     assert noncompliance.run(probe) == "clean"
     assert noncompliance.due() == []
     (row,) = noncompliance.probes()
     assert (row["state"], row["last_result"]) == ("done", "clean")
     results = [e["details"]["result"] for e in world.audit("peer_probed")]  # type: ignore[index]
-    assert results == ["unverifiable", "unreachable", "clean"]
+    assert results == ["unverifiable", "refused", "unreachable", "clean"]
     assert world.row() == ("active", 1.0)
 
 

@@ -65,6 +65,9 @@ MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 """A probe answer signed further than this from our clock proves nothing (a backdated answer
 could otherwise pass for one given before the tombstone)."""
 EVIDENCE_PREFIX: Final = "evid_"
+ANSWERS_ABOUT_THE_BELIEF: Final = (200, 404, 410)
+"""Statuses that say something about the belief; any other (401, 403, 400…) is a refusal to
+answer, asked again later, neither clean nor a violation."""
 BELIEF_DELIVERY: Final = "belief"
 """The outbox kind of a belief's delivery to a recipient (federation/beliefs.py)."""
 
@@ -90,6 +93,7 @@ class Answer:
     """What one probe route's answer established."""
 
     path: str
+    status: int
     verified: bool
     finding: Finding | None
     why: str
@@ -173,7 +177,7 @@ class NonCompliance:
 
     def run(self, probe: Probe) -> str:
         """Run one probe; return its result (``proved``, ``clean``, ``violation``,
-        ``unverifiable`` or ``unreachable``), recorded and audited."""
+        ``unverifiable``, ``refused`` or ``unreachable``), recorded and audited."""
         federation = self.federation
         peer = federation.peers.require(probe.peer)
         statuses = {
@@ -197,18 +201,21 @@ class NonCompliance:
             if answer.finding is not None and answer.statement is not None:
                 self._violation(probe, peer, answer.finding, answer.statement, answer.body)
                 return "violation"
-        unverified = [a for a in answers if not a.verified]
-        if unverified:
-            why = "; ".join(f"{a.path}: {a.why}" for a in unverified)
-            self._reschedule(probe, self.settings.probe_interval, "unverifiable", why)
-            return "unverifiable"
+        for result, failed in (
+            ("unverifiable", [a for a in answers if not a.verified]),
+            ("refused", [a for a in answers if a.status not in ANSWERS_ABOUT_THE_BELIEF]),
+        ):
+            if failed:
+                why = "; ".join(f"{a.path}: {a.why}" for a in failed)
+                self._reschedule(probe, self.settings.probe_interval, result, why)
+                return result
         self._finish(probe, "clean", "signed answers show the belief gone")
         return "clean"
 
     def _judge(self, peer: Peer, path: str, raw: RawResponse) -> Answer:
         """Verify one answer's signature with the peer's manifest key and see what it shows."""
         if raw.signature is None:
-            return Answer(path, False, None, f"{raw.status} without a response signature")
+            return Answer(path, raw.status, False, None, "no response signature")
         try:
             statement = decode_statement(raw.signature)
             key = self.federation.compliance.manifests.require(peer.name).key_for(
@@ -216,7 +223,7 @@ class NonCompliance:
             )
             signed = verify_response(statement, raw.body, key)
         except (VerificationError, InvalidInputError, NotFoundError) as e:
-            return Answer(path, False, None, f"signature: {e}"[:300])
+            return Answer(path, raw.status, False, None, f"signature: {e}"[:300])
         skew = abs(parse_time(signed.signed_at) - self._clock())
         if (
             signed.node != peer.name
@@ -225,13 +232,15 @@ class NonCompliance:
         ):
             return Answer(
                 path,
+                raw.status,
                 False,
                 None,
                 f"statement of {signed.node} for {signed.method} {signed.path[:200]} "
                 f"{signed.status} at {signed.signed_at} does not match the answer",
             )
         finding = served_finding(path, raw.status, raw.body)
-        return Answer(path, True, finding, f"answered {raw.status}", statement, raw.body)
+        why = f"answered {raw.status}"
+        return Answer(path, raw.status, True, finding, why, statement, raw.body)
 
     def _reschedule(self, probe: Probe, delay: timedelta, result: str, detail: str) -> None:
         """Ask again after ``delay``; audited."""
