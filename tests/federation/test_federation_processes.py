@@ -941,7 +941,9 @@ def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isola
 
         # The evidence, exported, verifies offline with the double's key; a tampered copy fails.
         listed = json.loads(cli(a.home, "evidence", "list", "--peer", double.name, "--json"))
-        assert {e["tombstone_id"] for e in listed["evidence"]} == {record["id"]}
+        assert {(e["tombstone_id"], e["finding"]) for e in listed["evidence"]} == {
+            (record["id"], "content_served")
+        }
         path = tmp_path / "evidence.json"
         cli(a.home, "evidence", "show", listed["evidence"][0]["id"], "-o", str(path))
         checked = oblivio("verify-evidence", str(path), "--key", double.verifier_key)

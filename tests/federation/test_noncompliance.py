@@ -136,7 +136,7 @@ def test_a_peer_still_serving_is_caught_penalised_and_isolated(world: World) -> 
     (kept,) = noncompliance.evidence_list()
     evidence = noncompliance.evidence(kept["id"])
     found = verify_evidence(evidence, verifier_key(PEER, world.peer.key.verify_key.public_bytes))
-    assert (found.tombstone_id, found.finding) == (tombstone_id, "not_deleted")
+    assert (found.tombstone_id, found.finding) == (tombstone_id, "content_served")
     assert evidence["our_tombstone"]["reason"] == "redacted"  # type: ignore[index]
 
     world.later(AGAIN)

@@ -197,7 +197,8 @@ class NonCompliance:
             delay = backoff_delay(probe.attempts, self.settings, self._rng)
             self._reschedule(probe, delay, "unreachable", str(e))
             return "unreachable"
-        for answer in answers:
+        # The belief's content, when served, is the stronger evidence: kept before the status.
+        for answer in sorted(answers, key=lambda a: a.finding != "content_served"):
             if answer.finding is not None and answer.statement is not None:
                 self._violation(probe, peer, answer.finding, answer.statement, answer.body)
                 return "violation"
