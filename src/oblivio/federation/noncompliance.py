@@ -192,6 +192,7 @@ class NonCompliance:
                 raw = federation.client.fetch(peer.url, path, peer.token)
                 answers.append(self._judge(peer, path, raw))
         except PeerUnreachableError as e:
+            # propagation.py imports this module to build its Federation: imported here.
             from oblivio.federation.propagation import backoff_delay
 
             delay = backoff_delay(probe.attempts, self.settings, self._rng)
