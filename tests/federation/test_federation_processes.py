@@ -7,6 +7,9 @@ line (A and C are not peers), peered with the real command line (``peer add``, `
 - Partition and crash: B is SIGKILLed while A issues tombstones, then A is SIGKILLed with its
   outbox undelivered; both restart: every tombstone reaches B and C, each stored once.
 - Bad input over the federation routes: 4xx JSON errors, audited, no state change, no 5xx.
+- Beliefs: one shared A->B reads on B; A deletes it (seed 001 DeletionRequest): B and C apply
+  the tombstone, B's ack proves its re-wrapped key forgotten, B answers deleted without content;
+  one deleted in its grace period sends nothing and leaves no tombstone; bad deliveries refused.
 
 B runs on PostgreSQL, A and C on SQLite.
 """
@@ -17,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +48,9 @@ PARTITION_TOMBSTONES = int(os.environ.get("OBLIVIO_FEDERATION_TOMBSTONES", "1000
 """As issue 12 asks; about two minutes on a shared 2-core machine."""
 SILENT_AFTER = 10
 """A's ack deadline (seconds): a peer with no ack by then is ``silent``."""
-ALL_VERBS = "tombstone:read,tombstone:write,ack:write,belief:read"
+ALL_VERBS = "tombstone:read,tombstone:write,ack:write,belief:read,belief:write"
+GRACE = 4
+"""Seconds a shared belief waits as ``pending_federation`` (``propagation_delay_seconds``)."""
 PROBE_AGAIN_AFTER = 2
 """Seconds after a probe found a belief still served before the next probe of that peer."""
 
@@ -123,6 +129,7 @@ def line(tmp_path_factory: pytest.TempPathFactory, b_store: str) -> Iterator[Lin
         config["federation"] = {
             "ack_deadline_seconds": SILENT_AFTER,
             "probe_interval_seconds": PROBE_AGAIN_AFTER,
+            "propagation_delay_seconds": GRACE,
         }
         (home / "config.json").write_text(json.dumps(config))
         admin = make_keys(home)["admin"]
@@ -204,6 +211,18 @@ def _has_revocation(node: Node, revocation_id: str) -> bool:
     return node.count(query, (revocation_id,)) == 1
 
 
+def _ack_held(node: Node, tombstone_id: str, peer: str) -> dict[str, Any]:
+    """The ack ``peer`` sent ``node`` for a tombstone, as ``node`` holds it."""
+    with open_node(node.home, recover=False) as opened, opened.db.transaction(write=False) as tx:
+        row = tx.fetchone(
+            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
+            (tombstone_id, peer),
+        )
+    assert row is not None
+    ack: dict[str, Any] = json.loads(row[0])
+    return ack
+
+
 def _forgotten(node: Node, artifact_id: str) -> bool:
     with node.client() as client:
         return client.get(f"/v1/artifacts/{artifact_id}").status_code == 410
@@ -269,13 +288,7 @@ def test_tombstone_reaches_b_by_push_and_c_through_b_and_comes_back_proved(line:
 
     # The ack as A holds it: signed by B, a PoF per artifact B held, each verified offline
     # with B's verifier key by the command line.
-    with open_node(a.home, recover=False) as node, node.db.transaction(write=False) as tx:
-        row = tx.fetchone(
-            "SELECT ack_json FROM federation_acks WHERE tombstone_id = ? AND peer = ?",
-            (tombstone_id, b.name),
-        )
-    assert row is not None
-    ack = json.loads(row[0])
+    ack = _ack_held(a, tombstone_id, b.name)
     assert ack["type"] == "oblivio.tombstone-ack.v1"
     assert (ack["node"], ack["status"], ack["level"]) == (b.name, "applied", 2)
     assert sorted(ack["artifacts"]) == sorted(on_b)
@@ -421,6 +434,253 @@ def test_pull_route_pages_with_an_opaque_cursor(line: Line) -> None:
     assert len(seen) == len(set(seen))
 
 
+# -- beliefs ---------------------------------------------------------------------------------
+
+
+def _share(a: Node, recipients: list[str], text: bytes) -> dict[str, Any]:
+    with a.client() as client:
+        response = client.post(
+            "/v1/beliefs",
+            json={
+                "plaintext_b64url": b64url_encode(text),
+                "metadata": {"topic": "tea"},
+                "recipients": recipients,
+            },
+        )
+    assert response.status_code == 201, response.text
+    shared: dict[str, Any] = response.json()
+    assert shared["status"] == "pending_federation"
+    return shared
+
+
+def _deletion_request(a: Node, belief_id: str) -> dict[str, Any]:
+    """Seed 001 ``DeletionRequest``, signed by A's identity key."""
+    import rfc8785
+
+    request: dict[str, Any] = {
+        "belief_id": belief_id,
+        "tombstone_id": new_uuid7(),
+        "reason": "user_request",
+        "originator_id": a.name,
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "propagate": True,
+    }
+    request["signature"] = b64url_encode(load_signing_key(a.home).sign(rfc8785.dumps(request)))
+    return request
+
+
+def _belief_on(node: Node, belief_id: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    with node.client(headers) as client:
+        path = "/v1/federation/beliefs/" if headers else "/v1/beliefs/"
+        return client.get(path + belief_id)
+
+
+def test_a_belief_shared_a_to_b_is_read_on_b_and_its_deletion_comes_back_proved(
+    line: Line,
+) -> None:
+    a, b, c = line.a, line.b, line.c
+    shared = json.loads(
+        cli(a.home, "share", "--text", "alice prefers tea", "--to", b.name, "--json")
+    )
+    assert shared["status"] == "pending_federation"
+    belief_id = shared["id"]
+    assert shared["envelope"]["recipients"][0]["kem"] == "mlkem768-x25519"  # both publish it
+    assert _belief_on(a, belief_id).json()["status"] == "pending_federation"
+
+    _poll("B reads the belief", lambda: _belief_on(b, belief_id).status_code == 200)
+    on_b = _belief_on(b, belief_id).json()
+    assert (on_b["status"], on_b["origin"]) == ("received", a.name)
+    assert on_b["content"] == {
+        "plaintext_b64url": b64url_encode(b"alice prefers tea"),
+        "metadata": {},
+    }
+    assert _belief_on(a, belief_id).json()["status"] == "federated"
+    as_a = {"Authorization": f"Bearer {line.tokens[('b', 'a')]}"}
+    assert _belief_on(b, belief_id, as_a).json()["content"] == on_b["content"]  # A's probe
+    as_c = {"Authorization": f"Bearer {line.tokens[('b', 'c')]}"}
+    assert _belief_on(b, belief_id, as_c).status_code == 404  # C is not a recipient
+    assert _belief_on(c, belief_id).status_code == 404  # shared with B only
+    with b.client(as_a) as client:
+        status = client.get(f"/federation/belief/{belief_id}/status").json()
+    assert (status["exists"], status["deleted"]) == (True, False)
+    key_artifact = [
+        e["details"]["key_artifact_id"]
+        for e in b.audit("belief_received")
+        if e["subject"] == belief_id
+    ]
+    assert len(key_artifact) == 1
+
+    deleting = time.monotonic()
+    with a.client() as client:
+        response = client.post("/federation/delete", json=_deletion_request(a, belief_id))
+    assert response.status_code == 200, response.text
+    assert response.json()["propagation_status"] == "enqueued for 1 peers"
+    tombstone_id = response.json()["tombstone_id"]
+    _poll("B forgot its key of the belief", lambda: _forgotten(b, key_artifact[0]))
+    _poll("C holds it through B", lambda: _holds(c, tombstone_id))
+    # Issue 12 asks for 60 s; measured, not gated (the machine is shared).
+    print(f"belief deletion applied on B and C in {time.monotonic() - deleting:.2f} s")
+    deleted = _belief_on(b, belief_id).json()
+    assert (deleted["status"], deleted["content"]) == ("deleted", None)
+    assert deleted["tombstone"]["id"] == tombstone_id
+    assert deleted["tombstone"]["entity_uri"] == f"belief:{belief_id}"
+    probe = _belief_on(b, belief_id, as_a).json()
+    assert (probe["status"], probe["content"]) == ("deleted", None)
+    assert _belief_on(a, belief_id).json()["content"] is None
+    shown = json.loads(cli(b.home, "belief", "show", belief_id, "--json"))
+    assert (shown["status"], shown["content"]) == ("deleted", None)
+    with b.client(as_a) as client:
+        status = client.get(f"/federation/belief/{belief_id}/status").json()
+    assert (status["exists"], status["deleted"]) == (True, True)
+
+    def b_status() -> str:
+        with a.client() as client:
+            peers = client.get(f"/v1/federation/propagation/{tombstone_id}").json()["peers"]
+        return str(peers[0]["status"])
+
+    _poll("A shows B proved", lambda: b_status() == "proved")
+    ack = _ack_held(a, tombstone_id, b.name)
+    assert (ack["status"], ack["level"], ack["artifacts"]) == ("applied", 2, key_artifact)
+    [proof] = ack["proofs"]
+    path = a.home.parent / f"belief-pof-{belief_id}.json"
+    path.write_text(json.dumps(proof))
+    cli(a.home, "verify", str(path), "--key", cli(b.home, "key"))
+
+
+def test_a_belief_deleted_in_its_grace_period_sends_nothing_and_leaves_no_tombstone(
+    line: Line,
+) -> None:
+    a, b = line.a, line.b
+    shared = _share(a, [b.name], b"sent to the wrong node")
+    belief_id = shared["id"]
+    with a.client() as client:
+        response = client.post("/federation/delete", json=_deletion_request(a, belief_id))
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "tombstone_id": None,
+        "propagation_status": "withdrawn_in_grace_period",
+    }
+    entity = (f"belief:{belief_id}",)
+    assert a.count("SELECT COUNT(*) FROM tombstones WHERE entity_uri = ?", entity) == 0
+    assert a.count("SELECT COUNT(*) FROM federation_outbox WHERE record_id = ?", (belief_id,)) == 0
+    assert a.count(
+        "SELECT COUNT(*) FROM beliefs WHERE id = ? AND state = 'withdrawn' AND ciphertext IS NULL",
+        (belief_id,),
+    )
+    answer = _belief_on(a, belief_id).json()
+    assert (answer["status"], answer["tombstone"], answer["content"]) == ("deleted", None, None)
+    with a.client({"Authorization": f"Bearer {line.tokens[('a', 'b')]}"}) as client:
+        status = client.get(f"/federation/belief/{belief_id}/status").json()
+    assert status == {"exists": True, "deleted": True}  # withdrawn: deleted, no tombstone
+    # The key was forgotten like any artifact: its forget committed by an epoch.
+    _poll(
+        "A's key of the belief forgotten",
+        lambda: (
+            a.count(
+                "SELECT COUNT(*) FROM forget_events e JOIN artifacts x "
+                "ON x.artifact_id = e.artifact_id WHERE x.entity_uri = ? AND e.epoch >= 0",
+                entity,
+            )
+            == 1
+        ),
+    )
+    # Nothing reaches B, even once the grace period is over (a wait for an absence).
+    time.sleep(GRACE + 2)
+    assert b.count("SELECT COUNT(*) FROM beliefs WHERE id = ?", (belief_id,)) == 0
+    assert b.count("SELECT COUNT(*) FROM tombstones WHERE entity_uri = ?", entity) == 0
+    assert not [e for e in b.audit("belief_refused") if e["subject"] == belief_id]
+
+
+def _delivery(
+    signer_home: Path, origin: str, recipient: str, recipient_url: str, **envelope: Any
+) -> dict[str, Any]:
+    """A delivery body as an origin would send it, for the bad-input checks."""
+    from oblivio.core.belief import (
+        recipient_for,
+        seal_belief,
+        sign_envelope,
+        wrap_belief_key,
+    )
+    from oblivio.core.manifest import verify_manifest
+
+    manifest = verify_manifest(httpx.get(f"{recipient_url}/v1/manifest").json())
+    assert manifest.federation_key is not None
+    public = manifest.federation_key.x25519
+    belief_id = new_uuid7()
+    belief_key = os.urandom(32)
+    ciphertext = seal_belief(belief_key, os.urandom(12), b"a belief", belief_id)
+    signed = sign_envelope(
+        load_signing_key(signer_home),
+        belief_id=belief_id,
+        origin=origin,
+        ciphertext=ciphertext,
+        metadata={},
+        recipients=[recipient_for(recipient, "x25519", public)],
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    )
+    blob = wrap_belief_key("x25519", public, belief_key, belief_id)
+    return {
+        "envelope": {**signed, **envelope},
+        "ciphertext_b64": b64url_encode(ciphertext),
+        "key_blob": [{"node": recipient, "kem": "x25519", "enc_b64": b64url_encode(blob)}],
+    }
+
+
+def test_bad_beliefs_are_refused_audited_and_change_nothing(line: Line) -> None:
+    a, b, c = line.a, line.b, line.c
+    as_a = {"Authorization": f"Bearer {line.tokens[('b', 'a')]}"}
+    good = _delivery(a.home, a.name, b.name, b.url)
+    with b.client(as_a) as client:  # a well-formed one first (DHKEM(X25519)), then its replay
+        first = client.post("/v1/federation/beliefs", json=good)
+        assert first.status_code == 200, first.text
+        assert first.json()["new"] is True
+        again = client.post("/v1/federation/beliefs", json=good)
+        assert again.json() == {**first.json(), "new": False}
+
+    def state() -> tuple[int, int]:
+        return (
+            b.count("SELECT COUNT(*) FROM beliefs"),
+            b.count("SELECT COUNT(*) FROM artifacts"),
+        )
+
+    before = state()
+    refused_before = len(b.audit("belief_refused"))
+    denied_before = len(b.audit("capability_denied"))
+    wrong_signer = _delivery(c.home, a.name, b.name, b.url)  # signed with C's key as A
+    claims_c = _delivery(c.home, c.name, b.name, b.url)  # C's envelope, relayed by A
+    not_for_b = _delivery(a.home, a.name, c.name, c.url)
+    tampered = {**good, "ciphertext_b64": b64url_encode(b"another ciphertext entirely")}
+    with b.client(as_a) as client:
+        for body, status, code in (
+            ({}, 400, "invalid_input"),
+            ({**good, "envelope": {"type": "oblivio.belief.v1"}}, 400, "invalid_input"),
+            (wrong_signer, 400, "belief_verification_failed"),
+            (claims_c, 400, "belief_verification_failed"),
+            (not_for_b, 400, "belief_recipient_unknown"),
+            (tampered, 400, "belief_verification_failed"),
+        ):
+            _error(client.post("/v1/federation/beliefs", json=body), status, code)
+        _refuses_oversize(client, "/v1/federation/beliefs")
+    read_only = cli(b.home, "peer", "token", a.name, "--verbs", "belief:read")
+    for headers, code in (
+        ({}, "capability_denied"),
+        ({"Authorization": f"Bearer {read_only}"}, "capability_verb_missing"),
+    ):
+        with b.client(headers) as client:
+            _error(client.post("/v1/federation/beliefs", json=good), 401, code)
+    with b.client({"Authorization": f"Bearer {line.tokens[('b', 'a')]}"}) as client:
+        _error(client.get("/v1/federation/beliefs/" + new_uuid7()), 404, "belief_not_found")
+    assert state() == before
+    assert len(b.audit("belief_refused")) == refused_before + 6
+    assert len(b.audit("capability_denied")) == denied_before + 2
+    with a.client() as client:  # an origin cannot share with a node that is not its peer
+        response = client.post(
+            "/v1/beliefs",
+            json={"plaintext_b64url": "eA", "recipients": [c.name]},
+        )
+        _error(response, 400, "belief_recipient_unknown")
+
+
 @pytest.mark.slow
 def test_partition_and_crashes_lose_nothing_and_duplicate_nothing(line: Line) -> None:
     a, b, c = line.a, line.b, line.c
@@ -491,6 +751,12 @@ def _error(response: httpx.Response, status: int, code: str) -> None:
     assert response.json()["error"]["code"] == code, response.text
 
 
+def _refuses_oversize(client: httpx.Client, path: str) -> None:
+    oversize = b'{"id": "' + b"x" * 200_000 + b'"}'
+    response = client.post(path, content=oversize, headers={"Content-Type": "application/json"})
+    _error(response, 413, "request_too_large")
+
+
 def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
     a, b = line.a, line.b
     as_a = {"Authorization": f"Bearer {line.tokens[('b', 'a')]}"}
@@ -551,15 +817,7 @@ def test_bad_input_is_refused_audited_and_changes_nothing(line: Line) -> None:
             400,
             "invalid_cursor",
         )
-        _error(
-            client.post(
-                "/federation/tombstone",
-                content=b'{"id": "' + b"x" * 200_000 + b'"}',
-                headers={"Content-Type": "application/json"},
-            ),
-            413,
-            "request_too_large",
-        )
+        _refuses_oversize(client, "/federation/tombstone")
     record = _signed_as_a(a, entity_uri="user:token-checks")
     for headers, code in (
         ({"Authorization": f"Bearer {expired}"}, "capability_expired"),
@@ -914,7 +1172,14 @@ def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isola
     )
     as_double = {
         "Authorization": "Bearer "
-        + cli(a.home, "peer", "token", double.name, "--verbs", "tombstone:write,tombstone:read")
+        + cli(
+            a.home,
+            "peer",
+            "token",
+            double.name,
+            "--verbs",
+            "tombstone:write,tombstone:read,belief:write",
+        )
     }
     try:
         assert _peer_row(a, double.name)["reputation"] == 1.0
@@ -978,6 +1243,7 @@ def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isola
         )
         with httpx.Client(base_url=a.url, headers=as_double, timeout=30) as client:
             _error(client.get("/v1/federation/tombstones"), 403, "peer_isolated")
+            _error(client.post("/v1/federation/beliefs", json={}), 403, "peer_isolated")
             artifact = _put(a, "user:asked-the-double", b"forget me")
             theirs = sign_tombstone(
                 double.key,

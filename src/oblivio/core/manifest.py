@@ -6,7 +6,11 @@ over the JCS bytes of the new entry without ``endorsement_b64``::
 
     {"type": "oblivio.manifest.v1", "org": "node-a.example",
      "keys": [{"key_id": hex, "public_key_b64": b64url, "created_at": time,
-               "predecessor": null | key_id, "endorsement_b64": null | b64url}, ...]}
+               "predecessor": null | key_id, "endorsement_b64": null | b64url}, ...],
+     "federation_key": {oblivio.federation-key.v1, signed by a key of the chain} | absent}
+
+The optional ``federation_key`` (core/belief.py) publishes the org's X25519 and
+ML-KEM-768 + X25519 federation keys; manifests without it keep verifying.
 
 A key is valid for records created from its own ``created_at`` until its successor's; a record
 signed by a rotated-out key after the rotation does not verify. Records name their signer as
@@ -20,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from oblivio.core.belief import FederationKey, verify_federation_key
 from oblivio.core.canonical import JsonValue, canonical_json
 from oblivio.core.encoding import b64url_decode, b64url_encode
 from oblivio.core.errors import VerificationError
@@ -51,6 +56,9 @@ class OrgManifest:
     org: str
     keys: tuple[ManifestKey, ...]
     raw: Mapping[str, JsonValue]
+    federation_key: FederationKey | None = None
+    """The org's published federation keys (core/belief.py); None in manifests made before
+    federation keys existed, which keep verifying."""
 
     def raw_keys(self) -> list[JsonValue]:
         """The key entries exactly as the manifest holds them."""
@@ -180,7 +188,15 @@ def verify_manifest(manifest: object, anchor_key_id: str | None = None) -> OrgMa
         ManifestKey(key, created, parsed[i + 1][1] if i + 1 < len(parsed) else None)
         for i, (key, created) in enumerate(parsed)
     )
-    return OrgManifest(org, keys, dict(manifest))
+    verified = OrgManifest(org, keys, dict(manifest))
+    statement = manifest.get("federation_key")
+    if statement is None:
+        return verified
+    if not isinstance(statement, Mapping):
+        raise VerificationError("manifest: federation_key must be an object")
+    signer = verified.key_for(str(statement.get("key_id")), str(statement.get("created_at")))
+    federation_key = verify_federation_key(statement, org, signer)
+    return OrgManifest(org, keys, dict(manifest), federation_key)
 
 
 def _verify_entry(

@@ -146,6 +146,7 @@ class Federation:
         self.org = self.compliance.org
         self.settings = settings
         self.client = client
+        self.clock = clock
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self.peers = Peers(
@@ -158,6 +159,9 @@ class Federation:
         )
         self.wake = threading.Event()
         """Set when a record enters the outbox, so the push worker need not wait."""
+        self.deliverers: dict[str, Callable[[Delivery, Peer], bool]] = {}
+        """Outbox kinds delivered elsewhere (``belief``: federation/beliefs.py): each returns
+        False when it cancelled its row instead of sending it."""
         self.compliance.tombstones.observers.append(self._observe)
         # Registered after _observe: probes are scheduled for the outbox rows it writes.
         self.noncompliance = NonCompliance(self, clock, self._rng)
@@ -621,6 +625,9 @@ class Federation:
                     self._reschedule(delivery, timedelta(seconds=1), None, count=False)
                     return None
                 self.client.send_ack(peer.url, peer.token, ack)
+            elif delivery.kind in self.deliverers:
+                if not self.deliverers[delivery.kind](delivery, peer):
+                    return None
             else:
                 self.client.push(
                     peer.url, peer.token, as_sent(self.record_json(delivery.record_id))

@@ -29,6 +29,9 @@ class FederationSettings:
     later (docs/adr/0027); a second finding is a repeated violation."""
     isolation_threshold: float = 0.0
     """A peer whose reputation falls below this is isolated (seed 001, DESIGN.md §12)."""
+    propagation_delay: timedelta = timedelta(minutes=5)
+    """A shared belief waits this long as ``pending_federation`` before any delivery; deleting
+    it meanwhile needs no tombstone (seed 001 grace period)."""
 
 
 def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
@@ -61,6 +64,9 @@ def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
         ),
         probe_interval=seconds("probe_interval_seconds", defaults.probe_interval, 1, 30 * 86400),
         isolation_threshold=_threshold(section.get("isolation_threshold")),
+        propagation_delay=seconds(
+            "propagation_delay_seconds", defaults.propagation_delay, 0, 7 * 86400
+        ),
     )
 
 

@@ -128,6 +128,12 @@ class PeerClient:
         """Deliver a tombstone or revocation (``POST /federation/tombstone``)."""
         return self._call("POST", f"{base_url}/federation/tombstone", token, body=record)
 
+    def send_belief(
+        self, base_url: str, token: str | None, delivery: Mapping[str, JsonValue]
+    ) -> dict[str, Any]:
+        """Deliver a belief to a recipient (``POST /v1/federation/beliefs``)."""
+        return self._call("POST", f"{base_url}/v1/federation/beliefs", token, body=delivery)
+
     def send_ack(
         self, base_url: str, token: str | None, ack: Mapping[str, JsonValue]
     ) -> dict[str, Any]:

@@ -968,6 +968,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_witness_commands(commands, common)
 
     _add_federation_commands(commands, common)
+    from oblivio.interfaces.cli_beliefs import add_belief_commands
+
+    add_belief_commands(commands, common)
     return parser
 
 

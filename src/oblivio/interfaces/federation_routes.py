@@ -28,7 +28,6 @@ from oblivio.federation.tokens import CapabilityDeniedError
 from oblivio.interfaces.http import (
     Admin,
     DeletionRequest,
-    OpenNode,
     Services,
     verify_deletion_request,
 )
@@ -108,14 +107,21 @@ federation_router = APIRouter()
     "/federation/delete", summary="Request deletion of an own belief (seed 001)"
 )
 def federation_delete(
-    body: DeletionRequest, services: Services, federation: FederationDep, key: Admin
+    body: DeletionRequest,
+    request: Request,
+    services: Services,
+    federation: FederationDep,
+    key: Admin,
 ) -> dict[str, Any]:
-    """Verify the originator's signed request, then issue a tombstone for ``belief:<id>``,
+    """Verify the originator's signed request; a belief still in its grace period is withdrawn
+    (nothing was sent: no tombstone, seed 001); else issue a tombstone for ``belief:<id>``,
     enqueued for every active peer in the same transaction."""
-    request = body.model_dump()
+    deletion = body.model_dump()
     if body.legal_reference is None:
-        request.pop("legal_reference")
-    verify_deletion_request(services, request)
+        deletion.pop("legal_reference")
+    verify_deletion_request(services, deletion)
+    if request.app.state.beliefs.withdraw(body.belief_id, actor=key.name):
+        return {"tombstone_id": None, "propagation_status": "withdrawn_in_grace_period"}
     validate_record_id(TOMBSTONE_PREFIX + body.tombstone_id, TOMBSTONE_PREFIX)
     reason = body.reason + (f" ({body.legal_reference})" if body.legal_reference else "")
     entity_uri = validate_entity_uri(f"belief:{body.belief_id}")
@@ -231,19 +237,8 @@ def federation_propagation(
 @federation_router.get(
     "/federation/belief/{belief_id}/status", summary="Belief deletion status (seed 001)"
 )
-def federation_belief_status(
-    belief_id: str, services: Services, node: OpenNode, _: BeliefReader
-) -> dict[str, Any]:
-    """``{exists, deleted, tombstone?}`` for ``belief:<id>``."""
-    entity_uri = validate_entity_uri(f"belief:{belief_id}")
-    tombstones, _revocations = services.tombstones.store.for_entity(entity_uri)
-    active = services.tombstones.store.active_for_entity(entity_uri)
-    with node.db.transaction(write=False) as tx:
-        held = tx.fetchone("SELECT 1 FROM artifacts WHERE entity_uri = ? LIMIT 1", (entity_uri,))
-    answer: dict[str, Any] = {
-        "exists": held is not None or bool(tombstones),
-        "deleted": bool(active),
-    }
-    if active:
-        answer["tombstone"] = active[-1].to_dict()
+def federation_belief_status(belief_id: str, request: Request, _: BeliefReader) -> dict[str, Any]:
+    """``{exists, deleted, tombstone?}`` for ``belief:<id>`` (federation/beliefs.py)."""
+    validate_entity_uri(f"belief:{belief_id}")
+    answer: dict[str, Any] = request.app.state.beliefs.status(belief_id)
     return answer

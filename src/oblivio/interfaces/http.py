@@ -605,6 +605,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     heartbeat epoch when idle (the node's configuration sets both); GET /v1/health reports it.
     """
 
+    from oblivio.federation.beliefs import Beliefs
     from oblivio.federation.propagation import open_federation
     from oblivio.federation.workers import FederationWorkers
     from oblivio.interfaces.federation_routes import federation_router
@@ -623,6 +624,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         app.state.epoch_thread = epochs if run_epochs else None
         # Federation (DESIGN.md §12): outbox, pull and announce workers beside the epoch loop.
         app.state.federation = open_federation(services)
+        app.state.beliefs = Beliefs(app.state.federation)
         app.state.federation_stop = stop
         workers = FederationWorkers(app.state.federation, services.compliance.clock)
         if run_epochs:
@@ -641,6 +643,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
             app.state.federation.client.close()
             node.close()
 
+    from oblivio.interfaces.belief_routes import belief_federation_routes, belief_routes
     from oblivio.interfaces.compliance_routes import compliance_routes
     from oblivio.interfaces.recall_routes import recall_routes
 
@@ -656,6 +659,8 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         tombstone_routes,
         federation_router,
         compliance_routes,
+        belief_routes,
+        belief_federation_routes,
         artifact_routes,
         forgetting_routes,
         log_routes,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from oblivio.core.belief import FederationKeys, sign_federation_key
 from oblivio.core.canonical import canonical_json, parse_json
 from oblivio.core.encoding import b64url_decode
 from oblivio.core.errors import InvalidInputError, NotFoundError, VerificationError
@@ -78,20 +79,52 @@ class ManifestRegistry:
         return verify_manifest(parse_json(row[0]), anchor_key_id=row[1])
 
     def own(self, org: str, signing_key: SigningKey) -> OrgManifest:
-        """This node's manifest, created with ``signing_key`` as its anchor if there is none."""
+        """This node's manifest, created with ``signing_key`` as its anchor if there is none,
+        with the federation keys derived from ``signing_key`` published in it (DESIGN.md §12):
+        added to a manifest made before they existed, and again after a key rotation."""
         existing = self.find(org)
-        if existing is not None:
+        if existing is None:
+            manifest = verify_manifest(new_manifest(org, signing_key, format_time(self._clock())))
+            with self.db.transaction() as tx:
+                if tx.fetchone("SELECT 1 FROM org_manifests WHERE org = ?", (org,)) is None:
+                    self.store_in(tx, manifest, own=True)
+                    self.audit.append_in(
+                        tx,
+                        "manifest_created",
+                        subject=org,
+                        details={"key_id": signing_key.key_id},
+                    )
+            existing = self.find(org)
+            assert existing is not None  # noqa: S101 - written just above, or by a racing open
+        statement = existing.raw.get("federation_key")
+        if isinstance(statement, dict) and statement.get("key_id") == signing_key.key_id:
             return existing
-        manifest = verify_manifest(new_manifest(org, signing_key, format_time(self._clock())))
+        if existing.current_key_id != signing_key.key_id:
+            return existing  # a rotation in progress: published once it completes
+        return self._publish_federation_key(existing, signing_key)
+
+    def _publish_federation_key(
+        self, manifest: OrgManifest, signing_key: SigningKey
+    ) -> OrgManifest:
+        statement = sign_federation_key(
+            signing_key,
+            manifest.org,
+            FederationKeys(signing_key.seed),
+            format_time(max(self._clock(), manifest.keys[-1].created_at)),
+        )
+        updated = verify_manifest(
+            {**manifest.raw, "federation_key": statement},
+            anchor_key_id=manifest.keys[0].key_id,
+        )
         with self.db.transaction() as tx:
-            if tx.fetchone("SELECT 1 FROM org_manifests WHERE org = ?", (org,)) is None:
-                self.store_in(tx, manifest, own=True)
-                self.audit.append_in(
-                    tx, "manifest_created", subject=org, details={"key_id": signing_key.key_id}
-                )
-        found = self.find(org)
-        assert found is not None  # noqa: S101 - written just above in this transaction's commit
-        return found
+            self.store_in(tx, updated, own=True)
+            self.audit.append_in(
+                tx,
+                "federation_key_published",
+                subject=manifest.org,
+                details={"key_id": signing_key.key_id},
+            )
+        return updated
 
     def trust(self, manifest_json: object, anchor_key_id: str) -> OrgManifest:
         """Record (or update) another org's manifest, pinned to its trust anchor.

@@ -713,6 +713,30 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        21,
+        "beliefs",
+        (
+            # Encrypted beliefs (DESIGN.md §12, seed 001), shared from here or received. The
+            # belief key is never here: it is the plaintext of the artifact ``key_artifact_id``
+            # (entity ``belief:<id>``), so forgetting that artifact forgets the belief
+            # (docs/adr/0024). ``state``: pending_federation (nothing has left the node),
+            # federated (a delivery has started), received, withdrawn (deleted in the grace
+            # period: ciphertext dropped, key forgotten, no tombstone).
+            """CREATE TABLE beliefs (
+                id TEXT PRIMARY KEY,
+                origin TEXT NOT NULL,
+                envelope_json TEXT NOT NULL,
+                ciphertext {blob},
+                key_artifact_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                received_from TEXT,
+                created_at TEXT NOT NULL,
+                deliver_after TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
         22,
         "federation non-compliance",
         (
