@@ -1158,6 +1158,11 @@ def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isola
     from oblivio.core.evidence import SIGNATURE_HEADER, decode_statement, verify_response
 
     a, double = line.a, ignoring_peer
+    # A real belief A -> B, deleted before the double is a peer: B, its recipient, is probed
+    # even though its ack proves the forgetting.
+    shared = _share(a, [line.b.name], b"B forgets this")["id"]
+    _poll("B holds the shared belief", lambda: _belief_on(line.b, shared).status_code == 200)
+    shared_tombstone = _tombstone(a, f"belief:{shared}")["id"]
     cli(
         a.home,
         "peer",
@@ -1231,6 +1236,16 @@ def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isola
         states = {p["peer"]: (p["state"], p["last_result"]) for p in probes.json()["probes"]}
         assert states[double.name][0] == "due"  # resumes if the double is ever reinstated
         assert states["node-b.example"] == ("done", "clean")  # B applied it: signed answers agree
+
+        def recipient_b() -> tuple[bool, str, str] | None:
+            with a.client() as admin:
+                rows = admin.get("/v1/federation/probes", params={"tombstone_id": shared_tombstone})
+            row = {p["peer"]: p for p in rows.json()["probes"]}.get(line.b.name)
+            return (
+                None if row is None else (row["belief_recipient"], row["state"], row["last_result"])
+            )
+
+        _poll("B, the belief's recipient, probed", lambda: recipient_b() == (True, "done", "clean"))
 
         # Isolated: nothing more is shared with it, its data is refused, its tombstones applied.
         later = _tombstone(a, "user:after-isolation")

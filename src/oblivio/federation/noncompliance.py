@@ -469,13 +469,15 @@ class NonCompliance:
         """Probe rows, for the operator."""
         with self.db.transaction(write=False) as tx:
             rows = tx.fetchall(
-                "SELECT tombstone_id, peer, belief_id, state, attempts, findings, next_probe_at, "
-                "last_probe_at, last_result FROM federation_probes ORDER BY tombstone_id, peer"
+                "SELECT tombstone_id, peer, belief_id, belief_recipient, state, attempts, "
+                "findings, next_probe_at, last_probe_at, last_result FROM federation_probes "
+                "ORDER BY tombstone_id, peer"
             )
         names = (
             "tombstone_id",
             "peer",
             "belief_id",
+            "belief_recipient",
             "state",
             "attempts",
             "findings",
@@ -484,4 +486,6 @@ class NonCompliance:
             "last_result",
         )
         listed = [dict(zip(names, r, strict=True)) for r in rows]
+        for probe in listed:
+            probe["belief_recipient"] = bool(probe["belief_recipient"])
         return [p for p in listed if tombstone_id is None or p["tombstone_id"] == tombstone_id]
