@@ -34,13 +34,14 @@ import httpx
 import pytest
 
 from oblivio.core.encoding import b64url_encode
+from oblivio.core.signing import SigningKey
 from oblivio.core.tombstones import TombstoneRecord, sign_tombstone
 from oblivio.federation.tokens import issue_token
 from oblivio.node.home import load_signing_key
 from oblivio.node.ids import new_record_id, new_uuid7
 from oblivio.node.node import init_node, open_node
 from tests.interfaces.conftest import make_keys
-from tests.processes import OBLIVIO, Served, cli, free_port, poll
+from tests.processes import OBLIVIO, Served, cli, free_port, oblivio, poll
 
 DEADLINE = 180.0
 """Seconds a poll waits at most: generous, the machine is shared."""
@@ -51,6 +52,8 @@ SILENT_AFTER = 10
 ALL_VERBS = "tombstone:read,tombstone:write,ack:write,belief:read,belief:write"
 GRACE = 4
 """Seconds a shared belief waits as ``pending_federation`` (``propagation_delay_seconds``)."""
+PROBE_AGAIN_AFTER = 2
+"""Seconds after a probe found a belief still served before the next probe of that peer."""
 
 
 def _poll(what: str, probe: Callable[[], bool]) -> None:
@@ -126,6 +129,7 @@ def line(tmp_path_factory: pytest.TempPathFactory, b_store: str) -> Iterator[Lin
         config["forgetting"] = {"epoch_interval_seconds": 0.5}
         config["federation"] = {
             "ack_deadline_seconds": SILENT_AFTER,
+            "probe_interval_seconds": PROBE_AGAIN_AFTER,
             "propagation_delay_seconds": GRACE,
         }
         (home / "config.json").write_text(json.dumps(config))
@@ -1207,3 +1211,210 @@ def test_a_forged_record_pulled_from_a_peer_is_kept_for_the_operator(
         cli(c.home, "peer", "remove", "node-d.example")
     tombstones, revocations, _ = _state(c)
     assert (tombstones, revocations) == before[:2]
+
+
+# -- a peer that ignores tombstones: caught with signed evidence, penalised, isolated ---------
+
+
+@dataclass
+class IgnoringPeer:
+    """tests/federation/ignoring_peer.py running in a process of its own."""
+
+    name: str
+    url: str
+    key: SigningKey
+    verifier_key: str
+    process: subprocess.Popen[bytes]
+
+    def pushed(self) -> list[str]:
+        ids: list[str] = httpx.get(self.url + "/test/pushed", timeout=10).json()["pushed"]
+        return ids
+
+
+@pytest.fixture
+def ignoring_peer(tmp_path: Path) -> Iterator[IgnoringPeer]:
+    from oblivio.core.note import verifier_key
+    from oblivio.core.signing import SigningKey
+
+    name = "ignorer.example"
+    seed = os.urandom(32)
+    (tmp_path / "seed").write_bytes(seed)
+    port = free_port()
+    with (tmp_path / "ignorer.log").open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.federation.ignoring_peer",
+                "--name",
+                name,
+                "--port",
+                str(port),
+                "--seed-file",
+                str(tmp_path / "seed"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    key = SigningKey(seed)
+    peer = IgnoringPeer(
+        name,
+        f"http://127.0.0.1:{port}",
+        key,
+        verifier_key(name, key.verify_key.public_bytes),
+        process,
+    )
+
+    def up() -> bool:
+        assert process.poll() is None, (tmp_path / "ignorer.log").read_text()
+        try:
+            return httpx.get(peer.url + "/v1/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        _poll("the ignoring peer answering", up)
+        yield peer
+    finally:
+        process.terminate()  # by PID: the process this fixture started
+        process.wait(timeout=30)
+
+
+def _peer_row(node: Node, name: str) -> dict[str, Any]:
+    listed = json.loads(cli(node.home, "peer", "list", "--json"))["peers"]
+    row: dict[str, Any] = next(p for p in listed if p["name"] == name)
+    return row
+
+
+def test_a_peer_that_ignores_tombstones_is_caught_with_signed_evidence_and_isolated(
+    line: Line, ignoring_peer: IgnoringPeer, tmp_path: Path
+) -> None:
+    from oblivio.core.evidence import SIGNATURE_HEADER, decode_statement, verify_response
+
+    a, double = line.a, ignoring_peer
+    # A real belief A -> B, deleted before the double is a peer: B, its recipient, is probed
+    # even though its ack proves the forgetting.
+    shared = _share(a, [line.b.name], b"B forgets this")["id"]
+    _poll("B holds the shared belief", lambda: _belief_on(line.b, shared).status_code == 200)
+    shared_tombstone = _tombstone(a, f"belief:{shared}")["id"]
+    cli(
+        a.home,
+        "peer",
+        "add",
+        double.name,
+        "--url",
+        double.url,
+        "--key",
+        double.verifier_key,
+        "--token",
+        "v4.public.the-double-takes-any-bearer-token",
+    )
+    as_double = {
+        "Authorization": "Bearer "
+        + cli(
+            a.home,
+            "peer",
+            "token",
+            double.name,
+            "--verbs",
+            "tombstone:write,tombstone:read,belief:write",
+        )
+    }
+    try:
+        assert _peer_row(a, double.name)["reputation"] == 1.0
+        belief = str(new_uuid7())
+        record = _tombstone(a, f"belief:{belief}")
+        _poll("the double got the tombstone", lambda: record["id"] in double.pushed())
+
+        # After the ack deadline A probes: the double's signed answers still serve the belief.
+        _poll(
+            "tombstone_ignored: 1.0 -> 0.5", lambda: _peer_row(a, double.name)["reputation"] == 0.5
+        )
+        _poll(
+            "repeated_violation: -0.5, isolated",
+            lambda: _peer_row(a, double.name)["state"] == "isolated",
+        )
+        assert _peer_row(a, double.name)["reputation"] == -0.5
+        changes = [e["details"] for e in a.audit("reputation_changed") if e["actor"] == double.name]
+        assert [(c["event"], c["from"], c["to"]) for c in changes] == [
+            ("tombstone_ignored", 1.0, 0.5),
+            ("repeated_violation", 0.5, -0.5),
+        ]
+        assert [e["subject"] for e in a.audit("peer_isolated")] == [double.name]
+        assert len(a.audit("noncompliance_evidence")) == 2
+
+        # The evidence, exported, verifies offline with the double's key; a tampered copy fails.
+        listed = json.loads(cli(a.home, "evidence", "list", "--peer", double.name, "--json"))
+        assert {(e["tombstone_id"], e["finding"]) for e in listed["evidence"]} == {
+            (record["id"], "content_served")
+        }
+        path = tmp_path / "evidence.json"
+        cli(a.home, "evidence", "show", listed["evidence"][0]["id"], "-o", str(path))
+        checked = oblivio("verify-evidence", str(path), "--key", double.verifier_key)
+        assert checked.returncode == 0, checked.stderr
+        assert "non-compliance proven" in checked.stdout
+        assert belief in checked.stdout
+        evidence = json.loads(path.read_text())
+        evidence["their_response"]["statement"]["signed_at"] = record["created_at"]
+        path.write_text(json.dumps(evidence))
+        refused = oblivio("verify-evidence", str(path), "--key", double.verifier_key)
+        assert refused.returncode == 8, refused.stderr
+        with a.client() as admin:
+            served = admin.get(f"/v1/federation/evidence/{listed['evidence'][0]['id']}")
+            assert served.json()["type"] == "oblivio.noncompliance-evidence.v1"
+            # A's own federation answers are signed the same way, with A's key.
+            statement = decode_statement(served.headers[SIGNATURE_HEADER])
+            a_key = load_signing_key(a.home).verify_key
+            assert verify_response(statement, served.content, a_key).node == a.name
+            probes = admin.get("/v1/federation/probes", params={"tombstone_id": record["id"]})
+        states = {p["peer"]: (p["state"], p["last_result"]) for p in probes.json()["probes"]}
+        assert states[double.name][0] == "due"  # resumes if the double is ever reinstated
+        assert states["node-b.example"] == ("done", "clean")  # B applied it: signed answers agree
+
+        def recipient_b() -> tuple[bool, str, str] | None:
+            with a.client() as admin:
+                rows = admin.get("/v1/federation/probes", params={"tombstone_id": shared_tombstone})
+            row = {p["peer"]: p for p in rows.json()["probes"]}.get(line.b.name)
+            return (
+                None if row is None else (row["belief_recipient"], row["state"], row["last_result"])
+            )
+
+        _poll("B, the belief's recipient, probed", lambda: recipient_b() == (True, "done", "clean"))
+
+        # Isolated: nothing more is shared with it, its data is refused, its tombstones applied.
+        later = _tombstone(a, "user:after-isolation")
+        assert (
+            a.count(
+                "SELECT COUNT(*) FROM federation_outbox WHERE record_id = ? AND peer = ?",
+                (later["id"], double.name),
+            )
+            == 0
+        )
+        with httpx.Client(base_url=a.url, headers=as_double, timeout=30) as client:
+            _error(client.get("/v1/federation/tombstones"), 403, "peer_isolated")
+            _error(client.post("/v1/federation/beliefs", json={}), 403, "peer_isolated")
+            artifact = _put(a, "user:asked-the-double", b"forget me")
+            theirs = sign_tombstone(
+                double.key,
+                record_id=new_record_id("tomb_"),
+                entity_uri="user:asked-the-double",
+                scope="*",
+                reason=None,
+                signed_by=f"agent:{double.name}/dpo",
+                created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                legal_hold=False,
+            ).to_dict()
+            accepted = client.post("/federation/tombstone", json=theirs)
+            assert accepted.status_code == 200, accepted.text
+        _poll("A applied the isolated peer's tombstone", partial(_forgotten, a, artifact))
+        assert any(
+            e["details"].get("code") == "peer_isolated" for e in a.audit("capability_denied")
+        )
+
+        row = json.loads(cli(a.home, "peer", "reinstate", double.name, "--json"))
+        assert (row["state"], row["reputation"]) == ("active", 1.0)
+        assert [e["subject"] for e in a.audit("peer_reinstated")] == [double.name]
+        # Its probe resumes at once; its history stays, so the next finding is a repeated one.
+        _poll("probed again: 1.0 -> 0.0", lambda: _peer_row(a, double.name)["reputation"] == 0.0)
+    finally:
+        cli(a.home, "peer", "remove", double.name)

@@ -16,7 +16,13 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from oblivio.core.canonical import parse_json
-from oblivio.core.errors import ConflictError, InvalidInputError, NotFoundError, VerificationError
+from oblivio.core.errors import (
+    AccessDeniedError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    VerificationError,
+)
 from oblivio.core.identifiers import format_time
 from oblivio.core.manifest import verify_manifest
 from oblivio.core.note import parse_verifier_key
@@ -35,6 +41,9 @@ from oblivio.node.manifests import ManifestRegistry
 from oblivio.store.database import Database
 
 PEER_STATES: Final = ("active", "isolated", "removed")
+ISOLATED_VERBS: Final = ("tombstone:write", "ack:write")
+"""What an isolated peer may still do here: deliver tombstones, revocations and acks
+(DESIGN.md §12: its tombstones are still accepted and applied)."""
 _COLUMNS = "name, url, verifier_key, anchor_key_id, token, state, reputation, pull_cursor"
 
 
@@ -61,6 +70,12 @@ class Peer:
             "reputation": self.reputation,
             "has_token": self.token is not None,
         }
+
+
+class PeerIsolatedError(AccessDeniedError):
+    """An isolated peer asked for anything but delivering tombstones or acks: 403."""
+
+    code = "peer_isolated"
 
 
 def _peer(row: tuple[Any, ...]) -> Peer:
@@ -133,7 +148,10 @@ class Peers:
         with self.db.transaction() as tx:
             changed = tx.execute(
                 "UPDATE federation_peers SET url = ?, verifier_key = ?, "
-                "token = COALESCE(?, token), state = 'active', updated_at = ? WHERE name = ?",
+                "token = COALESCE(?, token), updated_at = ?, "
+                # An isolated peer stays isolated: only `peer reinstate` lifts it (audited).
+                "state = CASE WHEN state = 'isolated' THEN 'isolated' ELSE 'active' END "
+                "WHERE name = ?",
                 (url, verifier_key, token, now, name),
             )
             if changed == 0:
@@ -229,11 +247,12 @@ class Peers:
         return token
 
     def authorize(self, token: str, verb: str | tuple[str, ...]) -> Peer:
-        """The active peer a token of this node names, if it grants ``verb`` (or one of them).
+        """The peer a token of this node names, if it grants ``verb`` (or one of them).
 
         Checks (tokens.py): signature with one of this org's manifest keys, issuer, expiry,
         a jti this node issued to that subject and has not revoked, the subject is an active
-        peer, and the verb. Raises CapabilityDeniedError (or a kind of it) naming why.
+        peer (an isolated one only for ISOLATED_VERBS), and the verb. Raises
+        CapabilityDeniedError (or a kind of it) naming why, PeerIsolatedError (403).
         """
         keys = [k.key for k in self.registry.require(self.org).keys]
         capability: Capability = verify_token(token, keys, issuer=self.org, now=self._clock())
@@ -246,10 +265,15 @@ class Peers:
         if row[1] is not None:
             raise TokenRevokedError(f"capability token {capability.jti} was revoked at {row[1]}")
         peer = self.find(capability.subject)
-        if peer is None or peer.state != "active":
+        if peer is None or peer.state not in ("active", "isolated"):
             state = "unknown" if peer is None else peer.state
             raise TokenRevokedError(f"capability token: peer {capability.subject} is {state}")
         verbs = (verb,) if isinstance(verb, str) else verb
+        if peer.state == "isolated" and not any(v in ISOLATED_VERBS for v in verbs):
+            raise PeerIsolatedError(
+                f"peer {peer.name} is isolated (reputation {peer.reputation}): this node takes "
+                "only its tombstones, revocations and acks (forgetting never hurts)"
+            )
         if not any(v in capability.verbs for v in verbs):
             capability.require(verbs[0])  # raises, naming the verb
         return peer

@@ -49,6 +49,7 @@ from oblivio.core.tombstones import (
     TombstoneRevocationRecord,
 )
 from oblivio.federation.acks import judge_ack, sign_ack
+from oblivio.federation.noncompliance import NonCompliance
 from oblivio.federation.peers import Peer, Peers
 from oblivio.federation.settings import FederationSettings
 from oblivio.federation.transport import PeerClient, PeerRefusedError, PeerUnreachableError
@@ -192,6 +193,8 @@ class Federation:
         """Outbox kinds delivered elsewhere (``belief``: federation/beliefs.py): each returns
         False when it cancelled its row instead of sending it."""
         self.compliance.tombstones.observers.append(self._observe)
+        # Registered after _observe: probes are scheduled for the outbox rows it writes.
+        self.noncompliance = NonCompliance(self, clock, self._rng)
 
     # -- writing the feed and the outbox (in the record's own transaction) -------------------
 

@@ -38,6 +38,11 @@ class FederationSettings:
     a deletion given up reaches that peer only by pull."""
     push_delays: tuple[timedelta, ...] = MASTODON_DELAYS
     push_retry_limit: int = len(MASTODON_DELAYS)
+    probe_interval: timedelta = timedelta(days=1)
+    """After a probe found a belief still served, the next probe of that peer comes this much
+    later (docs/adr/0027); a second finding is a repeated violation."""
+    isolation_threshold: float = 0.0
+    """A peer whose reputation falls below this is isolated (seed 001, DESIGN.md §12)."""
     propagation_delay: timedelta = timedelta(minutes=5)
     """A shared belief waits this long as ``pending_federation`` before any delivery; deleting
     it meanwhile needs no tombstone (seed 001 grace period)."""
@@ -72,6 +77,8 @@ def federation_settings(section: Mapping[str, Any]) -> FederationSettings:
             "token_lifetime_seconds", defaults.token_lifetime, 60, 10 * 365 * 86400
         ),
         **_push_schedule(section, defaults),
+        probe_interval=seconds("probe_interval_seconds", defaults.probe_interval, 1, 30 * 86400),
+        isolation_threshold=_threshold(section.get("isolation_threshold")),
         propagation_delay=seconds(
             "propagation_delay_seconds", defaults.propagation_delay, 0, 7 * 86400
         ),
@@ -107,3 +114,12 @@ def _push_schedule(section: Mapping[str, Any], defaults: FederationSettings) -> 
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1000:
         raise InvalidInputError("federation.push_retry_limit: expected an integer from 0 to 1000")
     return {"push_schedule": schedule, "push_delays": parsed, "push_retry_limit": limit}
+
+
+def _threshold(value: object) -> float:
+    """The isolation threshold: a number from -1 to 1 (reputations stay in that range)."""
+    if value is None:
+        return FederationSettings.isolation_threshold
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
+        raise InvalidInputError("federation.isolation_threshold: expected a number from -1 to 1")
+    return float(value)

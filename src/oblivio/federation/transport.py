@@ -9,12 +9,14 @@ up while the peer is active, but the operator sees why).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 
 from oblivio.core.canonical import JsonValue, parse_json
 from oblivio.core.errors import InfrastructureError
+from oblivio.core.evidence import SIGNATURE_HEADER
 
 TIMEOUT: Final = httpx.Timeout(20.0, connect=5.0)
 EVENTS_READ_TIMEOUT: Final = 45.0
@@ -38,6 +40,15 @@ class PeerRefusedError(InfrastructureError):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """A peer's answer as received: status, exact body bytes, its response signature."""
+
+    status: int
+    body: bytes
+    signature: str | None
 
 
 class PeerClient:
@@ -86,6 +97,22 @@ class PeerClient:
         if not isinstance(data, dict):
             raise PeerUnreachableError(f"{method} {url}: expected a JSON object")
         return data
+
+    def fetch(self, base_url: str, path: str, token: str | None) -> RawResponse:
+        """``GET base_url + path`` as answered, any status below 500: the exact body bytes and
+        the response signature header (a probe keeps both as evidence). Raises
+        PeerUnreachableError when the peer cannot be reached, answers 5xx or too much."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = f"{base_url}{path}"
+        try:
+            response = self._client.request("GET", url, headers=headers)
+        except httpx.HTTPError as e:
+            raise PeerUnreachableError(f"GET {url}: {type(e).__name__}: {e}") from e
+        if len(response.content) > MAX_RESPONSE_BYTES or response.status_code >= 500:
+            raise PeerUnreachableError(f"GET {url}: answered {response.status_code}")
+        return RawResponse(
+            response.status_code, response.content, response.headers.get(SIGNATURE_HEADER)
+        )
 
     def manifest(self, base_url: str) -> dict[str, Any]:
         """The peer's own manifest (public ``GET /v1/manifest``)."""

@@ -1,11 +1,13 @@
 """The federation's background work inside ``oblivio serve``: push, pull, announce, retry.
 
-Three threads, all stopped by one event: the *pusher* drains the outbox (per-row exponential
+Threads, all stopped by one event: the *pusher* drains the outbox (per-row exponential
 backoff with full jitter, and a peer that cannot be reached is left alone until its delay
 passes); the *puller* pulls from each active peer holding a token at least every poll interval
 and at once when that peer announces something, and retries unverified records; the
 *listener* keeps one Server-Sent Events subscription per peer. All state is in the database,
-so a restarted node resumes where it stopped (outbox rows, pull cursors).
+so a restarted node resumes where it stopped (outbox rows, pull cursors). A fourth thread, the
+*prober*, runs due probes of peers a belief tombstone went to and stores reputations as they
+recover (noncompliance.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger("oblivio.federation")
 TICK: Final = 0.2
 """Seconds between checks of the stop event and of due work."""
 RETRY_UNVERIFIED_EVERY: Final = timedelta(seconds=5)
+REFRESH_REPUTATIONS_EVERY: Final = timedelta(minutes=10)
 WAKE_SETTLE: Final = 0.05
 """Seconds the pusher waits after a wake-up before reading the outbox."""
 
@@ -43,12 +46,13 @@ class FederationWorkers:
         self._listeners: dict[str, threading.Thread] = {}
 
     def start(self) -> None:
-        """Start the pusher, the puller and the listener."""
+        """Start the pusher, the puller, the listener and the prober."""
         self.federation.resume()
         for name, target in (
             ("oblivio-federation-push", self._push_loop),
             ("oblivio-federation-pull", self._pull_loop),
             ("oblivio-federation-listen", self._listen_loop),
+            ("oblivio-federation-probe", self._probe_loop),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -175,3 +179,26 @@ class FederationWorkers:
                 log.info("federation announce stream of %s: %s", name, e)
             failures += 1
             self._stop.wait(min(30.0, float(2 ** min(failures, 5))))
+
+    # -- probe --------------------------------------------------------------------------------
+
+    def _probe_loop(self) -> None:
+        noncompliance = self.federation.noncompliance
+        refreshed_at: datetime | None = None
+        while not self._stop.wait(TICK * 5):
+            now = self._clock()
+            if refreshed_at is None or now - refreshed_at >= REFRESH_REPUTATIONS_EVERY:
+                refreshed_at = now
+                self._guarded("reputation refresh", noncompliance.refresh)
+            try:
+                due = noncompliance.due()
+            except OblivioError as e:
+                log.warning("federation probes: %s", e)
+                continue
+            for probe in due:
+                if self._stop.is_set():
+                    return
+                self._guarded(
+                    f"probe of {probe.peer} for {probe.tombstone_id}",
+                    partial(noncompliance.run, probe),
+                )

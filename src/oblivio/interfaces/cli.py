@@ -43,10 +43,12 @@ from oblivio.core.errors import (
     OblivioError,
     VerificationError,
 )
+from oblivio.core.evidence import EVIDENCE_TYPE
 from oblivio.core.identifiers import CAPABILITIES
 from oblivio.core.note import verifier_key
 from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_document, verify_document
 from oblivio.core.witness import EquivocationEvidence, verify_equivocation
+from oblivio.interfaces.cli_compliance import add_evidence_command, verify_noncompliance
 from oblivio.interfaces.cli_requests import add_request_commands
 from oblivio.interfaces.progress import progress_display
 from oblivio.keys.custody import RestorePlan
@@ -544,16 +546,22 @@ def cmd_witness(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_evidence(args: argparse.Namespace) -> int:
-    """Check equivocation evidence offline: the log of --key signed both checkpoints, at one
-    size, with different roots. A file may hold one piece or a witness's listing of several."""
+    """Check evidence offline. Equivocation evidence: the log of --key signed both checkpoints,
+    at one size, with different roots (a file may hold one piece or a witness's listing of
+    several). Non-compliance evidence (oblivio.noncompliance-evidence.v1): cli_compliance.py."""
     try:
         data = parse_json(Path(args.file).read_bytes())
     except OSError as e:
         raise InvalidInputError(f"cannot read {args.file}: {e.strerror}") from e
+    if isinstance(data, dict) and data.get("type") == EVIDENCE_TYPE:
+        key_text = None if args.key is None else _verifier_key_text(args.key)
+        return verify_noncompliance(args, data, key_text)
     items = data.get("equivocations") if isinstance(data, dict) else None
     pieces = items if isinstance(items, list) else [data]
     if not pieces:
         raise InvalidInputError("verify-evidence: the file holds no evidence")
+    if args.key is None:
+        raise InvalidInputError("verify-evidence: equivocation evidence needs --key (the log's)")
     key = _verifier_key_text(args.key)
     proven = []
     for piece in pieces:
@@ -769,9 +777,16 @@ def cmd_peer(args: argparse.Namespace) -> int:
                     raise InvalidInputError("peer remove needs NAME")
                 peers.remove(args.name)
                 _emit(args, f"removed {args.name}", {"removed": args.name})
+            elif args.action == "reinstate":
+                if not args.name:
+                    raise InvalidInputError("peer reinstate needs NAME")
+                peer = federation.noncompliance.reinstate(args.name, actor="cli")
+                _emit(args, f"reinstated {peer.name}", peer.to_dict())
             else:
                 listed = [p.to_dict() for p in peers.every()]
-                lines = [f"{p['name']}\t{p['state']}\t{p['url']}" for p in listed]
+                lines = [
+                    f"{p['name']}\t{p['state']}\t{p['reputation']:.2f}\t{p['url']}" for p in listed
+                ]
                 _emit(args, "\n".join(lines), {"peers": listed})
         finally:
             federation.client.close()
@@ -895,16 +910,18 @@ def _add_witness_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     witness.set_defaults(run=cmd_witness)
 
     evidence = commands.add_parser(
-        "verify-evidence", parents=[common], help="check equivocation evidence offline"
+        "verify-evidence", parents=[common], help="check equivocation or non-compliance evidence"
     )
     evidence.add_argument("file", metavar="FILE", help="evidence JSON (one, or a listing)")
-    evidence.add_argument("--key", required=True, help="the log's verifier key (or a file)")
+    evidence.add_argument(
+        "--key", help="the log's verifier key, or the peer's for non-compliance (or a file)"
+    )
     evidence.set_defaults(run=cmd_verify_evidence)
 
 
 def _add_federation_commands(commands: Any, common: _Parser) -> None:
     peer = commands.add_parser("peer", parents=[common], help="federation peers and tokens")
-    peer.add_argument("action", choices=["add", "list", "remove", "token"])
+    peer.add_argument("action", choices=["add", "list", "remove", "token", "reinstate"])
     peer.add_argument("name", nargs="?", metavar="NAME", help="the peer's node name (its org)")
     peer.add_argument("--url", help="with add: the peer's base URL")
     peer.add_argument("--key", help="with add: the peer's verifier key (oblivio key), or a file")
@@ -917,6 +934,7 @@ def _add_federation_commands(commands: Any, common: _Parser) -> None:
     )
     propagation.add_argument("tombstone_id", metavar="TOMBSTONE_ID", nargs="?")
     propagation.set_defaults(run=cmd_propagation)
+    add_evidence_command(commands, common)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -815,6 +815,48 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        22,
+        "federation non-compliance",
+        (
+            # Probes of the peers a belief tombstone went to, after its ack deadline
+            # (DESIGN.md §12, docs/adr/0027): one row per tombstone and peer, so a restarted
+            # node resumes them. ``belief_recipient``: the belief itself went to that peer, so
+            # it is probed even when its ack proved the forgetting.
+            """CREATE TABLE federation_probes (
+                tombstone_id TEXT NOT NULL,
+                peer TEXT NOT NULL,
+                belief_id TEXT NOT NULL,
+                belief_recipient INTEGER NOT NULL DEFAULT 0,
+                state TEXT NOT NULL,
+                attempts {bigint} NOT NULL DEFAULT 0,
+                findings {bigint} NOT NULL DEFAULT 0,
+                next_probe_at TEXT NOT NULL,
+                last_probe_at TEXT,
+                last_result TEXT,
+                PRIMARY KEY (tombstone_id, peer)
+            )""",
+            "CREATE INDEX idx_federation_probes_due ON federation_probes(state, next_probe_at)",
+            # Signed evidence of non-compliance (oblivio.noncompliance-evidence.v1), as kept.
+            """CREATE TABLE federation_evidence (
+                id TEXT PRIMARY KEY,
+                peer TEXT NOT NULL,
+                tombstone_id TEXT NOT NULL,
+                finding TEXT NOT NULL,
+                evidence_json TEXT NOT NULL,
+                found_at TEXT NOT NULL
+            )""",
+            # What a peer's reputation is computed from: violations and reinstatements.
+            """CREATE TABLE peer_reputation_events (
+                id TEXT PRIMARY KEY,
+                peer TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                at TEXT NOT NULL,
+                evidence_id TEXT
+            )""",
+            "CREATE INDEX idx_peer_reputation_events_peer ON peer_reputation_events(peer, at)",
+        ),
+    ),
 )
 
 

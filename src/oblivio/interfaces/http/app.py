@@ -30,9 +30,11 @@ from oblivio.interfaces.http.common import (
     error_response,
     status_of,
 )
+from oblivio.interfaces.http.compliance import compliance_routes
 from oblivio.interfaces.http.log import log_routes
 from oblivio.interfaces.http.node import health_routes, node_routes
 from oblivio.interfaces.http.recall import recall_routes
+from oblivio.interfaces.http.signed_responses import SignedFederationResponses
 from oblivio.interfaces.http.tombstones import tombstone_routes
 from oblivio.interfaces.http.witness import start_witnessing, witness_routes
 from oblivio.node.node import open_node
@@ -138,6 +140,7 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
         node_routes,
         tombstone_routes,
         federation_router,
+        compliance_routes,
         belief_routes,
         belief_federation_routes,
         artifact_routes,
@@ -153,4 +156,6 @@ def create_app(home: Path, *, run_epochs: bool = True) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     mount_console(app)  # the operator console at /console (DESIGN.md §18)
     app.add_middleware(BodyLimit, on_refused=audit_refused_body)
+    # Outermost: federation answers are signed as sent, a 413 included (docs/adr/0027).
+    app.add_middleware(SignedFederationResponses)
     return app

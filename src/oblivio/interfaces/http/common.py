@@ -24,6 +24,7 @@ from oblivio.core.errors import (
     TombstoneAlreadyExistsError,
     VerificationError,
 )
+from oblivio.federation.peers import PeerIsolatedError
 from oblivio.node.api_keys import ApiKey
 from oblivio.node.compliance import Compliance
 from oblivio.node.node import Node
@@ -55,6 +56,7 @@ _STATUSES: tuple[tuple[type[OblivioError], int], ...] = (
     (ArtifactForgottenError, 410),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (PeerIsolatedError, 403),
     (AccessDeniedError, 401),
     (InvalidInputError, 400),
     (VerificationError, 400),
