@@ -48,6 +48,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ from typing import Any
 import httpx
 from tests.processes import Served, cli, free_port, wait_until
 
+from oblivio.interfaces.progress import progress_display
 from oblivio.node.compliance import open_compliance
 from oblivio.node.node import init_node, open_node
 
@@ -187,14 +189,25 @@ def issue(client: httpx.Client, entity: str) -> str:
 
 
 def issue_many(node: Node, prefix: str, total: int, clients: int) -> list[str]:
-    """``total`` tombstones issued at ``node`` by ``clients`` concurrent clients."""
+    """``total`` tombstones issued at ``node`` by ``clients`` concurrent clients (progress on
+    standard error when it is a terminal)."""
+    issued: list[str] = []
+    lock = threading.Lock()
 
-    def batch(start: int) -> list[str]:
-        with httpx.Client(base_url=node.url, headers=node.admin, timeout=120) as client:
-            return [issue(client, f"user:{prefix}-{i}") for i in range(start, total, clients)]
+    with progress_display() as progress:
 
-    with ThreadPoolExecutor(clients) as pool:
-        return [t for ids in pool.map(batch, range(clients)) for t in ids]
+        def batch(start: int) -> None:
+            with httpx.Client(base_url=node.url, headers=node.admin, timeout=120) as client:
+                for i in range(start, total, clients):
+                    tombstone_id = issue(client, f"user:{prefix}-{i}")
+                    with lock:
+                        issued.append(tombstone_id)
+                        if progress is not None:
+                            progress(f"issuing {prefix}", len(issued), total)
+
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(batch, range(clients)))
+    return issued
 
 
 def all_held(node: Node, ids: list[str], deadline: float) -> bool:
@@ -217,13 +230,18 @@ def latency(mode: str, nodes: list[Node], args: argparse.Namespace) -> dict[str,
     first, last = nodes[0], nodes[-1]
     times: list[float] = []
     ids: list[str] = []
-    with httpx.Client(base_url=first.url, headers=first.admin, timeout=60) as client:
+    with (
+        httpx.Client(base_url=first.url, headers=first.admin, timeout=60) as client,
+        progress_display() as progress,
+    ):
         for i in range(args.tombstones):
             start = time.perf_counter()
             tombstone_id = issue(client, f"user:latency-{i}")
             ids.append(tombstone_id)
             if wait_until("applied", partial(last.holds, tombstone_id), deadline=600, every=0.02):
                 times.append(time.perf_counter() - start)
+            if progress is not None:
+                progress(f"{mode}: issued and applied", i + 1, args.tombstones)
     return {
         "mode": mode,
         "figure": "issue_to_applied_seconds",
