@@ -21,4 +21,7 @@ echo "== ruff check" && .venv/bin/ruff check .
 echo "== ruff format --check" && .venv/bin/ruff format --check .
 echo "== mypy --strict" && .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Tests wait on real processes (servers, the command line) more than they compute: three workers
+# on a 2-core machine, each test file on one worker (its module fixtures set up once).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "${OBLIVIO_TEST_WORKERS:-3}" \
+    --dist loadfile "$@"
