@@ -28,7 +28,11 @@ def test_generated_ids_are_version_7_and_time_ordered() -> None:
     assert new_record_id("tomb_").startswith("tomb_")
 
 
-@pytest.mark.parametrize("text", ["", "not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize(
+    "text",
+    ["", "not-a-uuid", "ad69a821-23aa-4840-bb1f-71b111d1d45e"],  # the last a version-4 UUID
+    ids=["empty", "text", "uuid4"],
+)
 def test_non_uuid7_is_rejected(text: str) -> None:
     with pytest.raises(InvalidInputError):
         uuid7_unix_ms(text)
