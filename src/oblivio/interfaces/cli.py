@@ -50,6 +50,7 @@ from oblivio.core.pof import ProofInputError, ProofLinkError, parse_proof_docume
 from oblivio.core.witness import EquivocationEvidence, verify_equivocation
 from oblivio.interfaces.cli_compliance import add_evidence_command, verify_noncompliance
 from oblivio.interfaces.cli_requests import add_request_commands
+from oblivio.interfaces.output import emit
 from oblivio.interfaces.progress import progress_display
 from oblivio.keys.custody import RestorePlan
 from oblivio.node.api_keys import ApiKey
@@ -138,13 +139,6 @@ def _text(limit: int) -> Callable[[str], str]:
     return parse
 
 
-def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
-    if args.json:
-        print(json.dumps(machine, sort_keys=True))
-    else:
-        print(human)
-
-
 def _node_summary(node: Node) -> dict[str, Any]:
     return {
         "name": node.config.name,
@@ -171,7 +165,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     with node:
         summary = _node_summary(node)
     human = "\n".join(f"{k}: {v}" for k, v in summary.items())
-    _emit(args, f"initialised oblivio node\n{human}", summary)
+    emit(args, f"initialised oblivio node\n{human}", summary)
     return 0
 
 
@@ -201,7 +195,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise InvalidInputError(f"cannot read {args.file}: {e.strerror}") from e
         info = node.vault.describe(artifact_id)
-    _emit(
+    emit(
         args,
         artifact_id,
         {"artifact_id": artifact_id, "size": info.plaintext_size, "metadata": info.metadata},
@@ -250,7 +244,7 @@ def cmd_key(args: argparse.Namespace) -> int:
     """Print the node's C2SP verifier key."""
     with open_node(args.home, recover=False) as node:
         summary = _node_summary(node)
-    _emit(
+    emit(
         args,
         summary["verifier_key"],
         {k: summary[k] for k in ("name", "key_id", "verifier_key")},
@@ -316,16 +310,16 @@ def cmd_api_key(args: argparse.Namespace) -> int:
                 read_scopes=args.read_scopes.split(",") if args.read_scopes else None,
                 write_scopes=args.write_scopes.split(",") if args.write_scopes else None,
             )
-            _emit(args, token, {"name": key.name, "role": key.role, "token": token})
+            emit(args, token, {"name": key.name, "role": key.role, "token": token})
         elif args.action == "revoke":
             if not args.name:
                 raise InvalidInputError("api-key revoke needs --name")
             services.api_keys.revoke(args.name)
-            _emit(args, f"revoked {args.name}", {"revoked": args.name})
+            emit(args, f"revoked {args.name}", {"revoked": args.name})
         else:
             keys = services.api_keys.list()
             lines = [f"{k['name']}\t{k['role']}\t{k['revoked_at'] or 'live'}" for k in keys]
-            _emit(args, "\n".join(lines), {"api_keys": keys})
+            emit(args, "\n".join(lines), {"api_keys": keys})
     return 0
 
 
@@ -336,7 +330,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         if args.action == "rotate":
             new_key = services.rotate_signing_key()
             vkey = verifier_key(node.config.name, new_key.verify_key.public_bytes)
-            _emit(args, vkey, {"key_id": new_key.key_id, "verifier_key": vkey})
+            emit(args, vkey, {"key_id": new_key.key_id, "verifier_key": vkey})
             return 0
         if args.action == "trust":
             if not args.file or not args.anchor:
@@ -346,7 +340,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise InvalidInputError(f"cannot read {args.file}: {e.strerror}") from e
             manifest = services.manifests.trust(parse_json(text), args.anchor)
-            _emit(args, f"trusted org {manifest.org}", {"org": manifest.org})
+            emit(args, f"trusted org {manifest.org}", {"org": manifest.org})
             return 0
         manifest = services.own_manifest()
         print(json.dumps(dict(manifest.raw), indent=None if args.json else 2, sort_keys=True))
@@ -402,7 +396,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     heading = f"request {receipt.request_id}: {status['state']}"
     if receipt.existing:
         heading += " (already requested at this level and capabilities: nothing new recorded)"
-    _emit(args, f"{heading}\n{human}", machine)
+    emit(args, f"{heading}\n{human}", machine)
     return 0
 
 
@@ -513,7 +507,7 @@ def cmd_witness(args: argparse.Namespace) -> int:
             HttpWitnessTransport(),
         )
         if args.action == "key":
-            _emit(
+            emit(
                 args,
                 witness.verifier_key,
                 {"name": witness.signer.name, "verifier_key": witness.verifier_key},
@@ -523,25 +517,25 @@ def cmd_witness(args: argparse.Namespace) -> int:
                 raise InvalidInputError("witness add-log needs ORIGIN and VKEY")
             origin, vkey = args.values[0], _verifier_key_text(args.values[1])
             witness.add_log(origin, vkey, actor="cli")
-            _emit(args, f"witnessing {origin}", {"origin": origin, "verifier_key": vkey})
+            emit(args, f"witnessing {origin}", {"origin": origin, "verifier_key": vkey})
         elif args.action == "logs":
             logs = [log.to_dict() for log in witness.logs()]
             human = "\n".join(f"{log['origin']} size {log['size']}" for log in logs)
-            _emit(args, human or "no logs witnessed", {"logs": logs})
+            emit(args, human or "no logs witnessed", {"logs": logs})
         elif args.action == "use":
             if len(args.values) != 1 or not args.url or not args.key:
                 raise InvalidInputError("witness use needs NAME, --url and --key")
             collector.use(args.values[0], args.url, _verifier_key_text(args.key), actor="cli")
-            _emit(args, f"asking witness {args.values[0]}", {"name": args.values[0]})
+            emit(args, f"asking witness {args.values[0]}", {"name": args.values[0]})
         elif args.action == "list":
             witnesses = [w.to_dict() for w in collector.witnesses()]
             human = "\n".join(f"{w['name']} {w['url']} size {w['size']}" for w in witnesses)
-            _emit(args, human or "no witnesses", {"witnesses": witnesses})
+            emit(args, human or "no witnesses", {"witnesses": witnesses})
         else:
             if len(args.values) != 1:
                 raise InvalidInputError("witness remove needs NAME")
             collector.remove(args.values[0])
-            _emit(args, f"no longer asking {args.values[0]}", {"name": args.values[0]})
+            emit(args, f"no longer asking {args.values[0]}", {"name": args.values[0]})
     return 0
 
 
@@ -577,7 +571,7 @@ def cmd_verify_evidence(args: argparse.Namespace) -> int:
             f"log {evidence.origin} signed two different roots at size {evidence.size}: "
             "equivocation proven"
         )
-    _emit(args, "\n".join(proven), {"valid": True, "proven": proven})
+    emit(args, "\n".join(proven), {"valid": True, "proven": proven})
     return 0
 
 
@@ -587,7 +581,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         event_id = open_services(node).forgetting.restore(
             args.artifact_id, authority=args.authority, reason=args.reason or ""
         )
-    _emit(args, f"restored {args.artifact_id} (event {event_id})", {"event_id": event_id})
+    emit(args, f"restored {args.artifact_id} (event {event_id})", {"event_id": event_id})
     return 0
 
 
@@ -615,9 +609,9 @@ def cmd_restore_backup(args: argparse.Namespace) -> int:
 
     plan = restore_backup(args.home, confirm)
     if plan is None:
-        _emit(args, "restore-backup: nothing changed", {"restored": False})
+        emit(args, "restore-backup: nothing changed", {"restored": False})
         return EXIT_USAGE
-    _emit(
+    emit(
         args,
         f"restore-backup: done; {len(plan.roots_to_destroy)} root keys destroyed",
         {"restored": True, **plan.to_dict()},
@@ -633,7 +627,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
             if not args.target:
                 raise InvalidInputError("hold release needs the hold id")
             released = services.release_hold(args.target, authority=args.authority)
-            _emit(args, f"released {args.target}", {"hold_id": args.target, "artifacts": released})
+            emit(args, f"released {args.target}", {"hold_id": args.target, "artifacts": released})
             return 0
         if (args.target is None) == (args.entity is None):
             raise InvalidInputError("hold place needs an artifact ID or --entity URI (not both)")
@@ -644,7 +638,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
             authority=args.authority,
             reason=args.reason or "",
         )
-    _emit(args, hold_id, {"hold_id": hold_id, "artifacts": targets})
+    emit(args, hold_id, {"hold_id": hold_id, "artifacts": targets})
     return 0
 
 
@@ -674,7 +668,7 @@ def cmd_fact(args: argparse.Namespace) -> int:
     )
     with open_node(args.home) as node:
         added = open_services(node).recall.add_facts(_LOCAL_CALLER, [fact])[0]
-    _emit(args, str(added["id"]), added)
+    emit(args, str(added["id"]), added)
     return 0
 
 
@@ -690,7 +684,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     )
     with open_node(args.home) as node:
         added = open_services(node).recall.add_card(_LOCAL_CALLER, card)
-    _emit(args, str(added["id"]), added)
+    emit(args, str(added["id"]), added)
     return 0
 
 
@@ -715,7 +709,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
         assert isinstance(card, dict)  # noqa: S101 - to_dict's items are objects
         lines.append(f"{card['about_entity']}\tcard\t{card['text']}")
     lines.append(f"({result['total']} in all)")
-    _emit(args, "\n".join(lines), result)
+    emit(args, "\n".join(lines), result)
     return 0
 
 
@@ -764,30 +758,30 @@ def cmd_peer(args: argparse.Namespace) -> int:
                 key = _verifier_key_text(args.key)
                 manifest = federation.client.manifest(validate_peer_url(args.url))
                 peer = peers.add(args.name, args.url, key, manifest, args.token)
-                _emit(args, f"peer {peer.name} pinned at {peer.url}", peer.to_dict())
+                emit(args, f"peer {peer.name} pinned at {peer.url}", peer.to_dict())
             elif args.action == "token":
                 if not args.name or not args.verbs:
                     raise InvalidInputError("peer token needs NAME and --verbs")
                 verbs = [v.strip() for v in args.verbs.split(",") if v.strip()]
                 lifetime = federation.settings.token_lifetime.total_seconds()
                 token = peers.issue_token(args.name, verbs, lifetime)
-                _emit(args, token, {"peer": args.name, "verbs": verbs, "token": token})
+                emit(args, token, {"peer": args.name, "verbs": verbs, "token": token})
             elif args.action == "remove":
                 if not args.name:
                     raise InvalidInputError("peer remove needs NAME")
                 peers.remove(args.name)
-                _emit(args, f"removed {args.name}", {"removed": args.name})
+                emit(args, f"removed {args.name}", {"removed": args.name})
             elif args.action == "reinstate":
                 if not args.name:
                     raise InvalidInputError("peer reinstate needs NAME")
                 peer = federation.noncompliance.reinstate(args.name, actor="cli")
-                _emit(args, f"reinstated {peer.name}", peer.to_dict())
+                emit(args, f"reinstated {peer.name}", peer.to_dict())
             else:
                 listed = [p.to_dict() for p in peers.every()]
                 lines = [
                     f"{p['name']}\t{p['state']}\t{p['reputation']:.2f}\t{p['url']}" for p in listed
                 ]
-                _emit(args, "\n".join(lines), {"peers": listed})
+                emit(args, "\n".join(lines), {"peers": listed})
         finally:
             federation.client.close()
     return 0
@@ -813,7 +807,7 @@ def cmd_propagation(args: argparse.Namespace) -> int:
         for p in r["peers"]
     ]
     lines += [f"{u['record_id']}\tfrom {u['received_from']}\t{u['state']}" for u in unverified]
-    _emit(args, "\n".join(lines), {"tombstones": reports, "unverified": unverified})
+    emit(args, "\n".join(lines), {"tombstones": reports, "unverified": unverified})
     return 0
 
 

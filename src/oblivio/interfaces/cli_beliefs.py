@@ -12,7 +12,7 @@ from typing import Any
 from oblivio.core.errors import InvalidInputError
 from oblivio.federation.beliefs import Beliefs
 from oblivio.federation.propagation import open_federation
-from oblivio.interfaces.cli import _emit
+from oblivio.interfaces.output import emit
 from oblivio.node.node import open_node
 from oblivio.node.services import open_services
 
@@ -45,7 +45,7 @@ def cmd_share(args: argparse.Namespace) -> int:
         return beliefs.share(plaintext, {}, list(args.to), actor=CLI_AGENT)
 
     shared = _with_beliefs(args.home, share)
-    _emit(args, f"{shared['id']}\t{shared['status']} until {shared['deliver_after']}", shared)
+    emit(args, f"{shared['id']}\t{shared['status']} until {shared['deliver_after']}", shared)
     return 0
 
 
@@ -55,7 +55,7 @@ def cmd_belief(args: argparse.Namespace) -> int:
         answer = _with_beliefs(args.home, lambda b: b.read(args.belief_id), recover=False)
     else:
         answer = _with_beliefs(args.home, lambda b: b.delete(args.belief_id, CLI_AGENT))
-    _emit(args, f"{answer['id']}\t{answer['status']}", answer)
+    emit(args, f"{answer['id']}\t{answer['status']}", answer)
     return 0
 
 

@@ -12,15 +12,12 @@ from typing import Any
 from oblivio.core.canonical import JsonValue
 from oblivio.core.errors import InvalidInputError, VerificationError
 from oblivio.core.evidence import verify_evidence
+from oblivio.interfaces.output import emit
 from oblivio.node.node import open_node
 from oblivio.node.services import open_services
 
 EXIT_EVIDENCE_INVALID = 8
 """As ``oblivio verify`` for a proof that does not verify."""
-
-
-def _emit(args: argparse.Namespace, human: str, machine: dict[str, Any]) -> None:
-    print(json.dumps(machine, sort_keys=True) if args.json else human)
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
@@ -37,7 +34,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
                     f"{e['id']}\t{e['peer']}\t{e['finding']}\t{e['tombstone_id']}\t{e['found_at']}"
                     for e in listed
                 ]
-                _emit(args, "\n".join(lines), {"evidence": listed})
+                emit(args, "\n".join(lines), {"evidence": listed})
                 return 0
             if not args.evidence_id:
                 raise InvalidInputError("evidence show needs an evidence ID")
@@ -69,7 +66,7 @@ def verify_noncompliance(args: argparse.Namespace, data: JsonValue, key: str | N
     statement = found.statement()
     if not found.peer_key_pinned:
         statement += " (with the peer key the evidence names: pass --key to pin it)"
-    _emit(
+    emit(
         args,
         statement,
         {

@@ -20,6 +20,7 @@ from typing import Any
 from oblivio.core.canonical import JsonValue, parse_json
 from oblivio.core.erasure import REGIMES, STATUSES
 from oblivio.core.errors import InvalidInputError
+from oblivio.interfaces.output import emit
 from oblivio.interfaces.reports import FORMATS, render, report_format, report_view
 from oblivio.node.erasure_requests import ErasureRequest, ErasureRequestService
 from oblivio.node.node import open_node
@@ -55,9 +56,7 @@ def _line(request: ErasureRequest, now: datetime) -> str:
 
 
 def _print(args: argparse.Namespace, human: str, machine: dict[str, JsonValue]) -> None:
-    from oblivio.interfaces.cli import _emit
-
-    _emit(args, human, machine)
+    emit(args, human, machine)
 
 
 def cmd_request(args: argparse.Namespace) -> int:
